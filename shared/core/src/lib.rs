@@ -1,0 +1,19 @@
+//! mailroom's pure core: the data model, the configuration, the four stages and the ports
+//! they talk to the world through, plus embedded adapters for running without AWS.
+//!
+//! No AWS or Lambda crate is a dependency of this crate.
+
+pub mod classify;
+pub mod config;
+pub mod embedded;
+pub mod filter;
+pub mod mail;
+pub mod matcher;
+pub mod model;
+pub mod pipeline;
+pub mod ports;
+pub mod respond;
+pub mod route;
+
+pub use config::Config;
+pub use mail::Mail;

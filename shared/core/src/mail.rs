@@ -1,0 +1,341 @@
+//! A parsed inbound message and the derived facts every stage asks for, computed once.
+
+use std::borrow::Cow;
+
+use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders};
+
+/// Bodies longer than this are only partly matched by rules and scorers: enough to judge,
+/// bounded so that a 40 MB message costs no more than a small one.
+pub const MAX_TEXT: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    #[error("empty input: no bytes to parse")]
+    Empty,
+    #[error("not an e-mail message: {0}")]
+    NotMail(String),
+}
+
+/// A parsed message. Borrows the raw bytes: mail-parser parses zero-copy.
+pub struct Mail<'a> {
+    pub message: Message<'a>,
+    /// The message without any leading mbox `From ` line.
+    pub raw: &'a [u8],
+    /// Lower-cased `From` address.
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    /// Lower-cased recipients from the envelope (when known), `To`, `Cc`, `Delivered-To` and
+    /// `X-Original-To`, without duplicates.
+    pub recipients: Vec<String>,
+    pub subject: String,
+    /// Text body, or the HTML body reduced to text, at most [`MAX_TEXT`] bytes.
+    pub text: String,
+    pub message_id: Option<String>,
+}
+
+/// An attachment as the checks see it.
+pub struct Attachment<'m> {
+    pub name: Option<&'m str>,
+    /// `type/subtype`, lower-cased.
+    pub content_type: String,
+    pub contents: &'m [u8],
+}
+
+/// Drops a leading mbox `From ` separator line, as found in mbox exports and the
+/// SpamAssassin corpus.
+pub fn strip_mbox_from_line(raw: &[u8]) -> &[u8] {
+    if raw.starts_with(b"From ") {
+        match raw.iter().position(|&b| b == b'\n') {
+            Some(nl) => &raw[nl + 1..],
+            None => &[],
+        }
+    } else {
+        raw
+    }
+}
+
+/// Header names whose presence makes an input recognisably an e-mail message.
+const MAIL_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "received",
+    "return-path",
+    "sender",
+    "mime-version",
+    "delivered-to",
+    "reply-to",
+    "x-ses-receipt",
+];
+
+/// Checks that the input starts with a header block containing at least one
+/// mail header. mail-parser accepts anything, so a JPEG or a CSV file would otherwise "parse".
+fn check_looks_like_mail(raw: &[u8]) -> Result<(), MailError> {
+    let limit = raw.len().min(64 * 1024);
+    let head = &raw[..limit];
+    if head.contains(&0) {
+        return Err(MailError::NotMail(
+            "binary data (NUL bytes) in the header section".into(),
+        ));
+    }
+    let mut saw_mail_header = false;
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            continue;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            if saw_mail_header {
+                break; // a broken line inside the headers; mail-parser copes.
+            }
+            return Err(MailError::NotMail(format!(
+                "first line is not a header field: {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(60)])
+            )));
+        };
+        let name = &line[..colon];
+        if name.is_empty() || !name.iter().all(|&b| b.is_ascii_graphic()) {
+            if saw_mail_header {
+                break;
+            }
+            return Err(MailError::NotMail(format!(
+                "first line is not a header field: {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(60)])
+            )));
+        }
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        if MAIL_HEADERS.contains(&name.as_str()) {
+            saw_mail_header = true;
+        }
+    }
+    if saw_mail_header {
+        Ok(())
+    } else {
+        Err(MailError::NotMail(
+            "no From, To, Subject, Date, Message-ID or Received header".into(),
+        ))
+    }
+}
+
+fn addresses<'x>(a: Option<&'x Address<'x>>) -> impl Iterator<Item = String> + 'x {
+    a.into_iter()
+        .flat_map(|a| a.iter())
+        .filter_map(|a| a.address())
+        .map(|s| s.trim().to_ascii_lowercase())
+}
+
+impl<'a> Mail<'a> {
+    /// Parses a raw message (with or without a leading mbox `From ` line).
+    pub fn parse(raw: &'a [u8]) -> Result<Mail<'a>, MailError> {
+        Self::parse_with_recipients(raw, &[])
+    }
+
+    /// Parses a raw message and adds the envelope recipients SES reported.
+    pub fn parse_with_recipients(
+        raw: &'a [u8],
+        envelope_recipients: &[String],
+    ) -> Result<Mail<'a>, MailError> {
+        let raw = strip_mbox_from_line(raw);
+        if raw.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(MailError::Empty);
+        }
+        check_looks_like_mail(raw)?;
+        let message = MessageParser::default()
+            .parse(raw)
+            .ok_or_else(|| MailError::NotMail("mail-parser found no message structure".into()))?;
+
+        let from_addr = message.from().and_then(|a| a.first());
+        let from = from_addr
+            .and_then(|a| a.address())
+            .map(|s| s.trim().to_ascii_lowercase());
+        let from_name = from_addr
+            .and_then(|a| a.name())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+
+        let mut recipients: Vec<String> = envelope_recipients
+            .iter()
+            .map(|r| r.trim().to_ascii_lowercase())
+            .collect();
+        for r in addresses(message.to()).chain(addresses(message.cc())) {
+            if !recipients.contains(&r) {
+                recipients.push(r);
+            }
+        }
+        for name in ["Delivered-To", "X-Original-To"] {
+            for v in message.header_values(name) {
+                if let Some(t) = v.as_text() {
+                    let r = t.trim().trim_matches(['<', '>']).to_ascii_lowercase();
+                    if r.contains('@') && !recipients.contains(&r) {
+                        recipients.push(r);
+                    }
+                }
+            }
+        }
+
+        let subject = message.subject().unwrap_or_default().to_string();
+        let text = body_text(&message);
+        let message_id = message.message_id().map(str::to_string);
+        Ok(Mail {
+            message,
+            raw,
+            from,
+            from_name,
+            recipients,
+            subject,
+            text,
+            message_id,
+        })
+    }
+
+    /// The sender's domain, lower-cased.
+    pub fn from_domain(&self) -> Option<&str> {
+        self.from
+            .as_deref()
+            .and_then(|f| f.rsplit_once('@'))
+            .map(|(_, d)| d)
+    }
+
+    /// All values of a header (case-insensitive name) as text. Structured headers (addresses,
+    /// dates) are returned raw.
+    pub fn header_texts<'s>(&'s self, name: &'s str) -> impl Iterator<Item = Cow<'s, str>> + 's {
+        self.message
+            .headers()
+            .iter()
+            .filter(move |h| h.name().eq_ignore_ascii_case(name))
+            .map(|h| match h.value() {
+                HeaderValue::Text(t) => Cow::Borrowed(t.as_ref()),
+                HeaderValue::TextList(l) => Cow::Owned(l.join(", ")),
+                _ => {
+                    let start = h.offset_start() as usize;
+                    let end = (h.offset_end() as usize).min(self.raw.len());
+                    String::from_utf8_lossy(self.raw.get(start..end).unwrap_or_default())
+                        .trim()
+                        .to_string()
+                        .into()
+                }
+            })
+    }
+
+    /// The first value of a header as text.
+    pub fn header_text<'s>(&'s self, name: &'s str) -> Option<Cow<'s, str>> {
+        self.header_texts(name).next()
+    }
+
+    pub fn has_header(&self, name: &str) -> bool {
+        self.message
+            .headers()
+            .iter()
+            .any(|h| h.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Attachments, including parts nested in attached messages.
+    pub fn attachments(&self) -> Vec<Attachment<'_>> {
+        let mut out = Vec::new();
+        collect_attachments(&self.message, &mut out, 0);
+        out
+    }
+
+    pub fn has_attachment(&self) -> bool {
+        self.message.attachment_count() > 0
+    }
+
+    pub fn size(&self) -> u64 {
+        self.raw.len() as u64
+    }
+}
+
+fn collect_attachments<'m>(message: &'m Message<'_>, out: &mut Vec<Attachment<'m>>, depth: usize) {
+    for part in message.attachments() {
+        let content_type = part
+            .content_type()
+            .map(|ct| match ct.subtype() {
+                Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+                None => ct.ctype().to_ascii_lowercase(),
+            })
+            .unwrap_or_else(|| "application/octet-stream".into());
+        if let (Some(inner), true) = (part.message(), depth < 4) {
+            collect_attachments(inner, out, depth + 1);
+        }
+        out.push(Attachment {
+            name: part.attachment_name(),
+            content_type,
+            contents: part.contents(),
+        });
+    }
+}
+
+fn body_text(message: &Message<'_>) -> String {
+    let mut text = String::new();
+    for part in message.text_bodies() {
+        if let Some(t) = part.text_contents() {
+            if part.is_text_html() {
+                text.push_str(&mail_parser::decoders::html::html_to_text(t));
+            } else {
+                text.push_str(t);
+            }
+            text.push('\n');
+        }
+        if text.len() >= MAX_TEXT {
+            break;
+        }
+    }
+    if text.trim().is_empty() {
+        for part in message.html_bodies() {
+            if let Some(t) = part.text_contents() {
+                text.push_str(&mail_parser::decoders::html::html_to_text(t));
+            }
+            if text.len() >= MAX_TEXT {
+                break;
+            }
+        }
+    }
+    if text.len() > MAX_TEXT {
+        let mut cut = MAX_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_simple_message_and_strips_mbox_line() {
+        let raw = b"From someone@example.org Mon Jan  1 00:00:00 2024\nFrom: \"Ann\" <Ann@Example.org>\nTo: sales+promo@example.com\nSubject: hi\n\nhello there\n";
+        let m = Mail::parse(raw).unwrap();
+        assert_eq!(m.from.as_deref(), Some("ann@example.org"));
+        assert_eq!(m.from_name.as_deref(), Some("Ann"));
+        assert_eq!(m.recipients, vec!["sales+promo@example.com"]);
+        assert_eq!(m.subject, "hi");
+        assert!(m.text.contains("hello there"));
+        assert_eq!(m.from_domain(), Some("example.org"));
+    }
+
+    #[test]
+    fn rejects_things_that_are_not_mail() {
+        assert_eq!(Mail::parse(b"  \n").err(), Some(MailError::Empty));
+        assert!(matches!(
+            Mail::parse(b"\x89PNG\r\n\x1a\n\0\0\0IHDR").err(),
+            Some(MailError::NotMail(_))
+        ));
+        assert!(matches!(
+            Mail::parse(b"name,amount\nann,3\n").err(),
+            Some(MailError::NotMail(_))
+        ));
+        assert!(matches!(
+            Mail::parse(b"X-Custom: 1\n\nbody").err(),
+            Some(MailError::NotMail(_))
+        ));
+    }
+}

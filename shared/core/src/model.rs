@@ -1,0 +1,239 @@
+//! The data that flows between stages. Everything here is serialisable, because between
+//! Lambda functions it travels inside the [`Envelope`] on SQS, and locally it is printed as JSONL.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the [`Envelope`] wire format; bump on any incompatible change.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// The four pipeline stages, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Filter,
+    Classify,
+    Route,
+    Respond,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Filter, Stage::Classify, Stage::Route, Stage::Respond];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Filter => "filter",
+            Stage::Classify => "classify",
+            Stage::Route => "route",
+            Stage::Respond => "respond",
+        }
+    }
+
+    pub fn next(self) -> Option<Stage> {
+        match self {
+            Stage::Filter => Some(Stage::Classify),
+            Stage::Classify => Some(Stage::Route),
+            Stage::Route => Some(Stage::Respond),
+            Stage::Respond => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the raw message lives. The raw bytes never travel between stages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawRef {
+    /// Bucket name in AWS; a label such as `local` for the embedded adapters.
+    pub bucket: String,
+    /// Object key in AWS; file path (plus `#N` for the Nth message of an mbox) locally.
+    pub key: String,
+}
+
+/// The small versioned message that passes between stages: a reference to the raw mail and
+/// the results so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub version: u32,
+    /// Pipeline-wide id: the SES message id in AWS, a content hash locally.
+    pub id: String,
+    pub raw: RawRef,
+    /// Envelope recipients when known (SES receipt), in addition to the header recipients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    #[serde(default)]
+    pub results: StageResults,
+}
+
+impl Envelope {
+    pub fn new(id: impl Into<String>, raw: RawRef) -> Self {
+        Envelope {
+            version: ENVELOPE_VERSION,
+            id: id.into(),
+            raw,
+            recipients: Vec::new(),
+            results: StageResults::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageResults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classify: Option<ClassifyResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respond: Option<RespondResult>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Accept,
+    Quarantine,
+    Reject,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accept => "accept",
+            Verdict::Quarantine => "quarantine",
+            Verdict::Reject => "reject",
+        }
+    }
+}
+
+/// One finding of one filter check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    /// The check that wrote it, e.g. `ses_virus`, `attachments`.
+    pub check: String,
+    /// A stable machine-readable tag, e.g. `VIRUS_FAIL`, `BLOCKED_EXTENSION`.
+    pub tag: String,
+    /// Human-readable detail (which attachment, which header value).
+    pub detail: String,
+    /// What it added to the spam score (0 for pure verdict findings).
+    #[serde(default)]
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterResult {
+    pub verdict: Verdict,
+    pub spam_score: f32,
+    pub reasons: Vec<Reason>,
+    /// Which scorer produced the content part of the score (`rules`, or a model name).
+    pub scorer: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+        }
+    }
+}
+
+/// What decided a classification: a named rule, a model, or the configured default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
+pub enum DecidedBy {
+    Rule(String),
+    Model(String),
+    Default,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifyResult {
+    pub category: String,
+    pub category_confidence: f32,
+    pub category_by: DecidedBy,
+    pub priority: Priority,
+    pub priority_confidence: f32,
+    pub priority_by: DecidedBy,
+    /// ISO 639-1 code when detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+}
+
+/// A route action, as configured and as decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Forward(Vec<String>),
+    Deliver(String),
+    Store(String),
+    Tag { header: String, value: String },
+    Quarantine,
+    Drop,
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Forward(_) => "forward",
+            Action::Deliver(_) => "deliver",
+            Action::Store(_) => "store",
+            Action::Tag { .. } => "tag",
+            Action::Quarantine => "quarantine",
+            Action::Drop => "drop",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteResult {
+    /// Names of the rules that matched, in order (`default` when none did).
+    pub rules: Vec<String>,
+    pub actions: Vec<Action>,
+    /// The auto-reply template a matched rule chose, overriding the per-category choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_template: Option<String>,
+    /// Set when a matched rule said `reply = false`: the name of that rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_suppressed_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum RespondResult {
+    Sent {
+        to: String,
+        template: String,
+        reference: String,
+    },
+    Suppressed {
+        reason: String,
+    },
+}
+
+/// One audit-trail entry. Deliberately without bodies: the sender address is the only PII.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: String,
+    pub stage: Stage,
+    pub decision: String,
+    pub reasons: Vec<String>,
+    /// The rule(s) or model that decided.
+    pub decided_by: Vec<String>,
+    pub sender: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+}

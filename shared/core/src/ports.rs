@@ -1,0 +1,117 @@
+//! The core's ports: narrow traits the stages need from the outside world. Adapters implement
+//! them: embedded (disk, memory) in this crate, AWS in `mailroom-aws`.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::model::{AuditRecord, Envelope, RawRef, Stage};
+
+/// Why a port call failed. `Retryable` failures (throttling, 5xx, timeouts) are retried by
+/// the queue; `Permanent` ones send the message to quarantine.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("retryable: {0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl PortError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PortError::Retryable(_))
+    }
+}
+
+pub type PortResult<T> = Result<T, PortError>;
+
+/// Reads the raw message a [`RawRef`] points at.
+#[async_trait]
+pub trait RawMailSource: Send + Sync {
+    async fn get_raw(&self, raw: &RawRef) -> PortResult<Vec<u8>>;
+}
+
+/// Writes objects: stored mail (`store` action) and quarantine.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    async fn put_object(&self, key: &str, bytes: &[u8]) -> PortResult<()>;
+}
+
+/// Outcome of claiming a once-only effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller owns the effect now and must [`StateStore::complete_effect`] or
+    /// [`StateStore::release_effect`] it.
+    Acquired,
+    /// The effect was already carried out; the stored note says how.
+    Done(String),
+    /// Another invocation holds an unexpired lease: retry later.
+    Busy,
+}
+
+/// Per-message state, once-only effects and rate limits. Every write is conditional so that
+/// duplicate deliveries and concurrent invocations cannot double an effect.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Records that `stage` finished for message `id`. Returns false when it was already
+    /// recorded (a duplicate delivery), in which case nothing is written.
+    async fn record_stage(&self, id: &str, stage: Stage, summary: &str) -> PortResult<bool>;
+
+    /// Claims the effect `effect` of message `id` (for example `route/forward/0`) for `lease`.
+    async fn claim_effect(
+        &self,
+        id: &str,
+        effect: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> PortResult<Claim>;
+    /// Marks a claimed effect as done, with a short note (what was sent, to whom).
+    async fn complete_effect(&self, id: &str, effect: &str, note: &str) -> PortResult<()>;
+    /// Gives a claimed effect back after a failure, so that a retry can claim it again.
+    async fn release_effect(&self, id: &str, effect: &str) -> PortResult<()>;
+
+    /// Takes the rate-limit slot `key` until `until` for `owner` (a message id). Succeeds when
+    /// the slot is free, expired, or already held by the same owner (a retry of the same
+    /// message). Check and take are one atomic step.
+    async fn acquire_rate_limit(
+        &self,
+        key: &str,
+        owner: &str,
+        until: SystemTime,
+        now: SystemTime,
+    ) -> PortResult<bool>;
+}
+
+/// The audit trail. One record per message and stage: appending a second record for the
+/// same pair is a no-op.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn append(&self, record: &AuditRecord) -> PortResult<()>;
+}
+
+/// Hands an envelope to the next stage (an SQS queue in AWS).
+#[async_trait]
+pub trait StagePublisher: Send + Sync {
+    async fn publish(&self, next: Stage, envelope: &Envelope) -> PortResult<()>;
+}
+
+/// Delivers a message to a named queue (`deliver` action), for ticketing systems.
+#[async_trait]
+pub trait QueueDelivery: Send + Sync {
+    async fn deliver(&self, queue: &str, body: &str) -> PortResult<()>;
+}
+
+/// A message to send: raw MIME plus the envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMail {
+    pub from: String,
+    pub to: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
+/// Sends mail (SESv2 in AWS, an outbox folder locally).
+#[async_trait]
+pub trait MailSender: Send + Sync {
+    /// Returns the provider's message id.
+    async fn send(&self, mail: &OutgoingMail) -> PortResult<String>;
+}
