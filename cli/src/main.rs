@@ -1,1 +1,221 @@
-fn main() {}
+//! The `mailroom` command: the whole pipeline locally, on mail files, with embedded storage.
+
+mod input;
+mod output;
+
+use std::io::{IsTerminal, Write};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use mailroom_core::Config;
+use mailroom_core::embedded::disk::DiskState;
+use mailroom_core::embedded::files::{DirObjects, DirQueues, FileSource, InProcess, Outbox};
+use mailroom_core::model::{Envelope, RawRef};
+use mailroom_core::pipeline::{Engine, Ports, content_id};
+
+#[derive(Parser)]
+#[command(
+    name = "mailroom",
+    version,
+    about = "Inbound-email pipeline: filter, classify, route and respond"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run all four stages over .eml files, directories, mbox files and Maildir folders.
+    Run {
+        /// The TOML config (default: built-in defaults, no rules).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Where rate limits, once-only effects, the audit trail, stored and quarantined
+        /// mail and delivery queues are kept.
+        #[arg(long, default_value = "mailroom-out/state")]
+        state: PathBuf,
+        /// Where every message the pipeline would send is written as an .eml file.
+        #[arg(long, default_value = "mailroom-out/outbox")]
+        outbox: PathBuf,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Validate a config file: exit 1 with the line and column of the first problem.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Check { file } => match Config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} route rules, {} classify rules, {} templates)",
+                    file.display(),
+                    c.routes.len(),
+                    c.classify.rules.len(),
+                    c.respond.templates.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run {
+            config,
+            format,
+            state,
+            outbox,
+            inputs,
+        } => match run(config.as_deref(), format, &state, &outbox, &inputs) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Returns whether every input was processed.
+fn run(
+    config: Option<&Path>,
+    format: Format,
+    state_dir: &Path,
+    outbox: &Path,
+    inputs: &[PathBuf],
+) -> Result<bool> {
+    let config = match config {
+        Some(path) => Config::load(path)?,
+        None => Config::default_config(),
+    };
+    let state = Arc::new(DiskState::open(state_dir).map_err(anyhow::Error::msg)?);
+    let ports = Ports {
+        raw: Arc::new(FileSource),
+        objects: Arc::new(DirObjects {
+            root: state_dir.join("objects"),
+        }),
+        state: state.clone(),
+        audit: state.clone(),
+        publisher: Arc::new(InProcess),
+        queues: Arc::new(DirQueues {
+            root: state_dir.join("queues"),
+        }),
+        sender: Arc::new(Outbox {
+            dir: outbox.to_path_buf(),
+        }),
+    };
+    let engine = Engine::new(Arc::new(config), ports);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting the async runtime")?;
+
+    let files = input::files(inputs);
+    let progress = if std::io::stderr().is_terminal() && files.len() > 200 {
+        let bar = ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} files {per_sec} eta {eta}")
+                .expect("valid template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if let Format::Table = format {
+        writeln!(out, "{}", output::TABLE_HEADER)?;
+    }
+    let mut summary = output::Summary::default();
+    let started = Instant::now();
+    for file in files {
+        let messages = match file {
+            Ok(path) => input::read(&path),
+            Err((path, e)) => vec![input::Input {
+                source: path.display().to_string(),
+                raw: Err(e),
+            }],
+        };
+        for msg in messages {
+            let record = match msg.raw {
+                Err(e) => {
+                    summary.failed += 1;
+                    mailroom_core::report::failure(&msg.source, &e)
+                }
+                Ok(raw) => {
+                    summary.bytes += raw.len() as u64;
+                    let env = Envelope::new(
+                        content_id(&raw),
+                        RawRef {
+                            bucket: "local".into(),
+                            key: msg.source.clone(),
+                        },
+                    );
+                    // A bug in one message must not end the run: catch it, report it, go on.
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        runtime.block_on(engine.run_all(env, &raw))
+                    }))
+                    .map_err(panic_text)
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                    match result {
+                        Ok(outcome) => {
+                            if outcome.parse_error.is_some() {
+                                summary.failed += 1;
+                            }
+                            mailroom_core::report::record(&msg.source, &outcome)
+                        }
+                        Err(e) => {
+                            summary.failed += 1;
+                            mailroom_core::report::failure(&msg.source, &e)
+                        }
+                    }
+                }
+            };
+            summary.add(&record);
+            match format {
+                Format::Jsonl => writeln!(out, "{record}")?,
+                Format::Table => writeln!(out, "{}", output::table_row(&record))?,
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    out.flush()?;
+    state.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("{}", summary.render(started.elapsed()));
+    eprintln!(
+        "  outbox:     {}\n  state:      {}",
+        outbox.display(),
+        state_dir.display()
+    );
+    Ok(summary.failed == 0)
+}
+
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned());
+    format!(
+        "internal error (panic) while processing: {}",
+        what.unwrap_or_default()
+    )
+}

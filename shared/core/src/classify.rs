@@ -1,1 +1,263 @@
-//! classify
+//! The classify stage: category and priority, each with a confidence and what decided it,
+//! plus the message language. Rules win; a trained model (the [`TextModel`] seam) decides
+//! when no rule matches; the configured default comes last.
+
+use crate::config::Config;
+use crate::mail::Mail;
+use crate::matcher::{Facts, any_word};
+use crate::model::{ClassifyResult, DecidedBy, FilterResult, Priority};
+
+/// A trained text classifier: returns a label and its probability.
+pub trait TextModel: Send + Sync {
+    fn name(&self) -> &str;
+    fn predict(&self, mail: &Mail, language: Option<&str>) -> (String, f32);
+}
+
+/// How many characters language detection looks at: enough to be sure, cheap on long mail.
+const LANGUAGE_SAMPLE: usize = 2000;
+
+/// The classify stage with its optional models, built once per process.
+#[derive(Default)]
+pub struct Classifier {
+    pub category_model: Option<Box<dyn TextModel>>,
+    pub priority_model: Option<Box<dyn TextModel>>,
+}
+
+impl Classifier {
+    pub fn run(&self, mail: &Mail, filter: &FilterResult, config: &Config) -> ClassifyResult {
+        let cc = &config.classify;
+        let language = detect_language(mail);
+        let mut facts = Facts {
+            mail,
+            verdict: filter.verdict,
+            spam_score: filter.spam_score,
+            category: None,
+            priority: None,
+            language: language.as_deref(),
+            our_domains: &config.mailroom.domains,
+        };
+
+        let (category, category_confidence, category_by) = match cc
+            .rules
+            .iter()
+            .map(|r| r.get_ref())
+            .find(|r| r.when.matches(&facts))
+        {
+            Some(rule) => (
+                rule.category.clone(),
+                rule.confidence,
+                DecidedBy::Rule(rule.name.clone()),
+            ),
+            None => match &self.category_model {
+                Some(model) => {
+                    let (label, p) = model.predict(mail, language.as_deref());
+                    (label, p, DecidedBy::Model(model.name().to_string()))
+                }
+                None => (cc.default_category.clone(), 0.0, DecidedBy::Default),
+            },
+        };
+
+        facts.category = Some(&category);
+        let (priority, priority_confidence, priority_by) = if let Some(rule) = cc
+            .priority_rules
+            .iter()
+            .map(|r| r.get_ref())
+            .find(|r| r.when.matches(&facts))
+        {
+            (
+                rule.priority,
+                rule.confidence,
+                DecidedBy::Rule(rule.name.clone()),
+            )
+        } else if let Some((lang, _)) = cc
+            .urgent_words
+            .iter()
+            .find(|(_, words)| any_word(mail, words).is_some())
+        {
+            (
+                Priority::High,
+                1.0,
+                DecidedBy::Rule(format!("urgent_words.{lang}")),
+            )
+        } else if let Some(model) = &self.priority_model {
+            let (label, p) = model.predict(mail, language.as_deref());
+            match parse_priority(&label) {
+                Some(priority) => (priority, p, DecidedBy::Model(model.name().to_string())),
+                None => (cc.default_priority, 0.0, DecidedBy::Default),
+            }
+        } else {
+            (cc.default_priority, 0.0, DecidedBy::Default)
+        };
+
+        ClassifyResult {
+            category,
+            category_confidence,
+            category_by,
+            priority,
+            priority_confidence,
+            priority_by,
+            language,
+        }
+    }
+
+    /// The result for mail that could not be parsed: the defaults, decided by nothing.
+    pub fn unparsed(config: &Config) -> ClassifyResult {
+        ClassifyResult {
+            category: config.classify.default_category.clone(),
+            category_confidence: 0.0,
+            category_by: DecidedBy::Default,
+            priority: config.classify.default_priority,
+            priority_confidence: 0.0,
+            priority_by: DecidedBy::Default,
+            language: None,
+        }
+    }
+}
+
+fn parse_priority(label: &str) -> Option<Priority> {
+    match label.to_ascii_lowercase().as_str() {
+        "low" => Some(Priority::Low),
+        "medium" | "normal" => Some(Priority::Medium),
+        "high" | "urgent" => Some(Priority::High),
+        _ => None,
+    }
+}
+
+/// ISO 639-1 code of the subject and body language, when whatlang is confident.
+pub fn detect_language(mail: &Mail) -> Option<String> {
+    let mut sample = String::with_capacity(LANGUAGE_SAMPLE + mail.subject.len() + 1);
+    sample.push_str(&mail.subject);
+    sample.push('\n');
+    let mut end = mail.text.len().min(LANGUAGE_SAMPLE);
+    while !mail.text.is_char_boundary(end) {
+        end -= 1;
+    }
+    sample.push_str(&mail.text[..end]);
+    let info = whatlang::detect(&sample)?;
+    if !info.is_reliable() && info.confidence() < 0.5 {
+        return None;
+    }
+    iso639_1(info.lang()).map(str::to_string)
+}
+
+fn iso639_1(lang: whatlang::Lang) -> Option<&'static str> {
+    use whatlang::Lang::*;
+    Some(match lang {
+        Eng => "en",
+        Deu => "de",
+        Spa => "es",
+        Fra => "fr",
+        Por => "pt",
+        Ita => "it",
+        Nld => "nl",
+        Swe => "sv",
+        Dan => "da",
+        Nob => "no",
+        Fin => "fi",
+        Pol => "pl",
+        Ces => "cs",
+        Slk => "sk",
+        Hun => "hu",
+        Ron => "ro",
+        Rus => "ru",
+        Ukr => "uk",
+        Tur => "tr",
+        Ell => "el",
+        Jpn => "ja",
+        Cmn => "zh",
+        Kor => "ko",
+        Ara => "ar",
+        Heb => "he",
+        Hin => "hi",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Verdict;
+
+    fn accepted() -> FilterResult {
+        FilterResult {
+            verdict: Verdict::Accept,
+            spam_score: 0.0,
+            reasons: vec![],
+            scorer: "rules".into(),
+        }
+    }
+
+    const CONFIG: &str = r#"
+[mailroom]
+domains = ["example.com"]
+
+[classify]
+default_category = "general"
+
+[classify.urgent_words]
+en = ["urgent", "asap"]
+de = ["dringend"]
+
+[[classify.rules]]
+name = "billing-address"
+category = "billing"
+when = { recipient = "billing@" }
+
+[[classify.rules]]
+name = "invoice-words"
+category = "billing"
+confidence = 0.8
+when = { keywords = ["invoice", "Rechnung"] }
+
+[[classify.priority_rules]]
+name = "vip"
+priority = "high"
+when = { domain = "bigcustomer.example" }
+
+[[classify.priority_rules]]
+name = "billing-low"
+priority = "low"
+when = { category = "billing" }
+"#;
+
+    fn classify(raw: &str) -> ClassifyResult {
+        let config = Config::from_toml(CONFIG, "t.toml").unwrap();
+        let mail = Mail::parse(raw.as_bytes()).unwrap();
+        Classifier::default().run(&mail, &accepted(), &config)
+    }
+
+    #[test]
+    fn recipient_rule_with_plus_address_decides_category() {
+        let r = classify(
+            "From: a@x.org\nTo: billing+eu@example.com\nSubject: question\n\nHello, a question about my account.\n",
+        );
+        assert_eq!(r.category, "billing");
+        assert_eq!(r.category_by, DecidedBy::Rule("billing-address".into()));
+        assert_eq!(r.priority, Priority::Low);
+        assert_eq!(r.priority_by, DecidedBy::Rule("billing-low".into()));
+    }
+
+    #[test]
+    fn keyword_rule_and_vip_priority() {
+        let r = classify(
+            "From: ceo@bigcustomer.example\nTo: help@example.com\nSubject: Rechnung 2024\n\nBitte senden Sie die Rechnung erneut.\n",
+        );
+        assert_eq!(
+            (r.category.as_str(), r.category_confidence),
+            ("billing", 0.8)
+        );
+        assert_eq!(r.priority_by, DecidedBy::Rule("vip".into()));
+        assert_eq!(r.language.as_deref(), Some("de"));
+    }
+
+    #[test]
+    fn urgency_words_in_any_language_and_default_category() {
+        let r = classify(
+            "From: a@x.org\nTo: help@example.com\nSubject: Server ausgefallen\n\nDas ist dringend, der Server antwortet nicht mehr seit heute morgen.\n",
+        );
+        assert_eq!(r.category, "general");
+        assert_eq!(r.category_by, DecidedBy::Default);
+        assert_eq!(r.priority, Priority::High);
+        assert_eq!(r.priority_by, DecidedBy::Rule("urgent_words.de".into()));
+    }
+}

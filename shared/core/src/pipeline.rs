@@ -1,1 +1,600 @@
-//! pipeline
+//! Runs stages against the ports: the one place where decisions become effects.
+//!
+//! Delivery is at-least-once (SQS, Lambda retries, a re-run of `mailroom run`), so every
+//! effect is claimed through the [`StateStore`] before it happens and completed after: a
+//! duplicate finds it done and skips it. Stage records and audit entries are conditional
+//! writes too, so a duplicate writes no second transition.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::classify::Classifier;
+use crate::config::Config;
+use crate::filter::{self, Filter};
+use crate::mail::{Mail, MailError};
+use crate::model::{Action, AuditRecord, DecidedBy, Envelope, RespondResult, Stage};
+use crate::ports::{
+    AuditLog, Claim, MailSender, ObjectStore, OutgoingMail, PortError, QueueDelivery,
+    RawMailSource, StagePublisher, StateStore,
+};
+use crate::{respond, route};
+
+/// How long a claimed effect is reserved for the invocation that claimed it. Longer than any
+/// send takes; shorter than the queue's retry delay so a crashed holder does not block long.
+pub const EFFECT_LEASE: Duration = Duration::from_secs(120);
+
+/// A stage failure, with the message and stage it happened in.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// Try again later: the queue redelivers the message.
+    #[error("message {id}, stage {stage}: {detail} (will retry)")]
+    Retryable {
+        id: String,
+        stage: Stage,
+        detail: String,
+    },
+    /// Retrying cannot help: the message goes to quarantine.
+    #[error("message {id}, stage {stage}: {detail}")]
+    Permanent {
+        id: String,
+        stage: Stage,
+        detail: String,
+    },
+}
+
+impl StageError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StageError::Retryable { .. })
+    }
+
+    fn from_port(id: &str, stage: Stage, what: &str, e: PortError) -> StageError {
+        let (id, detail) = (id.to_string(), format!("{what}: {e}"));
+        if e.is_retryable() {
+            StageError::Retryable { id, stage, detail }
+        } else {
+            StageError::Permanent { id, stage, detail }
+        }
+    }
+}
+
+/// The adapters a pipeline runs against.
+#[derive(Clone)]
+pub struct Ports {
+    pub raw: Arc<dyn RawMailSource>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub state: Arc<dyn StateStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub publisher: Arc<dyn StagePublisher>,
+    pub queues: Arc<dyn QueueDelivery>,
+    pub sender: Arc<dyn MailSender>,
+}
+
+/// The stages, their config and ports. Built once per process (per Lambda cold start).
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub filter: Filter,
+    pub classifier: Classifier,
+    pub ports: Ports,
+}
+
+/// What a local run reports for one message.
+pub struct Outcome {
+    pub envelope: Envelope,
+    /// The message's own headers, when it parsed.
+    pub headline: Option<Headline>,
+    /// Why the input could not be parsed as mail (it was quarantined).
+    pub parse_error: Option<String>,
+}
+
+pub struct Headline {
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub subject: String,
+}
+
+/// A content-derived message id for mail that has no SES id (local runs): the same bytes
+/// always get the same id, so a re-run is recognised as a duplicate.
+pub fn content_id(raw: &[u8]) -> String {
+    let digest = Sha256::digest(raw);
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn decided(by: &DecidedBy) -> String {
+    match by {
+        DecidedBy::Rule(n) => format!("rule:{n}"),
+        DecidedBy::Model(n) => format!("model:{n}"),
+        DecidedBy::Default => "default".into(),
+    }
+}
+
+impl Engine {
+    pub fn new(config: Arc<Config>, ports: Ports) -> Engine {
+        Engine {
+            config,
+            filter: Filter::new(),
+            classifier: Classifier::default(),
+            ports,
+        }
+    }
+
+    /// Runs one stage on an envelope (one Lambda invocation's work for one record), then
+    /// publishes the updated envelope to the next stage.
+    pub async fn run_stage(&self, stage: Stage, mut env: Envelope) -> Result<Envelope, StageError> {
+        let raw = self
+            .ports
+            .raw
+            .get_raw(&env.raw)
+            .await
+            .map_err(|e| StageError::from_port(&env.id, stage, "reading raw mail", e))?;
+        let parsed = self.parse(&raw, &env);
+        self.stage(stage, &mut env, &raw, parsed.as_ref()).await?;
+        if let Some(next) = stage.next() {
+            self.ports
+                .publisher
+                .publish(next, &env)
+                .await
+                .map_err(|e| {
+                    StageError::from_port(&env.id, stage, "publishing to the next stage", e)
+                })?;
+        }
+        Ok(env)
+    }
+
+    /// Runs every stage in process on raw bytes already in memory (local runs). The raw
+    /// mail is parsed once for all four stages.
+    pub async fn run_all(&self, mut env: Envelope, raw: &[u8]) -> Result<Outcome, StageError> {
+        let parsed = self.parse(raw, &env);
+        for stage in Stage::ALL {
+            self.stage(stage, &mut env, raw, parsed.as_ref()).await?;
+        }
+        let headline = parsed.as_ref().ok().map(|m| Headline {
+            message_id: m.message_id.clone(),
+            from: m.from.clone(),
+            subject: m.subject.clone(),
+        });
+        Ok(Outcome {
+            envelope: env,
+            headline,
+            parse_error: parsed.err().map(|e| e.to_string()),
+        })
+    }
+
+    /// Parses unless the message is over the size limit (then it is never parsed).
+    fn parse<'r>(&self, raw: &'r [u8], env: &Envelope) -> Result<Mail<'r>, MailError> {
+        let max = self.config.filter.max_message_size.0;
+        if raw.len() as u64 > max {
+            return Err(MailError::NotMail(format!("oversize: {} bytes", raw.len())));
+        }
+        Mail::parse_with_recipients(raw, &env.recipients)
+    }
+
+    async fn stage(
+        &self,
+        stage: Stage,
+        env: &mut Envelope,
+        raw: &[u8],
+        mail: Result<&Mail<'_>, &MailError>,
+    ) -> Result<(), StageError> {
+        let audit = match stage {
+            Stage::Filter => self.filter_stage(env, raw, mail),
+            Stage::Classify => self.classify_stage(env, mail)?,
+            Stage::Route => self.route_stage(env, raw, mail).await?,
+            Stage::Respond => self.respond_stage(env, mail).await?,
+        };
+        let record = AuditRecord {
+            id: env.id.clone(),
+            stage,
+            decision: audit.0,
+            reasons: audit.1,
+            decided_by: audit.2,
+            sender: mail.ok().and_then(|m| m.from.clone()),
+            at: epoch_secs(now()),
+        };
+        // Audit first, then the transition: both are idempotent, and a crash in between
+        // leaves an audit entry the retry finds rather than a transition without one.
+        self.ports
+            .audit
+            .append(&record)
+            .await
+            .map_err(|e| StageError::from_port(&env.id, stage, "appending audit record", e))?;
+        self.ports
+            .state
+            .record_stage(&env.id, stage, &record.decision)
+            .await
+            .map_err(|e| StageError::from_port(&env.id, stage, "recording stage state", e))?;
+        Ok(())
+    }
+
+    fn filter_stage(
+        &self,
+        env: &mut Envelope,
+        raw: &[u8],
+        mail: Result<&Mail<'_>, &MailError>,
+    ) -> (String, Vec<String>, Vec<String>) {
+        let result = match mail {
+            Ok(mail) => self.filter.run(mail, &self.config),
+            Err(_) if raw.len() as u64 > self.config.filter.max_message_size.0 => {
+                filter::oversize(raw.len() as u64, &self.config)
+            }
+            Err(e) => filter::unparseable(&e.to_string()),
+        };
+        let audit = (
+            result.verdict.as_str().to_string(),
+            result
+                .reasons
+                .iter()
+                .map(|r| format!("{}: {}", r.tag, r.detail))
+                .collect(),
+            vec![format!("scorer:{}", result.scorer)],
+        );
+        env.results.filter = Some(result);
+        audit
+    }
+
+    fn classify_stage(
+        &self,
+        env: &mut Envelope,
+        mail: Result<&Mail<'_>, &MailError>,
+    ) -> Result<(String, Vec<String>, Vec<String>), StageError> {
+        let filter = self.require_filter(env, Stage::Classify)?;
+        let result = match mail {
+            Ok(mail) => self.classifier.run(mail, filter, &self.config),
+            Err(_) => Classifier::unparsed(&self.config),
+        };
+        let audit = (
+            format!(
+                "category={} priority={}",
+                result.category,
+                result.priority.as_str()
+            ),
+            result
+                .language
+                .iter()
+                .map(|l| format!("language={l}"))
+                .collect(),
+            vec![decided(&result.category_by), decided(&result.priority_by)],
+        );
+        env.results.classify = Some(result);
+        Ok(audit)
+    }
+
+    fn require_filter<'e>(
+        &self,
+        env: &'e Envelope,
+        stage: Stage,
+    ) -> Result<&'e crate::model::FilterResult, StageError> {
+        env.results
+            .filter
+            .as_ref()
+            .ok_or_else(|| StageError::Permanent {
+                id: env.id.clone(),
+                stage,
+                detail: "envelope has no filter result".into(),
+            })
+    }
+
+    async fn route_stage(
+        &self,
+        env: &mut Envelope,
+        raw: &[u8],
+        mail: Result<&Mail<'_>, &MailError>,
+    ) -> Result<(String, Vec<String>, Vec<String>), StageError> {
+        let filter = self.require_filter(env, Stage::Route)?;
+        let result = match (mail, &env.results.classify) {
+            (Ok(mail), Some(classify)) => route::decide(mail, filter, classify, &self.config),
+            (Ok(_), None) => {
+                return Err(StageError::Permanent {
+                    id: env.id.clone(),
+                    stage: Stage::Route,
+                    detail: "envelope has no classify result".into(),
+                });
+            }
+            (Err(_), _) => route::decide_unparsed(filter, &self.config),
+        };
+        let tags: Vec<(String, String)> = result
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Tag { header, value } => Some((header.clone(), value.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut notes = Vec::new();
+        for (index, action) in result.actions.iter().enumerate() {
+            let note = self.execute(env, raw, mail, index, action, &tags).await?;
+            notes.push(note);
+        }
+        let audit = (
+            result
+                .actions
+                .iter()
+                .map(Action::kind)
+                .collect::<Vec<_>>()
+                .join(","),
+            notes,
+            result.rules.clone(),
+        );
+        env.results.route = Some(result);
+        Ok(audit)
+    }
+
+    /// Carries out one route action. Writes to fixed keys are naturally idempotent; sends
+    /// and deliveries are claimed first so a duplicate does not repeat them.
+    async fn execute(
+        &self,
+        env: &Envelope,
+        raw: &[u8],
+        mail: Result<&Mail<'_>, &MailError>,
+        index: usize,
+        action: &Action,
+        tags: &[(String, String)],
+    ) -> Result<String, StageError> {
+        let id = &env.id;
+        let port = |what: &str| {
+            let what = what.to_string();
+            move |e: PortError| StageError::from_port(id, Stage::Route, &what, e)
+        };
+        match action {
+            Action::Forward(to) => {
+                let Ok(mail) = mail else {
+                    return Ok("forward skipped: message could not be parsed".into());
+                };
+                let mut sent = Vec::new();
+                for (chunk, out) in
+                    route::forward::forward_messages(mail, &self.config.mailroom, to, tags)
+                        .into_iter()
+                        .enumerate()
+                {
+                    let effect = format!("route/{index}/forward/{chunk}");
+                    sent.push(self.send_once(id, Stage::Route, &effect, &out).await?);
+                }
+                Ok(format!("forwarded to {}: {}", to.join(" "), sent.join(" ")))
+            }
+            Action::Deliver(queue) => {
+                let effect = format!("route/{index}/deliver/{queue}");
+                let body = serde_json::to_string(env).expect("envelopes serialise");
+                let claimed = self.claim(id, Stage::Route, &effect).await?;
+                if let Some(done) = claimed {
+                    return Ok(done);
+                }
+                if let Err(e) = self.ports.queues.deliver(queue, &body).await {
+                    self.release(id, Stage::Route, &effect).await;
+                    return Err(port(&format!("delivering to queue {queue}"))(e));
+                }
+                let note = format!("delivered to queue {queue}");
+                self.ports
+                    .state
+                    .complete_effect(id, &effect, &note)
+                    .await
+                    .map_err(port("completing delivery"))?;
+                Ok(note)
+            }
+            Action::Store(prefix) => {
+                let key = format!("{prefix}{id}.eml");
+                let copy;
+                let bytes = if tags.is_empty() {
+                    mail.map(|m| m.raw).unwrap_or(raw)
+                } else {
+                    copy = route::headers::tagged_copy(mail.map(|m| m.raw).unwrap_or(raw), tags);
+                    &copy
+                };
+                self.ports
+                    .objects
+                    .put_object(&key, bytes)
+                    .await
+                    .map_err(port(&format!("storing under {key}")))?;
+                Ok(format!("stored as {key}"))
+            }
+            Action::Quarantine => {
+                let key = format!("{}{id}.eml", self.config.routing.quarantine_prefix);
+                self.ports
+                    .objects
+                    .put_object(&key, raw)
+                    .await
+                    .map_err(port(&format!("quarantining as {key}")))?;
+                Ok(format!("quarantined as {key}"))
+            }
+            Action::Tag { header, .. } => Ok(format!("tagged {header}")),
+            Action::Drop => Ok("dropped".into()),
+        }
+    }
+
+    /// Claims an effect. `Ok(Some(note))` means it was already done.
+    async fn claim(
+        &self,
+        id: &str,
+        stage: Stage,
+        effect: &str,
+    ) -> Result<Option<String>, StageError> {
+        match self
+            .ports
+            .state
+            .claim_effect(id, effect, EFFECT_LEASE, now())
+            .await
+        {
+            Ok(Claim::Acquired) => Ok(None),
+            Ok(Claim::Done(note)) => Ok(Some(note)),
+            Ok(Claim::Busy) => Err(StageError::Retryable {
+                id: id.into(),
+                stage,
+                detail: format!("effect {effect} is being carried out by another invocation"),
+            }),
+            Err(e) => Err(StageError::from_port(
+                id,
+                stage,
+                &format!("claiming effect {effect}"),
+                e,
+            )),
+        }
+    }
+
+    /// Gives an effect back after a failed attempt. A failure to release only delays the
+    /// retry until the lease expires, so it is logged in the error, not raised.
+    async fn release(&self, id: &str, _stage: Stage, effect: &str) {
+        let _ = self.ports.state.release_effect(id, effect).await;
+    }
+
+    async fn send_once(
+        &self,
+        id: &str,
+        stage: Stage,
+        effect: &str,
+        out: &OutgoingMail,
+    ) -> Result<String, StageError> {
+        if let Some(done) = self.claim(id, stage, effect).await? {
+            return Ok(done);
+        }
+        match self.ports.sender.send(out).await {
+            Ok(provider_id) => {
+                let note = format!("sent {provider_id}");
+                self.ports
+                    .state
+                    .complete_effect(id, effect, &note)
+                    .await
+                    .map_err(|e| {
+                        StageError::from_port(id, stage, &format!("completing effect {effect}"), e)
+                    })?;
+                Ok(note)
+            }
+            Err(e) => {
+                self.release(id, stage, effect).await;
+                Err(StageError::from_port(
+                    id,
+                    stage,
+                    &format!("sending ({effect}) to {}", out.to.join(" ")),
+                    e,
+                ))
+            }
+        }
+    }
+
+    async fn respond_stage(
+        &self,
+        env: &mut Envelope,
+        mail: Result<&Mail<'_>, &MailError>,
+    ) -> Result<(String, Vec<String>, Vec<String>), StageError> {
+        let result = match mail {
+            Err(e) => RespondResult::Suppressed {
+                reason: format!("message could not be parsed: {e}"),
+            },
+            Ok(mail) => self.reply(env, mail).await?,
+        };
+        let audit = match &result {
+            RespondResult::Sent {
+                template,
+                reference,
+                ..
+            } => (
+                "sent".to_string(),
+                vec![format!("reference {reference}")],
+                vec![format!("template:{template}")],
+            ),
+            RespondResult::Suppressed { reason } => {
+                ("suppressed".to_string(), vec![reason.clone()], vec![])
+            }
+        };
+        env.results.respond = Some(result);
+        Ok(audit)
+    }
+
+    /// The auto-reply: claim the message's reply, take the sender's rate-limit slot, send.
+    /// The slot is owned by this message id, so a retry after a failed send takes it again
+    /// while a different message from the same sender is refused.
+    async fn reply(&self, env: &Envelope, mail: &Mail<'_>) -> Result<RespondResult, StageError> {
+        let id = &env.id;
+        let stage = Stage::Respond;
+        let plan = match respond::plan(mail, &env.results, &self.config) {
+            Ok(plan) => plan,
+            Err(reason) => return Ok(RespondResult::Suppressed { reason }),
+        };
+        let effect = "respond/reply";
+        if let Some(note) = self.claim(id, stage, effect).await? {
+            return Ok(
+                serde_json::from_str(&note).unwrap_or(RespondResult::Suppressed {
+                    reason: format!("already handled: {note}"),
+                }),
+            );
+        }
+        let complete = |result: RespondResult| async move {
+            let note = serde_json::to_string(&result).expect("results serialise");
+            self.ports
+                .state
+                .complete_effect(id, effect, &note)
+                .await
+                .map_err(|e| StageError::from_port(id, stage, "completing reply", e))?;
+            Ok::<_, StageError>(result)
+        };
+
+        let period = self.config.respond.period.0;
+        let t = now();
+        let slot = format!("reply#{}", plan.rate_limit_key);
+        match self
+            .ports
+            .state
+            .acquire_rate_limit(&slot, id, t + period, t)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return complete(RespondResult::Suppressed {
+                    reason: format!(
+                        "rate limited: {} already got template {:?} within {}",
+                        plan.to,
+                        plan.template,
+                        humantime::format_duration(period)
+                    ),
+                })
+                .await;
+            }
+            Err(e) => {
+                self.release(id, stage, effect).await;
+                return Err(StageError::from_port(
+                    id,
+                    stage,
+                    "taking the reply rate-limit slot",
+                    e,
+                ));
+            }
+        }
+
+        let reference = respond::reference_for(id, &self.config.respond.reference_prefix);
+        let out = match respond::render(mail, &plan, &env.results, &self.config, &reference) {
+            Ok(out) => out,
+            Err(reason) => {
+                self.release(id, stage, effect).await;
+                return Err(StageError::Permanent {
+                    id: id.clone(),
+                    stage,
+                    detail: format!("rendering template {:?}: {reason}", plan.template),
+                });
+            }
+        };
+        if let Err(e) = self.ports.sender.send(&out).await {
+            self.release(id, stage, effect).await;
+            return Err(StageError::from_port(
+                id,
+                stage,
+                &format!("sending auto-reply to {}", plan.to),
+                e,
+            ));
+        }
+        complete(RespondResult::Sent {
+            to: plan.to,
+            template: plan.template,
+            reference,
+        })
+        .await
+    }
+}

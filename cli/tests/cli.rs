@@ -1,0 +1,216 @@
+//! Runs the real `mailroom` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn mailroom(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("mailroom runs")
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mailroom-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn jsonl(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn outbox_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "eml")
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let out = mailroom(&["check", "examples/mailroom.toml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_rejects_a_bad_config_with_line_and_column() {
+    let dir = temp("badcfg");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[filter]\nquarantine_score = 5.0\n\n[[route]]\nname = \"x\"\nwhen = { subject = \"([\" }\nactions = [\"drop\"]\n").unwrap();
+    let out = mailroom(&["check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:6:"), "{err}");
+    assert!(err.contains("bad regex"), "{err}");
+    // Nothing runs on an invalid config.
+    let out = mailroom(&[
+        "run",
+        "--config",
+        bad.to_str().unwrap(),
+        "--state",
+        dir.join("s").to_str().unwrap(),
+        "examples/mail",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty() || !String::from_utf8_lossy(&out.stdout).contains("accept"));
+}
+
+#[test]
+fn run_over_examples_then_rerun_sends_nothing_twice() {
+    let dir = temp("run");
+    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
+    let args = [
+        "run",
+        "--config",
+        "examples/mailroom.toml",
+        "--format",
+        "jsonl",
+        "--state",
+        state.to_str().unwrap(),
+        "--outbox",
+        outbox.to_str().unwrap(),
+        "examples/mail",
+    ];
+    let out = mailroom(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = jsonl(&out);
+    assert_eq!(
+        rows.len(),
+        std::fs::read_dir(repo().join("examples/mail"))
+            .unwrap()
+            .count()
+    );
+    for row in &rows {
+        for key in [
+            "source",
+            "message_id",
+            "from",
+            "subject",
+            "verdict",
+            "spam_score",
+            "reasons",
+            "category",
+            "category_confidence",
+            "priority",
+            "routes",
+            "auto_reply",
+        ] {
+            assert!(row.get(key).is_some(), "missing {key} in {row}");
+        }
+    }
+    let sent_first = outbox_files(&outbox);
+    let replies_first = rows
+        .iter()
+        .filter(|r| r["auto_reply"]["status"] == "sent")
+        .count();
+    assert!(
+        replies_first > 0,
+        "the examples should produce at least one auto-reply"
+    );
+    assert!(
+        sent_first > replies_first,
+        "the examples should produce forwards as well as replies"
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("messages/s"), "{summary}");
+
+    let again = mailroom(&args);
+    assert!(again.status.success());
+    assert_eq!(
+        outbox_files(&outbox),
+        sent_first,
+        "a second run must send nothing new"
+    );
+    let rows2 = jsonl(&again);
+    assert!(
+        rows2
+            .iter()
+            .zip(&rows)
+            .all(|(b, a)| a["auto_reply"] == b["auto_reply"]),
+        "a re-run reports the same auto-reply outcome"
+    );
+}
+
+#[test]
+fn bad_inputs_are_reported_per_message_and_the_run_goes_on() {
+    let dir = temp("bad");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(
+        input.join("a.eml"),
+        "From: a@x.org\nTo: b@example.com\nSubject: fine\n\nhello\n",
+    )
+    .unwrap();
+    std::fs::write(input.join("b.eml"), [0x89u8, b'P', b'N', b'G', 0, 0, 1, 2]).unwrap();
+    std::fs::write(input.join("c.mbox"), "From a@x Mon Jan  1 00:00:00 2024\nFrom: a@x.org\nSubject: one\n\nx\n\nFrom b@x Mon Jan  1 00:00:00 2024\nFrom: b@x.org\nSubject: two\n\ny\n").unwrap();
+    let missing = dir.join("missing.eml");
+    let out = mailroom(&[
+        "run",
+        "--format",
+        "jsonl",
+        "--state",
+        dir.join("s").to_str().unwrap(),
+        "--outbox",
+        dir.join("o").to_str().unwrap(),
+        input.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "failed inputs give exit code 1");
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 5, "{rows:#?}");
+    let by_source = |s: &str| {
+        rows.iter()
+            .find(|r| r["source"].as_str().unwrap().ends_with(s))
+            .unwrap_or_else(|| panic!("no row for {s}"))
+    };
+    assert_eq!(by_source("a.eml")["verdict"], "accept");
+    assert!(
+        by_source("b.eml")["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an e-mail message")
+    );
+    assert_eq!(
+        by_source("b.eml")["verdict"],
+        "quarantine",
+        "unparseable mail is quarantined, not lost"
+    );
+    assert_eq!(by_source("c.mbox#2")["subject"], "two");
+    assert!(
+        by_source("missing.eml")["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read")
+    );
+}

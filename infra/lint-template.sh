@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Lint template.yaml offline and check it against infra/resources.json.
+# Runs cfn-lint, `sam validate --lint`, and a drift check; exits nonzero if any fails.
+# Dummy credentials and a fixed region keep boto from looking for real ones;
+# nothing here needs an AWS account or the network.
+set -uo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+bash infra/setup-venv.sh || { echo "lint-template: infra/setup-venv.sh failed" >&2; exit 1; }
+bin="${repo_root}/.venv/bin"
+
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
+export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+export SAM_CLI_TELEMETRY=0
+
+failed=0
+run() {
+    echo "== $*"
+    if ! "$@"; then
+        echo "FAILED: $*" >&2
+        failed=1
+    fi
+}
+
+run "${bin}/cfn-lint" template.yaml
+run "${bin}/sam" validate --lint --template template.yaml
+run "${bin}/python" - <<'EOF'
+"""Drift check: every name and setting in infra/resources.json must match template.yaml."""
+import json
+import sys
+from pathlib import Path
+
+from cfnlint.decode import decode
+
+spec = json.loads(Path("infra/resources.json").read_text())
+tpl, errs = decode("template.yaml")
+if errs:
+    sys.exit(f"cannot parse template.yaml: {errs}")
+res = tpl["Resources"]
+text = Path("template.yaml").read_text()
+problems = []
+
+
+def check(cond, msg):
+    if not cond:
+        problems.append(msg)
+
+
+def props(lid, rtype):
+    r = res.get(lid)
+    if r is None or r.get("Type") != rtype:
+        problems.append(f"{lid}: missing or not {rtype}")
+        return {}
+    return r.get("Properties", {})
+
+
+def stack_name(suffix):
+    return {"Fn::Sub": "${AWS::StackName}" + suffix}
+
+
+qs, fs = spec["queue_settings"], spec["function_settings"]
+
+# Bucket, prefixes and config key.
+b = spec["bucket"]
+bucket_sub = b["name_format"].replace("{stack}", "${AWS::StackName}").replace("{account}", "${AWS::AccountId}")
+bp = props(b["logical_id"], "AWS::S3::Bucket")
+check(bp.get("BucketName") == {"Fn::Sub": bucket_sub}, f"bucket name should be !Sub {bucket_sub}")
+check(f"arn:${{AWS::Partition}}:s3:::{bucket_sub}" in text, "InboundQueuePolicy must name the bucket by its fixed name")
+for key, prefix in b["prefixes"].items():
+    check(f"/{prefix}*" in text, f"prefix {prefix} ({key}) not used in any policy")
+lifecycle = {r.get("Prefix") for r in bp.get("LifecycleConfiguration", {}).get("Rules", [])}
+for key in ("raw", "quarantine"):
+    check(b["prefixes"][key] in lifecycle, f"no lifecycle rule for {b['prefixes'][key]}")
+notif = json.dumps(bp.get("NotificationConfiguration", {}))
+check(f'"Value": "{b["prefixes"]["raw"]}"' in notif, "bucket notification is not filtered on the raw prefix")
+check(tpl["Parameters"]["ConfigKey"]["Default"] == b["config_key"], "ConfigKey default != bucket.config_key")
+check(b["config_key"].startswith(b["prefixes"]["config"]), "config_key is outside the config prefix")
+
+# Table.
+t = spec["table"]
+tp = props(t["logical_id"], "AWS::DynamoDB::Table")
+check(tp.get("TableName") == stack_name(t["name_suffix"]), "table name")
+pk, sk = t["partition_key"], t["sort_key"]
+check(tp.get("KeySchema") == [{"AttributeName": pk["name"], "KeyType": "HASH"},
+                              {"AttributeName": sk["name"], "KeyType": "RANGE"}], "table key schema")
+check(sorted(tp.get("AttributeDefinitions", []), key=str) == sorted(
+    [{"AttributeName": k["name"], "AttributeType": k["type"]} for k in (pk, sk)], key=str), "table attributes")
+check(tp.get("TimeToLiveSpecification") == {"AttributeName": t["ttl_attribute"], "Enabled": True}, "table TTL")
+
+# SES rule set and rule (the rule name is also spelled out in the bucket policy).
+ses = spec["ses"]
+check(props("ReceiptRuleSet", "AWS::SES::ReceiptRuleSet").get("RuleSetName") == stack_name(ses["rule_set_suffix"]), "rule set name")
+rule = props("ReceiptRule", "AWS::SES::ReceiptRule").get("Rule", {})
+check(rule.get("Name") == stack_name(ses["rule_suffix"]), "receipt rule name")
+check(f"receipt-rule/${{AWS::StackName}}{ses['rule_suffix']}" in text, "bucket policy SourceArn does not name the receipt rule")
+check(json.dumps(rule.get("Actions", [])).count(f'"ObjectKeyPrefix": "{b["prefixes"]["raw"]}"') == 1, "receipt rule S3 prefix")
+
+# Queues and DLQs.
+queues = {q["key"]: q for q in spec["queues"]}
+for q in spec["queues"]:
+    p = props(q["logical_id"], "AWS::SQS::Queue")
+    d = props(q["dlq_logical_id"], "AWS::SQS::Queue")
+    check(p.get("QueueName") == stack_name(q["name_suffix"]), f"{q['logical_id']} name")
+    check(d.get("QueueName") == stack_name(q["dlq_name_suffix"]), f"{q['dlq_logical_id']} name")
+    check(p.get("VisibilityTimeout") == qs["visibility_timeout_seconds"], f"{q['logical_id']} VisibilityTimeout")
+    check(p.get("ReceiveMessageWaitTimeSeconds") == qs["receive_wait_seconds"], f"{q['logical_id']} wait time")
+    check(p.get("MessageRetentionPeriod") == qs["message_retention_seconds"], f"{q['logical_id']} retention")
+    check(d.get("MessageRetentionPeriod") == qs["dlq_retention_seconds"], f"{q['dlq_logical_id']} retention")
+    check(p.get("RedrivePolicy") == {"deadLetterTargetArn": {"Fn::GetAtt": [q["dlq_logical_id"], "Arn"]},
+                                     "maxReceiveCount": qs["max_receive_count"]}, f"{q['logical_id']} RedrivePolicy")
+    check(p.get("SqsManagedSseEnabled") is True and d.get("SqsManagedSseEnabled") is True, f"{q['key']} queues: SSE")
+    age = props(q["logical_id"].replace("Queue", "QueueAgeAlarm"), "AWS::CloudWatch::Alarm")
+    check(age.get("Threshold") == qs["oldest_message_alarm_seconds"], f"{q['logical_id']} age alarm threshold")
+declared = {q[k] for q in spec["queues"] for k in ("logical_id", "dlq_logical_id")}
+for lid, r in res.items():
+    if r["Type"] == "AWS::SQS::Queue":
+        check(lid in declared, f"queue {lid} is not declared in resources.json")
+check(f"${{AWS::StackName}}{spec['deliver_queue_name_prefix']}*" in text, "delivery queue prefix not granted")
+check(qs["visibility_timeout_seconds"] >= 6 * fs["timeout_seconds"] + fs["batching_window_seconds"],
+      "visibility timeout must be >= 6 x function timeout + batching window")
+
+# Functions.
+glob = tpl.get("Globals", {}).get("Function", {})
+declared = {f["logical_id"] for f in spec["functions"]}
+for lid, r in res.items():
+    if r["Type"] == "AWS::Serverless::Function":
+        check(lid in declared, f"function {lid} is not declared in resources.json")
+for f in spec["functions"]:
+    lid = f["logical_id"]
+    p = props(lid, "AWS::Serverless::Function")
+    setting = lambda k: p.get(k, glob.get(k))
+    check(p.get("FunctionName") == stack_name(f["name_suffix"]), f"{lid} FunctionName")
+    check(p.get("CodeUri") == f["code_uri"], f"{lid} CodeUri")
+    check(res.get(lid, {}).get("Metadata", {}).get("BuildMethod") == "rust-cargolambda", f"{lid} BuildMethod")
+    check(setting("Timeout") == fs["timeout_seconds"], f"{lid} Timeout")
+    check(setting("MemorySize") == fs["memory_mb"], f"{lid} MemorySize")
+    env = {**glob.get("Environment", {}).get("Variables", {}), **p.get("Environment", {}).get("Variables", {})}
+    check(set(env) == set(f["env"]), f"{lid} env vars {sorted(env)} != {sorted(f['env'])}")
+    if f["next_queue"]:
+        check(env.get(spec["env"]["next_queue_url"]) == {"Ref": queues[f["next_queue"]]["logical_id"]}, f"{lid} next queue")
+    events = list(p.get("Events", {}).values())
+    check(len(events) == 1 and events[0].get("Type") == "SQS", f"{lid}: expected exactly one SQS event")
+    ev = events[0].get("Properties", {}) if events else {}
+    check(ev.get("Queue") == {"Fn::GetAtt": [queues[f["source_queue"]]["logical_id"], "Arn"]}, f"{lid} source queue")
+    check(ev.get("BatchSize") == fs["batch_size"], f"{lid} BatchSize")
+    check(ev.get("MaximumBatchingWindowInSeconds") == fs["batching_window_seconds"], f"{lid} batching window")
+    check(ev.get("ScalingConfig") == {"MaximumConcurrency": fs["max_concurrency"]}, f"{lid} MaximumConcurrency")
+    check(ev.get("FunctionResponseTypes") == ["ReportBatchItemFailures"], f"{lid} ReportBatchItemFailures")
+    # The crate may not exist yet; when it does, its package name must match.
+    cargo = Path(f["code_uri"]) / "Cargo.toml"
+    if cargo.exists():
+        check(f'name = "{f["package"]}"' in cargo.read_text(), f"{cargo}: package is not {f['package']}")
+
+# Custom metric alarm.
+m = spec["metrics"]
+alarm = props("ConfigRejectedAlarm", "AWS::CloudWatch::Alarm")
+check((alarm.get("Namespace"), alarm.get("MetricName")) == (m["namespace"], m["config_rejected"]), "ConfigRejected alarm")
+check(text.count(f"cloudwatch:namespace: {m['namespace']}") == len(spec["functions"]), "PutMetricData namespace condition")
+
+for p in problems:
+    print(f"drift: {p}", file=sys.stderr)
+if problems:
+    sys.exit(1)
+print("template.yaml matches infra/resources.json")
+EOF
+
+if [[ $failed -ne 0 ]]; then
+    echo "lint-template: FAILED" >&2
+    exit 1
+fi
+echo "lint-template: OK"

@@ -1,0 +1,120 @@
+//! Folder adapters for local runs: raw mail from files, objects and queues as folders, and
+//! an outbox folder holding every message the pipeline would send.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+use crate::model::{Envelope, RawRef, Stage};
+use crate::ports::{
+    MailSender, ObjectStore, OutgoingMail, PortError, PortResult, QueueDelivery, RawMailSource,
+    StagePublisher,
+};
+
+fn io(what: String) -> impl Fn(std::io::Error) -> PortError {
+    move |e| PortError::Permanent(format!("{what}: {e}"))
+}
+
+/// Joins a storage key below `root`, refusing keys that would climb out of it.
+fn below(root: &Path, key: &str) -> PortResult<PathBuf> {
+    let rel = Path::new(key);
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(PortError::Permanent(format!(
+            "refusing storage key {key:?}: it must be a relative path without '..'"
+        )));
+    }
+    Ok(root.join(rel))
+}
+
+fn append_line(path: &Path, line: &str) -> PortResult<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    }
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    writeln!(f, "{line}").map_err(io(format!("writing {}", path.display())))
+}
+
+/// Reads raw mail from the file named by the [`RawRef`] key.
+pub struct FileSource;
+
+#[async_trait]
+impl RawMailSource for FileSource {
+    async fn get_raw(&self, raw: &RawRef) -> PortResult<Vec<u8>> {
+        fs::read(&raw.key).map_err(io(format!("reading {}", raw.key)))
+    }
+}
+
+/// Objects (stored and quarantined mail) as files below a folder.
+pub struct DirObjects {
+    pub root: PathBuf,
+}
+
+#[async_trait]
+impl ObjectStore for DirObjects {
+    async fn put_object(&self, key: &str, bytes: &[u8]) -> PortResult<()> {
+        let path = below(&self.root, key)?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+        }
+        fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))
+    }
+}
+
+/// Named delivery queues as JSONL files below a folder, one line per delivered message.
+pub struct DirQueues {
+    pub root: PathBuf,
+}
+
+#[async_trait]
+impl QueueDelivery for DirQueues {
+    async fn deliver(&self, queue: &str, body: &str) -> PortResult<()> {
+        append_line(&below(&self.root, &format!("{queue}.jsonl"))?, body)
+    }
+}
+
+/// Every message the pipeline sends, written as `.eml` files, with `index.jsonl` listing the
+/// envelope (from, to) of each.
+pub struct Outbox {
+    pub dir: PathBuf,
+}
+
+#[async_trait]
+impl MailSender for Outbox {
+    async fn send(&self, mail: &OutgoingMail) -> PortResult<String> {
+        fs::create_dir_all(&self.dir)
+            .map_err(io(format!("creating outbox {}", self.dir.display())))?;
+        let mut h = Sha256::new();
+        h.update(mail.to.join(",").as_bytes());
+        h.update(&mail.raw);
+        let name = format!(
+            "{}.eml",
+            h.finalize()[..10]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let path = self.dir.join(&name);
+        fs::write(&path, &mail.raw).map_err(io(format!("writing {}", path.display())))?;
+        let line =
+            serde_json::json!({ "file": name, "from": mail.from, "to": mail.to }).to_string();
+        append_line(&self.dir.join("index.jsonl"), &line)?;
+        Ok(format!("outbox:{name}"))
+    }
+}
+
+/// For in-process runs, where every stage runs in turn and nothing is published.
+pub struct InProcess;
+
+#[async_trait]
+impl StagePublisher for InProcess {
+    async fn publish(&self, _next: Stage, _envelope: &Envelope) -> PortResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! In-memory adapters, for tests and in-process benchmarks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use super::{EffectRow, SlotRow, decide_claim, decide_slot};
+use crate::model::{AuditRecord, Envelope, RawRef, Stage};
+use crate::ports::{
+    AuditLog, Claim, MailSender, ObjectStore, OutgoingMail, PortError, PortResult, QueueDelivery,
+    RawMailSource, StagePublisher, StateStore,
+};
+
+/// State, effects, rate limits and the audit trail in memory.
+#[derive(Default)]
+pub struct MemoryState {
+    inner: Mutex<Tables>,
+}
+
+#[derive(Default)]
+struct Tables {
+    stages: BTreeMap<(String, Stage), String>,
+    effects: HashMap<(String, String), EffectRow>,
+    slots: HashMap<String, SlotRow>,
+    audit: BTreeMap<(String, Stage), AuditRecord>,
+}
+
+impl MemoryState {
+    pub fn stage_records(&self, id: &str) -> Vec<(Stage, String)> {
+        let t = self.inner.lock().expect("state lock");
+        t.stages
+            .iter()
+            .filter(|((i, _), _)| i == id)
+            .map(|((_, s), v)| (*s, v.clone()))
+            .collect()
+    }
+    pub fn audit_records(&self) -> Vec<AuditRecord> {
+        self.inner
+            .lock()
+            .expect("state lock")
+            .audit
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryState {
+    async fn record_stage(&self, id: &str, stage: Stage, summary: &str) -> PortResult<bool> {
+        let mut t = self.inner.lock().expect("state lock");
+        let key = (id.to_string(), stage);
+        if t.stages.contains_key(&key) {
+            return Ok(false);
+        }
+        t.stages.insert(key, summary.to_string());
+        Ok(true)
+    }
+
+    async fn claim_effect(
+        &self,
+        id: &str,
+        effect: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> PortResult<Claim> {
+        let mut t = self.inner.lock().expect("state lock");
+        let key = (id.to_string(), effect.to_string());
+        let (claim, row) = decide_claim(t.effects.get(&key), lease, now);
+        if let Some(row) = row {
+            t.effects.insert(key, row);
+        }
+        Ok(claim)
+    }
+
+    async fn complete_effect(&self, id: &str, effect: &str, note: &str) -> PortResult<()> {
+        let mut t = self.inner.lock().expect("state lock");
+        t.effects.insert(
+            (id.to_string(), effect.to_string()),
+            EffectRow {
+                done: true,
+                lease_until: 0,
+                note: note.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    async fn release_effect(&self, id: &str, effect: &str) -> PortResult<()> {
+        let mut t = self.inner.lock().expect("state lock");
+        let key = (id.to_string(), effect.to_string());
+        if t.effects.get(&key).is_some_and(|r| !r.done) {
+            t.effects.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn acquire_rate_limit(
+        &self,
+        key: &str,
+        owner: &str,
+        until: SystemTime,
+        now: SystemTime,
+    ) -> PortResult<bool> {
+        let mut t = self.inner.lock().expect("state lock");
+        match decide_slot(t.slots.get(key), owner, until, now) {
+            Some(row) => {
+                t.slots.insert(key.to_string(), row);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemoryState {
+    async fn append(&self, record: &AuditRecord) -> PortResult<()> {
+        let mut t = self.inner.lock().expect("state lock");
+        t.audit
+            .entry((record.id.clone(), record.stage))
+            .or_insert_with(|| record.clone());
+        Ok(())
+    }
+}
+
+/// Raw mail, objects written, mail sent, deliveries and publications, all in memory.
+#[derive(Default)]
+pub struct MemoryWorld {
+    pub raw: Mutex<HashMap<String, Vec<u8>>>,
+    pub objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    pub sent: Mutex<Vec<OutgoingMail>>,
+    pub delivered: Mutex<Vec<(String, String)>>,
+    pub published: Mutex<Vec<(Stage, Envelope)>>,
+}
+
+#[async_trait]
+impl RawMailSource for MemoryWorld {
+    async fn get_raw(&self, raw: &RawRef) -> PortResult<Vec<u8>> {
+        self.raw
+            .lock()
+            .expect("world lock")
+            .get(&raw.key)
+            .cloned()
+            .ok_or_else(|| {
+                PortError::Permanent(format!("no raw mail at {}/{}", raw.bucket, raw.key))
+            })
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryWorld {
+    async fn put_object(&self, key: &str, bytes: &[u8]) -> PortResult<()> {
+        self.objects
+            .lock()
+            .expect("world lock")
+            .insert(key.to_string(), bytes.to_vec());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MailSender for MemoryWorld {
+    async fn send(&self, mail: &OutgoingMail) -> PortResult<String> {
+        let mut sent = self.sent.lock().expect("world lock");
+        sent.push(mail.clone());
+        Ok(format!("memory-{}", sent.len()))
+    }
+}
+
+#[async_trait]
+impl QueueDelivery for MemoryWorld {
+    async fn deliver(&self, queue: &str, body: &str) -> PortResult<()> {
+        self.delivered
+            .lock()
+            .expect("world lock")
+            .push((queue.to_string(), body.to_string()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StagePublisher for MemoryWorld {
+    async fn publish(&self, next: Stage, envelope: &Envelope) -> PortResult<()> {
+        self.published
+            .lock()
+            .expect("world lock")
+            .push((next, envelope.clone()));
+        Ok(())
+    }
+}

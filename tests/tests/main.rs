@@ -1,0 +1,5 @@
+//! mailroom's one integration-test binary; each module is one area, sharing the harness in
+//! `mailroom_tests`.
+
+mod edge_cases;
+mod golden;
