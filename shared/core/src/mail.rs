@@ -35,7 +35,11 @@ pub struct Mail<'a> {
 
 /// An attachment as the checks see it.
 pub struct Attachment<'m> {
+    /// The `Content-Disposition` `filename`, else the `Content-Type` `name`.
     pub name: Option<&'m str>,
+    /// The `Content-Type` `name` when it differs from `name`: mail clients disagree on which
+    /// of the two they show and save, so a filter has to look at both.
+    pub other_name: Option<&'m str>,
     /// `type/subtype`, lower-cased.
     pub content_type: String,
     pub contents: &'m [u8],
@@ -263,8 +267,14 @@ fn collect_attachments<'m>(message: &'m Message<'_>, out: &mut Vec<Attachment<'m
         if let (Some(inner), true) = (part.message(), depth < 4) {
             collect_attachments(inner, out, depth + 1);
         }
+        let name = part.attachment_name();
+        let other_name = part
+            .content_type()
+            .and_then(|ct| ct.attribute("name"))
+            .filter(|n| Some(*n) != name);
         out.push(Attachment {
-            name: part.attachment_name(),
+            name,
+            other_name,
             content_type,
             contents: part.contents(),
         });
