@@ -35,6 +35,7 @@ impl Classifier {
             priority: None,
             language: language.as_deref(),
             our_domains: &config.mailroom.domains,
+            accepted_only_by_default: false,
         };
 
         let (category, category_confidence, category_by) = match cc

@@ -15,6 +15,9 @@ pub struct Facts<'a> {
     pub language: Option<&'a str>,
     /// Our domains, for `billing@`-style recipient patterns.
     pub our_domains: &'a [String],
+    /// Route rules without a `verdict` condition see only accepted mail; classify rules
+    /// see every verdict.
+    pub accepted_only_by_default: bool,
 }
 
 /// Removes a `+tag` from the local part: `sales+promo@x` → `sales@x`.
@@ -101,7 +104,12 @@ pub fn any_word(mail: &Mail, words: &[String]) -> Option<String> {
 impl Match {
     pub fn matches(&self, f: &Facts) -> bool {
         let mail = f.mail;
-        if !self.verdicts().contains(&f.verdict) {
+        let verdict_ok = if self.verdict.is_empty() && !f.accepted_only_by_default {
+            true
+        } else {
+            self.verdicts().contains(&f.verdict)
+        };
+        if !verdict_ok {
             return false;
         }
         if !self.recipient.is_empty()

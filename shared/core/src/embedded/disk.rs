@@ -2,7 +2,9 @@
 //! rate-limit slots and the audit trail, so that a second run over the same mail repeats no
 //! effect and sends no second auto-reply.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -17,9 +19,17 @@ const EFFECTS: TableDefinition<&str, &str> = TableDefinition::new("effects");
 const SLOTS: TableDefinition<&str, &str> = TableDefinition::new("rate_limits");
 const AUDIT: TableDefinition<&str, &str> = TableDefinition::new("audit");
 
+/// The state store. Writes collect in memory and reach the file in one transaction per
+/// [`DiskState::flush`] (called every few thousand writes and at the end of a run): a
+/// transaction per write would cost more than the pipeline itself. redb locks the file, so
+/// one process owns the state and the in-memory check-and-set is atomic.
 pub struct DiskState {
     db: Database,
+    pending: Mutex<BTreeMap<(&'static str, String), Option<String>>>,
 }
+
+/// Flush on our own once this many writes are pending, bounding memory on large runs.
+const MAX_PENDING: usize = 20_000;
 
 fn key2(a: &str, b: &str) -> String {
     format!("{a}\u{0}{b}")
@@ -29,6 +39,17 @@ fn err(what: &str) -> impl Fn(redb::Error) -> PortError + '_ {
     move |e| PortError::Permanent(format!("state store ({what}): {e}"))
 }
 
+fn table(name: &'static str) -> TableDefinition<'static, &'static str, &'static str> {
+    match name {
+        "stages" => STAGES,
+        "effects" => EFFECTS,
+        "rate_limits" => SLOTS,
+        _ => AUDIT,
+    }
+}
+
+type Pending = BTreeMap<(&'static str, String), Option<String>>;
+
 impl DiskState {
     /// Opens (or creates) `DIR/state.redb`.
     pub fn open(dir: &Path) -> Result<DiskState, String> {
@@ -37,43 +58,74 @@ impl DiskState {
         let path = dir.join("state.redb");
         let db = Database::create(&path)
             .map_err(|e| format!("cannot open state store {}: {e}", path.display()))?;
-        let state = DiskState { db };
-        state
-            .write("init", |tx| {
-                tx.open_table(STAGES)?;
-                tx.open_table(EFFECTS)?;
-                tx.open_table(SLOTS)?;
-                tx.open_table(AUDIT)?;
-                Ok(())
-            })
-            .map_err(|e| e.to_string())?;
-        state.flush().map_err(|e| e.to_string())?;
-        Ok(state)
+        let tx = db.begin_write().map_err(|e| e.to_string())?;
+        for t in [STAGES, EFFECTS, SLOTS, AUDIT] {
+            tx.open_table(t).map_err(|e| e.to_string())?;
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(DiskState {
+            db,
+            pending: Mutex::new(BTreeMap::new()),
+        })
     }
 
-    /// One write transaction. Commits are not fsynced one by one (a local run writes
-    /// several per message); [`DiskState::flush`] makes everything so far durable.
-    fn write<T>(
+    fn read(&self, pending: &Pending, name: &'static str, key: &str) -> PortResult<Option<String>> {
+        if let Some(v) = pending.get(&(name, key.to_string())) {
+            return Ok(v.clone());
+        }
+        let tx = self.db.begin_read().map_err(|e| err(name)(e.into()))?;
+        let t = tx
+            .open_table(table(name))
+            .map_err(|e| err(name)(e.into()))?;
+        Ok(t.get(key)
+            .map_err(|e| err(name)(e.into()))?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// Runs a check-and-set on one table under the pending lock.
+    fn update<T>(
         &self,
-        what: &str,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
+        name: &'static str,
+        key: &str,
+        f: impl FnOnce(Option<String>) -> (T, Option<Option<String>>),
     ) -> PortResult<T> {
-        let mut tx = self.db.begin_write().map_err(|e| err(what)(e.into()))?;
-        tx.set_durability(Durability::None);
-        let out = f(&tx).map_err(err(what))?;
-        tx.commit().map_err(|e| err(what)(e.into()))?;
+        let mut pending = self.pending.lock().expect("state lock");
+        let current = self.read(&pending, name, key)?;
+        let (out, write) = f(current);
+        if let Some(value) = write {
+            pending.insert((name, key.to_string()), value);
+        }
+        if pending.len() >= MAX_PENDING {
+            Self::write_out(&self.db, &mut pending)?;
+        }
         Ok(out)
     }
 
-    /// Makes every earlier write durable.
-    pub fn flush(&self) -> PortResult<()> {
-        let mut tx = self.db.begin_write().map_err(|e| err("flush")(e.into()))?;
+    fn write_out(db: &Database, pending: &mut Pending) -> PortResult<()> {
+        let mut tx = db.begin_write().map_err(|e| err("flush")(e.into()))?;
         tx.set_durability(Durability::Immediate);
+        for ((name, key), value) in std::mem::take(pending) {
+            let mut t = tx
+                .open_table(table(name))
+                .map_err(|e| err("flush")(e.into()))?;
+            match value {
+                Some(v) => t.insert(key.as_str(), v.as_str()).map(|_| ()),
+                None => t.remove(key.as_str()).map(|_| ()),
+            }
+            .map_err(|e| err("flush")(e.into()))?;
+        }
         tx.commit().map_err(|e| err("flush")(e.into()))
     }
 
-    /// The audit trail, in key order (message id, then stage).
+    /// Writes everything pending to the file, durably.
+    pub fn flush(&self) -> PortResult<()> {
+        let mut pending = self.pending.lock().expect("state lock");
+        Self::write_out(&self.db, &mut pending)
+    }
+
+    /// The audit trail, in key order (message id, then stage). Flushes first.
     pub fn audit_records(&self) -> PortResult<Vec<AuditRecord>> {
+        self.flush()?;
         let tx = self
             .db
             .begin_read()
@@ -93,17 +145,23 @@ impl DiskState {
     }
 }
 
+impl Drop for DiskState {
+    /// Nothing recorded is lost when a run ends early: pending writes reach the file.
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Option<Option<String>> {
+    Some(Some(serde_json::to_string(v).expect("rows serialise")))
+}
+
 #[async_trait]
 impl StateStore for DiskState {
     async fn record_stage(&self, id: &str, stage: Stage, summary: &str) -> PortResult<bool> {
-        self.write("record stage", |tx| {
-            let mut t = tx.open_table(STAGES)?;
-            let key = key2(id, stage.as_str());
-            if t.get(key.as_str())?.is_some() {
-                return Ok(false);
-            }
-            t.insert(key.as_str(), summary)?;
-            Ok(true)
+        self.update("stages", &key2(id, stage.as_str()), |cur| match cur {
+            Some(_) => (false, None),
+            None => (true, Some(Some(summary.to_string()))),
         })
     }
 
@@ -114,55 +172,32 @@ impl StateStore for DiskState {
         lease: Duration,
         now: SystemTime,
     ) -> PortResult<Claim> {
-        self.write("claim effect", |tx| {
-            let mut t = tx.open_table(EFFECTS)?;
-            let key = key2(id, effect);
-            let existing: Option<EffectRow> = t
-                .get(key.as_str())?
-                .and_then(|v| serde_json::from_str(v.value()).ok());
+        self.update("effects", &key2(id, effect), |cur| {
+            let existing: Option<EffectRow> = cur.and_then(|v| serde_json::from_str(&v).ok());
             let (claim, row) = decide_claim(existing.as_ref(), lease, now);
-            if let Some(row) = row {
-                t.insert(
-                    key.as_str(),
-                    serde_json::to_string(&row)
-                        .expect("rows serialise")
-                        .as_str(),
-                )?;
-            }
-            Ok(claim)
+            (claim, row.and_then(|r| json(&r)))
         })
     }
 
     async fn complete_effect(&self, id: &str, effect: &str, note: &str) -> PortResult<()> {
-        self.write("complete effect", |tx| {
-            let mut t = tx.open_table(EFFECTS)?;
-            let row = EffectRow {
-                done: true,
-                lease_until: 0,
-                note: note.to_string(),
-            };
-            t.insert(
-                key2(id, effect).as_str(),
-                serde_json::to_string(&row)
-                    .expect("rows serialise")
-                    .as_str(),
-            )?;
-            Ok(())
+        self.update("effects", &key2(id, effect), |_| {
+            (
+                (),
+                json(&EffectRow {
+                    done: true,
+                    lease_until: 0,
+                    note: note.to_string(),
+                }),
+            )
         })
     }
 
     async fn release_effect(&self, id: &str, effect: &str) -> PortResult<()> {
-        self.write("release effect", |tx| {
-            let mut t = tx.open_table(EFFECTS)?;
-            let key = key2(id, effect);
-            let done = t
-                .get(key.as_str())?
-                .and_then(|v| serde_json::from_str::<EffectRow>(v.value()).ok())
+        self.update("effects", &key2(id, effect), |cur| {
+            let done = cur
+                .and_then(|v| serde_json::from_str::<EffectRow>(&v).ok())
                 .is_some_and(|r| r.done);
-            if !done {
-                t.remove(key.as_str())?;
-            }
-            Ok(())
+            ((), if done { None } else { Some(None) })
         })
     }
 
@@ -173,22 +208,11 @@ impl StateStore for DiskState {
         until: SystemTime,
         now: SystemTime,
     ) -> PortResult<bool> {
-        self.write("rate limit", |tx| {
-            let mut t = tx.open_table(SLOTS)?;
-            let existing: Option<SlotRow> = t
-                .get(key)?
-                .and_then(|v| serde_json::from_str(v.value()).ok());
+        self.update("rate_limits", key, |cur| {
+            let existing: Option<SlotRow> = cur.and_then(|v| serde_json::from_str(&v).ok());
             match decide_slot(existing.as_ref(), owner, until, now) {
-                Some(row) => {
-                    t.insert(
-                        key,
-                        serde_json::to_string(&row)
-                            .expect("rows serialise")
-                            .as_str(),
-                    )?;
-                    Ok(true)
-                }
-                None => Ok(false),
+                Some(row) => (true, json(&row)),
+                None => (false, None),
             }
         })
     }
@@ -197,19 +221,14 @@ impl StateStore for DiskState {
 #[async_trait]
 impl AuditLog for DiskState {
     async fn append(&self, record: &AuditRecord) -> PortResult<()> {
-        self.write("append audit", |tx| {
-            let mut t = tx.open_table(AUDIT)?;
-            let key = key2(&record.id, record.stage.as_str());
-            if t.get(key.as_str())?.is_none() {
-                t.insert(
-                    key.as_str(),
-                    serde_json::to_string(record)
-                        .expect("records serialise")
-                        .as_str(),
-                )?;
-            }
-            Ok(())
-        })
+        self.update(
+            "audit",
+            &key2(&record.id, record.stage.as_str()),
+            |cur| match cur {
+                Some(_) => ((), None),
+                None => ((), json(record)),
+            },
+        )
     }
 }
 

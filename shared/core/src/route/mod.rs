@@ -24,6 +24,7 @@ pub fn decide(
         priority: Some(classify.priority),
         language: classify.language.as_deref(),
         our_domains: &config.mailroom.domains,
+        accepted_only_by_default: true,
     };
     let mut result = RouteResult {
         rules: Vec::new(),
