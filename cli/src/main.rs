@@ -2,6 +2,8 @@
 
 mod input;
 mod output;
+#[cfg(feature = "aws")]
+mod push;
 
 use std::io::{IsTerminal, Write};
 use std::panic::AssertUnwindSafe;
@@ -57,6 +59,15 @@ enum Command {
     },
     /// Validate a config file: exit 1 with the line and column of the first problem.
     Check { file: PathBuf },
+    /// Validate a config and upload it to the bucket the functions read it from.
+    #[cfg(feature = "aws")]
+    PushConfig {
+        file: PathBuf,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long, default_value = "config/mailroom.toml")]
+        key: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +88,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        #[cfg(feature = "aws")]
+        Command::PushConfig { file, bucket, key } => {
+            match push::push_config(&file, &bucket, &key) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             format,

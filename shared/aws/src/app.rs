@@ -1,0 +1,102 @@
+//! One function's process: settings, clients and ports built once per cold start, and the
+//! engine rebuilt only when the config changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use mailroom_core::model::Stage;
+use mailroom_core::pipeline::{Engine, Ports};
+use tokio::sync::Mutex;
+
+use crate::config_source::ConfigSource;
+use crate::dynamo::DynamoState;
+use crate::metrics::Metrics;
+use crate::s3::S3Mail;
+use crate::ses::SesSender;
+use crate::settings::Settings;
+use crate::sqs::{SqsDelivery, SqsPublisher};
+
+pub struct App {
+    pub settings: Settings,
+    pub ports: Ports,
+    config: ConfigSource,
+    engine: Mutex<Arc<Engine>>,
+}
+
+/// The SDK config from the environment. `AWS_ENDPOINT_URL` (honoured by the SDK) points
+/// every client at an emulator.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// An S3 client; path-style addressing when an endpoint is set, as emulators need.
+pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(sdk.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+impl App {
+    pub async fn new(settings: Settings, sdk: &SdkConfig) -> Result<App, String> {
+        let s3 = s3_client(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let mail = Arc::new(S3Mail {
+            client: s3.clone(),
+            bucket: settings.bucket.clone(),
+        });
+        let state = Arc::new(DynamoState {
+            client: aws_sdk_dynamodb::Client::new(sdk),
+            table: settings.table.clone(),
+            retention: Duration::from_secs(settings.retention_days * 86_400),
+        });
+        let ports = Ports {
+            raw: mail.clone(),
+            objects: mail,
+            state: state.clone(),
+            audit: state,
+            publisher: Arc::new(SqsPublisher {
+                client: sqs.clone(),
+                next_queue_url: settings.next_queue_url.clone(),
+            }),
+            queues: Arc::new(SqsDelivery::new(sqs, settings.deliver_queue_prefix.clone())),
+            sender: Arc::new(SesSender {
+                client: aws_sdk_sesv2::Client::new(sdk),
+            }),
+        };
+        let metrics = Metrics {
+            client: aws_sdk_cloudwatch::Client::new(sdk),
+        };
+        let config = ConfigSource::load(
+            s3,
+            settings.bucket.clone(),
+            settings.config_key.clone(),
+            settings.from_address.clone(),
+            Duration::from_secs(settings.config_refresh_seconds),
+            metrics,
+        )
+        .await?;
+        let engine = Mutex::new(Arc::new(Engine::new(config.config().await, ports.clone())));
+        Ok(App {
+            settings,
+            ports,
+            config,
+            engine,
+        })
+    }
+
+    pub fn stage(&self) -> Stage {
+        self.settings.stage
+    }
+
+    /// The engine for the current config.
+    pub async fn engine(&self) -> Arc<Engine> {
+        let config = self.config.config().await;
+        let mut engine = self.engine.lock().await;
+        if !Arc::ptr_eq(&engine.config, &config) {
+            *engine = Arc::new(Engine::new(config, self.ports.clone()));
+        }
+        engine.clone()
+    }
+}

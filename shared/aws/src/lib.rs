@@ -1,0 +1,49 @@
+//! mailroom's AWS adapters: the core's ports implemented with S3, SQS, DynamoDB, SESv2 and
+//! CloudWatch, the config loader, and the SQS batch handler the four Lambda functions share.
+
+pub mod app;
+pub mod config_source;
+pub mod dynamo;
+mod errors;
+pub mod events;
+pub mod handler;
+pub mod metrics;
+pub mod s3;
+pub mod ses;
+pub mod settings;
+pub mod sqs;
+
+use std::sync::Arc;
+
+use mailroom_core::model::Stage;
+
+/// JSON logs for CloudWatch; every line inside a record carries its span fields
+/// (stage, SQS message id, and the mail's message id).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_target(false)
+        .init();
+}
+
+/// The whole of a function's `main`: read settings, build clients once, serve SQS batches.
+pub async fn run(stage: Stage) -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    let settings = settings::Settings::from_env(stage)?;
+    let sdk = app::sdk_config().await;
+    let app = Arc::new(app::App::new(settings, &sdk).await?);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
+            let app = app.clone();
+            async move {
+                Ok::<_, lambda_runtime::Error>(handler::handle_batch(app, event.payload).await)
+            }
+        },
+    ))
+    .await
+}

@@ -1,0 +1,160 @@
+//! What a function reads from its environment, once per cold start. A missing or bad value
+//! is an error naming the variable: the function refuses to start rather than guess.
+
+use mailroom_core::model::Stage;
+
+pub const BUCKET: &str = "MAILROOM_BUCKET";
+pub const TABLE: &str = "MAILROOM_TABLE";
+pub const CONFIG_KEY: &str = "MAILROOM_CONFIG_KEY";
+pub const NEXT_QUEUE_URL: &str = "MAILROOM_NEXT_QUEUE_URL";
+pub const FROM_ADDRESS: &str = "MAILROOM_FROM_ADDRESS";
+pub const DELIVER_QUEUE_PREFIX: &str = "MAILROOM_DELIVER_QUEUE_PREFIX";
+pub const RETENTION_DAYS: &str = "MAILROOM_RETENTION_DAYS";
+pub const CONFIG_REFRESH_SECONDS: &str = "MAILROOM_CONFIG_REFRESH_SECONDS";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("environment variable {0} is not set (the {1} function needs it)")]
+    Missing(&'static str, Stage),
+    #[error("environment variable {name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub stage: Stage,
+    pub bucket: String,
+    pub table: String,
+    pub config_key: String,
+    /// The queue of the next stage; none for `respond`.
+    pub next_queue_url: Option<String>,
+    /// Overrides `[mailroom] from_address` with the template's verified address.
+    pub from_address: Option<String>,
+    /// Name prefix of the queues `deliver` actions send to (`<stack>-deliver-`).
+    pub deliver_queue_prefix: String,
+    /// How long audit records, state and rate-limit items are kept (DynamoDB TTL).
+    pub retention_days: u64,
+    /// How often the config's ETag is checked for a change (default 60 s).
+    pub config_refresh_seconds: u64,
+}
+
+impl Settings {
+    pub fn from_env(stage: Stage) -> Result<Settings, SettingsError> {
+        Settings::from_lookup(stage, |name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(
+        stage: Stage,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingsError> {
+        let required = |name: &'static str| -> Result<String, SettingsError> {
+            match get(name) {
+                Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+                _ => Err(SettingsError::Missing(name, stage)),
+            }
+        };
+        let next_queue_url = match stage {
+            Stage::Respond => None,
+            _ => {
+                let url = required(NEXT_QUEUE_URL)?;
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(SettingsError::Invalid {
+                        name: NEXT_QUEUE_URL,
+                        why: format!("{url:?} is not a queue URL"),
+                    });
+                }
+                Some(url)
+            }
+        };
+        let from_address = get(FROM_ADDRESS)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        if let Some(a) = &from_address
+            && !a.contains('@')
+        {
+            return Err(SettingsError::Invalid {
+                name: FROM_ADDRESS,
+                why: format!("{a:?} is not an e-mail address"),
+            });
+        }
+        let retention_days =
+            match get(RETENTION_DAYS) {
+                None => 30,
+                Some(v) => v.trim().parse().ok().filter(|d| *d > 0).ok_or_else(|| {
+                    SettingsError::Invalid {
+                        name: RETENTION_DAYS,
+                        why: format!("{v:?} is not a positive number of days"),
+                    }
+                })?,
+            };
+        let config_refresh_seconds = match get(CONFIG_REFRESH_SECONDS) {
+            None => 60,
+            Some(v) => v.trim().parse().map_err(|_| SettingsError::Invalid {
+                name: CONFIG_REFRESH_SECONDS,
+                why: format!("{v:?} is not a number of seconds"),
+            })?,
+        };
+        Ok(Settings {
+            stage,
+            bucket: required(BUCKET)?,
+            table: required(TABLE)?,
+            config_key: get(CONFIG_KEY)
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| "config/mailroom.toml".into()),
+            next_queue_url,
+            from_address,
+            deliver_queue_prefix: get(DELIVER_QUEUE_PREFIX)
+                .unwrap_or_else(|| "mailroom-deliver-".into()),
+            retention_days,
+            config_refresh_seconds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        let e = Settings::from_lookup(
+            Stage::Filter,
+            lookup(&[(TABLE, "t"), (NEXT_QUEUE_URL, "http://q")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment variable MAILROOM_BUCKET is not set (the filter function needs it)"
+        );
+        let e = Settings::from_lookup(Stage::Classify, lookup(&[(BUCKET, "b"), (TABLE, "t")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("MAILROOM_NEXT_QUEUE_URL"), "{e}");
+        let e = Settings::from_lookup(
+            Stage::Route,
+            lookup(&[(BUCKET, "b"), (TABLE, "t"), (NEXT_QUEUE_URL, "queue")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("is not a queue URL"), "{e}");
+    }
+
+    #[test]
+    fn respond_needs_no_next_queue() {
+        let s = Settings::from_lookup(
+            Stage::Respond,
+            lookup(&[(BUCKET, "b"), (TABLE, "t"), (RETENTION_DAYS, "14")]),
+        )
+        .unwrap();
+        assert_eq!(s.next_queue_url, None);
+        assert_eq!(s.retention_days, 14);
+        assert_eq!(s.config_key, "config/mailroom.toml");
+    }
+}
