@@ -14,7 +14,7 @@ pub trait TextModel: Send + Sync {
 }
 
 /// How many characters language detection looks at: enough to be sure, cheap on long mail.
-const LANGUAGE_SAMPLE: usize = 2000;
+const LANGUAGE_SAMPLE: usize = 600;
 
 /// The classify stage with its optional models, built once per process.
 #[derive(Default)]
@@ -26,7 +26,7 @@ pub struct Classifier {
 impl Classifier {
     pub fn run(&self, mail: &Mail, filter: &FilterResult, config: &Config) -> ClassifyResult {
         let cc = &config.classify;
-        let language = detect_language(mail);
+        let language = detect_language(mail, &configured_languages(config));
         let mut facts = Facts {
             mail,
             verdict: filter.verdict,
@@ -124,8 +124,80 @@ fn parse_priority(label: &str) -> Option<Priority> {
     }
 }
 
-/// ISO 639-1 code of the subject and body language, when whatlang is confident.
-pub fn detect_language(mail: &Mail) -> Option<String> {
+/// Languages whatlang may answer with, by ISO 639-1 code.
+const LANGUAGES: &[(whatlang::Lang, &str)] = {
+    use whatlang::Lang::*;
+    &[
+        (Eng, "en"),
+        (Deu, "de"),
+        (Spa, "es"),
+        (Fra, "fr"),
+        (Por, "pt"),
+        (Ita, "it"),
+        (Nld, "nl"),
+        (Swe, "sv"),
+        (Dan, "da"),
+        (Nob, "no"),
+        (Fin, "fi"),
+        (Pol, "pl"),
+        (Ces, "cs"),
+        (Slk, "sk"),
+        (Hun, "hu"),
+        (Ron, "ro"),
+        (Rus, "ru"),
+        (Ukr, "uk"),
+        (Tur, "tr"),
+        (Ell, "el"),
+        (Jpn, "ja"),
+        (Cmn, "zh"),
+        (Kor, "ko"),
+        (Ara, "ar"),
+        (Heb, "he"),
+        (Hin, "hi"),
+    ]
+};
+
+/// The languages a config cares about: those of its templates, urgency words and rule
+/// conditions, plus English. Detection among a few candidates is far more reliable on
+/// short mail than among seventy.
+pub fn configured_languages(config: &Config) -> Vec<whatlang::Lang> {
+    let mut codes: Vec<&str> = vec!["en"];
+    codes.extend(
+        config
+            .respond
+            .templates
+            .iter()
+            .filter_map(|t| t.language.as_deref()),
+    );
+    codes.extend(config.classify.urgent_words.keys().map(String::as_str));
+    let rule_langs = config
+        .classify
+        .rules
+        .iter()
+        .map(|r| &r.get_ref().when)
+        .chain(
+            config
+                .classify
+                .priority_rules
+                .iter()
+                .map(|r| &r.get_ref().when),
+        )
+        .chain(config.routes.iter().map(|r| &r.get_ref().when));
+    for when in rule_langs {
+        codes.extend(when.language.iter().map(String::as_str));
+    }
+    let mut langs: Vec<whatlang::Lang> = LANGUAGES
+        .iter()
+        .filter(|(_, code)| codes.iter().any(|c| c.eq_ignore_ascii_case(code)))
+        .map(|(l, _)| *l)
+        .collect();
+    langs.dedup();
+    langs
+}
+
+/// ISO 639-1 code of the subject and body language, when whatlang is confident, choosing
+/// among `candidates` (all languages it knows when empty or only English).
+pub fn detect_language(mail: &Mail, candidates: &[whatlang::Lang]) -> Option<String> {
     let mut sample = String::with_capacity(LANGUAGE_SAMPLE + mail.subject.len() + 1);
     sample.push_str(&mail.subject);
     sample.push('\n');
@@ -134,44 +206,20 @@ pub fn detect_language(mail: &Mail) -> Option<String> {
         end -= 1;
     }
     sample.push_str(&mail.text[..end]);
-    let info = whatlang::detect(&sample)?;
-    if !info.is_reliable() && info.confidence() < 0.5 {
+    let info = if candidates.len() > 1 {
+        whatlang::Detector::with_allowlist(candidates.to_vec()).detect(&sample)?
+    } else {
+        whatlang::detect(&sample)?
+    };
+    // whatlang calls many short texts unreliable that it still gets right at high
+    // confidence; below that, a wrong language would pick the wrong template.
+    if !info.is_reliable() && info.confidence() < 0.8 {
         return None;
     }
-    iso639_1(info.lang()).map(str::to_string)
-}
-
-fn iso639_1(lang: whatlang::Lang) -> Option<&'static str> {
-    use whatlang::Lang::*;
-    Some(match lang {
-        Eng => "en",
-        Deu => "de",
-        Spa => "es",
-        Fra => "fr",
-        Por => "pt",
-        Ita => "it",
-        Nld => "nl",
-        Swe => "sv",
-        Dan => "da",
-        Nob => "no",
-        Fin => "fi",
-        Pol => "pl",
-        Ces => "cs",
-        Slk => "sk",
-        Hun => "hu",
-        Ron => "ro",
-        Rus => "ru",
-        Ukr => "uk",
-        Tur => "tr",
-        Ell => "el",
-        Jpn => "ja",
-        Cmn => "zh",
-        Kor => "ko",
-        Ara => "ar",
-        Heb => "he",
-        Hin => "hi",
-        _ => return None,
-    })
+    LANGUAGES
+        .iter()
+        .find(|(l, _)| *l == info.lang())
+        .map(|(_, code)| code.to_string())
 }
 
 #[cfg(test)]

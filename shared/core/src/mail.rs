@@ -10,7 +10,7 @@ pub const MAX_TEXT: usize = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MailError {
-    #[error("empty input: no bytes to parse")]
+    #[error("empty input: no message content")]
     Empty,
     #[error("not an e-mail message: {0}")]
     NotMail(String),
@@ -31,6 +31,10 @@ pub struct Mail<'a> {
     /// Text body, or the HTML body reduced to text, at most [`MAX_TEXT`] bytes.
     pub text: String,
     pub message_id: Option<String>,
+    /// How many `From` header fields the message has (RFC 5322 allows one).
+    pub from_headers: usize,
+    /// Lower-cased subject and text, made once on first use (rules and scorers all want it).
+    lower: std::sync::OnceLock<(String, String)>,
 }
 
 /// An attachment as the checks see it.
@@ -154,7 +158,14 @@ impl<'a> Mail<'a> {
             .parse(raw)
             .ok_or_else(|| MailError::NotMail("mail-parser found no message structure".into()))?;
 
-        let from_addr = message.from().and_then(|a| a.first());
+        // The first From, not mail-parser's last: a second From appended by a sender must not
+        // decide the allow and block lists (the filter flags messages with several).
+        let from_addr = message
+            .header_values("From")
+            .next()
+            .and_then(|v| v.as_address())
+            .and_then(|a| a.first());
+        let from_headers = message.header_values("From").count();
         let from = from_addr
             .and_then(|a| a.address())
             .map(|s| s.trim().to_ascii_lowercase());
@@ -185,7 +196,11 @@ impl<'a> Mail<'a> {
 
         let subject = message.subject().unwrap_or_default().to_string();
         let text = body_text(&message);
-        let message_id = message.message_id().map(str::to_string);
+        let message_id = message
+            .header_values("Message-ID")
+            .next()
+            .and_then(|v| v.as_text())
+            .map(str::to_string);
         Ok(Mail {
             message,
             raw,
@@ -195,7 +210,24 @@ impl<'a> Mail<'a> {
             subject,
             text,
             message_id,
+            from_headers,
+            lower: Default::default(),
         })
+    }
+
+    /// The subject, lower-cased.
+    pub fn subject_lower(&self) -> &str {
+        &self.lowered().0
+    }
+
+    /// The text body, lower-cased.
+    pub fn text_lower(&self) -> &str {
+        &self.lowered().1
+    }
+
+    fn lowered(&self) -> &(String, String) {
+        self.lower
+            .get_or_init(|| (self.subject.to_lowercase(), self.text.to_lowercase()))
     }
 
     /// The sender's domain, lower-cased.

@@ -375,7 +375,7 @@ pub(crate) fn heuristics(mail: &Mail) -> Vec<Hit> {
     }
 
     // Body phrases.
-    let lower = format!("{}\n{}", subject, mail.text).to_lowercase();
+    let lower = format!("{}\n{}", mail.subject_lower(), mail.text_lower());
     for i in PHRASE_SET.matches(&lower).iter() {
         let (tag, score, _) = PHRASES[i];
         let quote = PHRASE_REGEXES[i]
@@ -675,7 +675,7 @@ fn caps_ratio(text: &str, min: usize) -> Option<f32> {
 /// A recipient's local part or address in the subject (`zzzz, all new!`), as bulk mailers
 /// personalise; only local parts of at least 4 characters count.
 fn recipient_in_subject(mail: &Mail) -> Option<String> {
-    let subject = mail.subject.to_lowercase();
+    let subject = mail.subject_lower();
     mail.recipients.iter().find_map(|r| {
         let local = r.split('@').next()?;
         if local.len() < 4 {

@@ -164,7 +164,7 @@ pub fn build_reply(
     let subject = if subject.is_empty() {
         re_subject(&mail.subject)
     } else {
-        subject
+        collapse_re(&subject)
     };
 
     let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
@@ -194,9 +194,32 @@ pub fn build_reply(
     })
 }
 
+/// Leading `Re:` prefixes (any case) collapsed into the first, so that a template such as
+/// `Re: {{ subject }}` on a subject that is already a reply never says `Re: Re:`.
+pub fn collapse_re(subject: &str) -> String {
+    let mut rest = subject;
+    let mut first = None;
+    loop {
+        let t = rest.trim_start();
+        match t.get(..3) {
+            Some(p) if p.eq_ignore_ascii_case("re:") => {
+                first.get_or_insert(p);
+                rest = &t[3..];
+            }
+            _ => break,
+        }
+    }
+    match first {
+        Some(prefix) => format!("{prefix} {}", rest.trim_start())
+            .trim_end()
+            .to_string(),
+        None => subject.to_string(),
+    }
+}
+
 /// `Re: <subject>`, unless the subject already starts with `Re:` (any case).
 pub fn re_subject(original: &str) -> String {
-    let original = clean_header_text(original);
+    let original = collapse_re(&clean_header_text(original));
     let already = original
         .get(..3)
         .is_some_and(|p| p.eq_ignore_ascii_case("re:"));
@@ -456,8 +479,13 @@ body = "Dear {{ sender_name }} ({{ sender }}), we got your {{ category }} mail \
         assert_eq!(re_subject("Invoice"), "Re: Invoice");
         assert_eq!(re_subject("Re: Invoice"), "Re: Invoice");
         assert_eq!(re_subject("RE: Invoice"), "RE: Invoice");
-        assert_eq!(re_subject("re:Invoice"), "re:Invoice");
-        assert_eq!(re_subject("Re: Re: Invoice"), "Re: Re: Invoice");
+        assert_eq!(re_subject("re:Invoice"), "re: Invoice");
+        assert_eq!(re_subject("Re: Re: Invoice"), "Re: Invoice");
+        assert_eq!(
+            collapse_re("Re: Re: Export fails [MR-1]"),
+            "Re: Export fails [MR-1]"
+        );
+        assert_eq!(collapse_re("Report"), "Report");
         assert_eq!(re_subject("Fwd: Invoice"), "Re: Fwd: Invoice");
         assert_eq!(re_subject(""), "Re:");
         assert_eq!(re_subject("Ré"), "Re: Ré");

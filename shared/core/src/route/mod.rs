@@ -54,9 +54,17 @@ pub fn decide(
             break;
         }
     }
-    if result.rules.is_empty() {
+    // Sieve's implicit keep: unless a matched rule disposed of the message (tags do not),
+    // the verdict's default actions apply, so no message is silently left unhandled.
+    if !result
+        .actions
+        .iter()
+        .any(|a| !matches!(a, Action::Tag { .. }))
+    {
         result.rules.push("default".into());
-        result.actions = default_actions(filter.verdict, config);
+        result
+            .actions
+            .extend(default_actions(filter.verdict, config));
     }
     enforce_verdict(filter.verdict, &mut result);
     result
@@ -192,7 +200,12 @@ actions = [{ forward = ["postmaster@example.com"] }]
             "general",
             Priority::Low,
         );
-        assert_eq!(r.rules, vec!["tag-all"]);
+        assert_eq!(
+            r.rules,
+            vec!["tag-all", "default"],
+            "a tag alone does not dispose of the message"
+        );
+        assert_eq!(r.actions[1], Action::Store("unrouted/".into()));
         let config = Config::from_toml("", "t").unwrap();
         let mail = Mail::parse(SALES.as_bytes()).unwrap();
         let f = FilterResult {

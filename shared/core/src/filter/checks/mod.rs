@@ -10,6 +10,7 @@ pub mod attachments;
 pub mod auth;
 pub mod dkim;
 pub mod dmarc;
+pub mod multiple_from;
 pub mod sender_lists;
 pub mod ses_spam;
 pub mod ses_virus;
@@ -26,6 +27,7 @@ pub fn all() -> Vec<Box<dyn Check>> {
         Box::new(dmarc::Dmarc),
         Box::new(attachments::Attachments),
         Box::new(sender_lists::SenderLists),
+        Box::new(multiple_from::MultipleFrom),
     ]
 }
 
