@@ -80,6 +80,7 @@ pub struct Engine {
 }
 
 /// What a local run reports for one message.
+#[derive(Debug)]
 pub struct Outcome {
     pub envelope: Envelope,
     /// The message's own headers, when it parsed.
@@ -88,6 +89,7 @@ pub struct Outcome {
     pub parse_error: Option<String>,
 }
 
+#[derive(Debug)]
 pub struct Headline {
     pub message_id: Option<String>,
     pub from: Option<String>,
@@ -596,5 +598,182 @@ impl Engine {
             reference,
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::embedded::memory::{MemoryState, MemoryWorld};
+    use crate::model::{RawRef, Verdict};
+    use crate::ports::PortResult;
+
+    const CONFIG: &str = r#"
+[mailroom]
+domains = ["example.com"]
+
+[[classify.rules]]
+name = "support"
+category = "support"
+when = { recipient = "support@" }
+
+[[route]]
+name = "support"
+when = { category = "support" }
+actions = [{ forward = ["team@corp.example"] }]
+
+[[respond.templates]]
+name = "support"
+category = "support"
+subject = ""
+body = "Thanks {{ sender_name }}, reference {{ reference }}."
+"#;
+
+    fn mail(n: u32, from: &str) -> Vec<u8> {
+        format!("From: Ann <{from}>\r\nTo: support@example.com\r\nSubject: question {n}\r\nMessage-ID: <q{n}@x.example>\r\n\r\nHello, question {n}.\r\n").into_bytes()
+    }
+
+    /// A sender that fails its first `failures` sends, as a throttled SES would.
+    #[derive(Default)]
+    struct Flaky {
+        failures: AtomicUsize,
+        sent: Mutex<Vec<OutgoingMail>>,
+    }
+
+    #[async_trait]
+    impl MailSender for Flaky {
+        async fn send(&self, mail: &OutgoingMail) -> PortResult<String> {
+            if self.failures.load(Ordering::SeqCst) > 0 {
+                self.failures.fetch_sub(1, Ordering::SeqCst);
+                return Err(PortError::Retryable("Throttling: rate exceeded".into()));
+            }
+            self.sent.lock().unwrap().push(mail.clone());
+            Ok("ok".into())
+        }
+    }
+
+    fn engine(sender: Arc<dyn MailSender>) -> (Engine, Arc<MemoryState>) {
+        let world = Arc::new(MemoryWorld::default());
+        let state = Arc::new(MemoryState::default());
+        let ports = Ports {
+            raw: world.clone(),
+            objects: world.clone(),
+            state: state.clone(),
+            audit: state.clone(),
+            publisher: world.clone(),
+            queues: world,
+            sender,
+        };
+        (
+            Engine::new(
+                Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap()),
+                ports,
+            ),
+            state,
+        )
+    }
+
+    fn env(raw: &[u8]) -> Envelope {
+        Envelope::new(
+            content_id(raw),
+            RawRef {
+                bucket: "t".into(),
+                key: "k".into(),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn one_reply_per_sender_and_template_per_period() {
+        let sender = Arc::new(Flaky::default());
+        let (engine, _) = engine(sender.clone());
+        let (a, b) = (
+            mail(1, "ann@customer.example"),
+            mail(2, "ann@customer.example"),
+        );
+        let first = engine.run_all(env(&a), &a).await.unwrap();
+        assert!(matches!(
+            first.envelope.results.respond,
+            Some(RespondResult::Sent { .. })
+        ));
+        let second = engine.run_all(env(&b), &b).await.unwrap();
+        match second.envelope.results.respond {
+            Some(RespondResult::Suppressed { reason }) => {
+                assert!(reason.starts_with("rate limited"), "{reason}")
+            }
+            other => panic!("expected a rate-limited reply, got {other:?}"),
+        }
+        // Two forwards (one per message) and one reply.
+        assert_eq!(sender.sent.lock().unwrap().len(), 3);
+        let c = mail(3, "bob@customer.example");
+        let third = engine.run_all(env(&c), &c).await.unwrap();
+        assert!(
+            matches!(
+                third.envelope.results.respond,
+                Some(RespondResult::Sent { .. })
+            ),
+            "another sender gets a reply"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_is_retryable_and_the_retry_sends_exactly_once() {
+        let sender = Arc::new(Flaky {
+            failures: AtomicUsize::new(1),
+            ..Default::default()
+        });
+        let (engine, state) = engine(sender.clone());
+        let raw = mail(1, "ann@customer.example");
+        let err = engine.run_all(env(&raw), &raw).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("Throttling"), "{err}");
+        // The redelivery: the forward and the reply go out once each, and each stage is
+        // recorded once.
+        engine.run_all(env(&raw), &raw).await.unwrap();
+        engine.run_all(env(&raw), &raw).await.unwrap();
+        assert_eq!(sender.sent.lock().unwrap().len(), 2);
+        assert_eq!(state.stage_records(&content_id(&raw)).len(), 4);
+        assert_eq!(state.audit_records().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn an_effect_held_by_another_invocation_is_retried_not_repeated() {
+        let sender = Arc::new(Flaky::default());
+        let (engine, state) = engine(sender.clone());
+        let raw = mail(1, "ann@customer.example");
+        let id = content_id(&raw);
+        // Another invocation claimed the forward a moment ago and has not finished.
+        state
+            .claim_effect(&id, "route/0/forward/0", EFFECT_LEASE, now())
+            .await
+            .unwrap();
+        let err = engine.run_all(env(&raw), &raw).await.unwrap_err();
+        assert!(
+            err.is_retryable() && err.to_string().contains("another invocation"),
+            "{err}"
+        );
+        assert!(sender.sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unparseable_input_is_quarantined_with_its_reason() {
+        let sender = Arc::new(Flaky::default());
+        let (engine, _) = engine(sender);
+        let raw = b"\x00\x01binary".to_vec();
+        let out = engine.run_all(env(&raw), &raw).await.unwrap();
+        assert_eq!(
+            out.envelope.results.filter.as_ref().unwrap().verdict,
+            Verdict::Quarantine
+        );
+        assert_eq!(
+            out.envelope.results.route.as_ref().unwrap().actions,
+            vec![Action::Quarantine]
+        );
+        assert!(out.parse_error.unwrap().contains("not an e-mail message"));
     }
 }
