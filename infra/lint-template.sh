@@ -30,8 +30,14 @@ run "${bin}/sam" validate --lint --template template.yaml
 run "${bin}/python" - <<'EOF'
 """Drift check: every name and setting in infra/resources.json must match template.yaml."""
 import json
+import re
 import sys
 from pathlib import Path
+
+try:
+    import tomllib  # Python 3.11+
+except ImportError:  # older Pythons: the two names we need, read with a regex
+    tomllib = None
 
 from cfnlint.decode import decode
 
@@ -134,13 +140,20 @@ for f in spec["functions"]:
     setting = lambda k: p.get(k, glob.get(k))
     check(p.get("FunctionName") == stack_name(f["name_suffix"]), f"{lid} FunctionName")
     check(p.get("CodeUri") == f["code_uri"], f"{lid} CodeUri")
-    check(res.get(lid, {}).get("Metadata", {}).get("BuildMethod") == "rust-cargolambda", f"{lid} BuildMethod")
+    meta = res.get(lid, {}).get("Metadata", {})
+    check(meta.get("BuildMethod") == "rust-cargolambda", f"{lid} BuildMethod")
+    check(meta.get("BuildProperties", {}).get("Binary") == f["binary"], f"{lid} BuildProperties.Binary should be {f['binary']}")
     check(setting("Timeout") == fs["timeout_seconds"], f"{lid} Timeout")
     check(setting("MemorySize") == fs["memory_mb"], f"{lid} MemorySize")
     env = {**glob.get("Environment", {}).get("Variables", {}), **p.get("Environment", {}).get("Variables", {})}
     check(set(env) == set(f["env"]), f"{lid} env vars {sorted(env)} != {sorted(f['env'])}")
     if f["next_queue"]:
         check(env.get(spec["env"]["next_queue_url"]) == {"Ref": queues[f["next_queue"]]["logical_id"]}, f"{lid} next queue")
+    if spec["env"]["deliver_queue_prefix"] in f["env"]:
+        check(env.get(spec["env"]["deliver_queue_prefix"]) == stack_name(spec["deliver_queue_name_prefix"]),
+              f"{lid} {spec['env']['deliver_queue_prefix']} should be !Sub ${{AWS::StackName}}{spec['deliver_queue_name_prefix']}")
+    if spec["env"]["retention_days"] in f["env"]:
+        check(env.get(spec["env"]["retention_days"]) == {"Ref": "RetentionDays"}, f"{lid} {spec['env']['retention_days']} should be !Ref RetentionDays")
     events = list(p.get("Events", {}).values())
     check(len(events) == 1 and events[0].get("Type") == "SQS", f"{lid}: expected exactly one SQS event")
     ev = events[0].get("Properties", {}) if events else {}
@@ -149,10 +162,18 @@ for f in spec["functions"]:
     check(ev.get("MaximumBatchingWindowInSeconds") == fs["batching_window_seconds"], f"{lid} batching window")
     check(ev.get("ScalingConfig") == {"MaximumConcurrency": fs["max_concurrency"]}, f"{lid} MaximumConcurrency")
     check(ev.get("FunctionResponseTypes") == ["ReportBatchItemFailures"], f"{lid} ReportBatchItemFailures")
-    # The crate may not exist yet; when it does, its package name must match.
+    # The crate may not exist yet; when it does, its package and bin names must match.
     cargo = Path(f["code_uri"]) / "Cargo.toml"
     if cargo.exists():
-        check(f'name = "{f["package"]}"' in cargo.read_text(), f"{cargo}: package is not {f['package']}")
+        if tomllib:
+            manifest = tomllib.loads(cargo.read_text())
+            package = manifest.get("package", {}).get("name")
+            bins = [b.get("name") for b in manifest.get("bin", [])] or [package]
+        else:
+            names = re.findall(r'^name\s*=\s*"([^"]+)"', cargo.read_text(), re.M)
+            package, bins = (names[0] if names else None), names
+        check(package == f["package"], f"{cargo}: package is not {f['package']}")
+        check(f["binary"] in bins, f"{cargo}: no bin named {f['binary']} (BuildProperties.Binary)")
 
 # Custom metric alarm.
 m = spec["metrics"]

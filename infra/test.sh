@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test of the project: formatting, lints, unit, golden, CLI and integration
-# tests, and the template lint. Installs what it needs (the Python tools in .venv) and
-# starts and stops the services it needs. This is the README's test command; .ci/run calls it.
+# Runs every test of the project: formatting, lints, the template lint, unit, golden, CLI
+# and integration tests, including the AWS tests against an emulator. Installs what it
+# needs (the Python tools in .venv) and starts and stops the services it needs (a moto
+# server on a free loopback port). This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo_root="$(pwd)"
 
 step() { printf '\n== %s\n' "$*"; }
+started=$SECONDS
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -13,5 +16,62 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "infra tools (.venv: moto server, cfn-lint, sam)"
+bash infra/setup-venv.sh
+
+step "template lint"
+bash infra/lint-template.sh
+
+step "cargo build --workspace --bins (the Lambda binaries the AWS tests run)"
+cargo build --workspace --bins
+
+step "AWS emulator (moto server)"
+python="${repo_root}/.venv/bin/python"
+port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+endpoint="http://127.0.0.1:${port}"
+moto_log="$(mktemp "${TMPDIR:-/tmp}/mailroom-moto.XXXXXX.log")"
+"${repo_root}/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
+moto_pid=$!
+# Stop it however this script ends; keep its log only when something failed.
+stop_moto() {
+    local status=$?
+    if kill -0 "$moto_pid" 2>/dev/null; then
+        kill "$moto_pid" 2>/dev/null || true
+        wait "$moto_pid" 2>/dev/null || true
+    fi
+    if [[ $status -eq 0 ]]; then
+        rm -f "$moto_log"
+    else
+        echo "moto server log kept at ${moto_log}" >&2
+    fi
+}
+trap stop_moto EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Wait (at most 30 s) until it answers.
+ready=0
+for _ in $(seq 1 60); do
+    if ! kill -0 "$moto_pid" 2>/dev/null; then
+        break
+    fi
+    if "$python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2).read()' \
+        "${endpoint}/moto-api/" >/dev/null 2>&1; then
+        ready=1
+        break
+    fi
+    sleep 0.5
+done
+if [[ $ready -ne 1 ]]; then
+    echo "moto server did not come up on ${endpoint}; its log (${moto_log}):" >&2
+    cat "$moto_log" >&2
+    exit 1
+fi
+echo "moto server ${endpoint} (pid ${moto_pid}, log ${moto_log})"
+
 step "cargo test --workspace"
+export MAILROOM_TEST_ENDPOINT="$endpoint"
+export MAILROOM_REQUIRE_EMULATOR=1
 cargo test --workspace
+
+step "all tests passed in $((SECONDS - started)) s"

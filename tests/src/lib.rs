@@ -1,5 +1,7 @@
 //! The shared harness of mailroom's integration tests.
 
+pub mod aws;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! mailroom's one integration-test binary; each module is one area, sharing the harness in
 //! `mailroom_tests`.
 
+mod aws;
 mod edge_cases;
 mod golden;

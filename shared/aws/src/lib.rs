@@ -34,7 +34,8 @@ pub fn init_logging() {
 /// The whole of a function's `main`: read settings, build clients once, serve SQS batches.
 pub async fn run(stage: Stage) -> Result<(), lambda_runtime::Error> {
     init_logging();
-    let settings = settings::Settings::from_env(stage)?;
+    // Display, not Debug: the log line should read "environment variable X is not set".
+    let settings = settings::Settings::from_env(stage).map_err(|e| e.to_string())?;
     let sdk = app::sdk_config().await;
     let app = Arc::new(app::App::new(settings, &sdk).await?);
     lambda_runtime::run(lambda_runtime::service_fn(

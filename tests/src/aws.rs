@@ -1,0 +1,1690 @@
+//! The AWS harness: the pipeline's real resources on an AWS emulator (moto server, started by
+//! `infra/test.sh`), named and configured from `infra/resources.json` so the tests cannot
+//! drift from the template, plus the parts of Lambda the tests stand in for:
+//!
+//! - [`Stack`]: one stack's bucket, table, queues with their dead-letter queues and redrive
+//!   policies, a delivery queue, the bucket's `raw/` notification to the inbound queue, the
+//!   SES identity and the uploaded config. Every test makes its own, with a unique name.
+//! - [`Stack::pump`]: the SQS event source mapping, one batch: receive, build a genuine
+//!   `SqsEvent`, call the shared handler, delete what succeeded, make failures visible again.
+//! - [`RuntimeApi`] and [`FunctionProcess`]: the Lambda Runtime API over plain HTTP/1.1, to run
+//!   the compiled function binaries as Lambda would.
+//!
+//! The emulator's address comes from `MAILROOM_TEST_ENDPOINT`; without it the tests skip,
+//! unless `MAILROOM_REQUIRE_EMULATOR=1` (set by `infra/test.sh`) makes that a failure.
+//! Every loop here is bounded in rounds and time.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    QueueConfiguration, S3KeyFilter,
+};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use mail_parser::MessageParser;
+use mailroom_aws::app::App;
+use mailroom_aws::handler;
+use mailroom_aws::settings::Settings;
+use mailroom_core::model::Stage;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::repo_root;
+
+pub const REGION: &str = "us-east-1";
+/// `MAILROOM_RETENTION_DAYS` of the test stacks; not the default (30), so a test can tell
+/// that the functions read it.
+pub const RETENTION_DAYS: u64 = 14;
+pub const SKIP: &str =
+    "skipping: no AWS emulator (MAILROOM_TEST_ENDPOINT unset; run bash infra/test.sh)";
+
+// ------------------------------------------------------------------ the emulator
+
+/// The emulator's URL, from `MAILROOM_TEST_ENDPOINT`.
+pub fn endpoint() -> Option<String> {
+    std::env::var("MAILROOM_TEST_ENDPOINT")
+        .ok()
+        .map(|e| e.trim().trim_end_matches('/').to_string())
+        .filter(|e| !e.is_empty())
+}
+
+/// Whether a missing emulator (or function binary) fails the test instead of skipping it.
+pub fn emulator_required() -> bool {
+    std::env::var("MAILROOM_REQUIRE_EMULATOR").is_ok_and(|v| v.trim() == "1")
+}
+
+/// The endpoint, or `None` after saying why the test is skipped. Panics instead when
+/// `MAILROOM_REQUIRE_EMULATOR=1`.
+pub fn endpoint_or_skip() -> Option<String> {
+    let e = endpoint();
+    if e.is_none() {
+        assert!(
+            !emulator_required(),
+            "MAILROOM_REQUIRE_EMULATOR=1 but MAILROOM_TEST_ENDPOINT is unset (run bash infra/test.sh)"
+        );
+        eprintln!("{SKIP}");
+    }
+    e
+}
+
+/// An SDK config for the emulator with dummy credentials, built explicitly rather than
+/// through the process environment (tests run on parallel threads).
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "mailroom-tests",
+        ))
+        .load()
+        .await
+}
+
+/// A GET on the emulator's own HTTP API (`/moto-api/...`): HTTP/1.0, so the body is
+/// neither chunked nor kept alive.
+pub async fn http_get(endpoint: &str, path: &str) -> Result<Vec<u8>, String> {
+    let host = endpoint
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{endpoint} is not an http:// URL"))?
+        .trim_end_matches('/');
+    let fetch = async {
+        let mut sock = TcpStream::connect(host)
+            .await
+            .map_err(|e| format!("connecting to {host}: {e}"))?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: */*\r\n\r\n");
+        sock.write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        sock.read_to_end(&mut out)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(out)
+    };
+    let out = tokio::time::timeout(Duration::from_secs(30), fetch)
+        .await
+        .map_err(|_| format!("GET {path}: timed out"))??;
+    let split = find(&out, b"\r\n\r\n").ok_or_else(|| format!("GET {path}: no HTTP header end"))?;
+    let status = String::from_utf8_lossy(&out[..split])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if !status.contains(" 200 ") {
+        return Err(format!("GET {path}: {status}"));
+    }
+    Ok(out[split + 4..].to_vec())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------- infra/resources.json
+
+/// `infra/resources.json`, the names and settings template.yaml is checked against.
+#[derive(Debug, Deserialize)]
+pub struct Resources {
+    pub bucket: BucketSpec,
+    pub table: TableSpec,
+    pub queue_settings: QueueSettings,
+    pub queues: Vec<QueueSpec>,
+    pub deliver_queue_name_prefix: String,
+    /// Setting key (`bucket`, `table`, ...) to environment variable name.
+    pub env: BTreeMap<String, String>,
+    pub functions: Vec<FunctionSpec>,
+    pub metrics: MetricsSpec,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BucketSpec {
+    pub name_format: String,
+    pub prefixes: BTreeMap<String, String>,
+    pub config_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeySpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TableSpec {
+    pub name_suffix: String,
+    pub partition_key: KeySpec,
+    pub sort_key: KeySpec,
+    pub ttl_attribute: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct QueueSettings {
+    pub max_receive_count: u32,
+    pub visibility_timeout_seconds: u32,
+    pub receive_wait_seconds: u32,
+    pub message_retention_seconds: u32,
+    pub dlq_retention_seconds: u32,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct QueueSpec {
+    pub key: String,
+    pub name_suffix: String,
+    pub dlq_name_suffix: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionSpec {
+    pub key: String,
+    pub name_suffix: String,
+    pub binary: String,
+    pub source_queue: String,
+    pub next_queue: Option<String>,
+    pub env: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MetricsSpec {
+    pub namespace: String,
+    pub config_rejected: String,
+}
+
+pub fn resources() -> &'static Resources {
+    static R: OnceLock<Resources> = OnceLock::new();
+    R.get_or_init(|| {
+        let path = repo_root().join("infra/resources.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    })
+}
+
+impl Resources {
+    pub fn function(&self, stage: Stage) -> &FunctionSpec {
+        self.functions
+            .iter()
+            .find(|f| f.key == stage.as_str())
+            .unwrap_or_else(|| panic!("infra/resources.json has no function {stage}"))
+    }
+
+    /// The environment variable of a setting key (`bucket`, `next_queue_url`, ...).
+    pub fn env_name(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("infra/resources.json env has no {key}"))
+    }
+
+    pub fn prefix(&self, key: &str) -> &str {
+        self.bucket
+            .prefixes
+            .get(key)
+            .unwrap_or_else(|| panic!("infra/resources.json has no prefix {key}"))
+    }
+}
+
+/// The queue a stage's function reads.
+pub fn source_queue(stage: Stage) -> &'static str {
+    &resources().function(stage).source_queue
+}
+
+fn fixtures() -> PathBuf {
+    repo_root().join("tests/fixtures/aws")
+}
+
+/// A file of `tests/fixtures/aws/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let p = fixtures().join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The test config, `tests/fixtures/aws/mailroom.toml`.
+pub fn config_text() -> String {
+    String::from_utf8(fixture("mailroom.toml")).expect("the config is UTF-8")
+}
+
+// ------------------------------------------------------------------ randomness
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh pseudo-random number (splitmix64 over time, pid and a counter): unique names
+/// for concurrent tests and shuffles, without a rand dependency.
+pub fn random_u64() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut z = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Shuffles in place (Fisher-Yates).
+pub fn shuffle<T>(items: &mut [T]) {
+    for i in (1..items.len()).rev() {
+        let j = (random_u64() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// A message id shaped like SES's: 40 lower-case letters and digits.
+pub fn ses_message_id() -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut id = String::with_capacity(40);
+    while id.len() < 40 {
+        let mut r = random_u64();
+        for _ in 0..12 {
+            id.push(ALPHABET[(r % 36) as usize] as char);
+            r /= 36;
+        }
+    }
+    id.truncate(40);
+    id
+}
+
+// ------------------------------------------------------------------ the stack
+
+/// One queue and its dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct QueuePair {
+    pub name: String,
+    pub url: String,
+    pub arn: String,
+    pub dlq_url: String,
+    pub dlq_arn: String,
+}
+
+/// A stack's resources on the emulator, with clients to inspect them.
+pub struct Stack {
+    pub name: String,
+    pub endpoint: String,
+    pub sdk: SdkConfig,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub account: String,
+    pub bucket: String,
+    pub table: String,
+    /// By resources.json key: inbound, classify, route, respond.
+    pub queues: BTreeMap<String, QueuePair>,
+    /// `<stack>-deliver-tickets`, the queue the test config's `deliver = "tickets"` uses.
+    pub tickets_url: String,
+    /// The verified From address, unique to the stack so its sends can be told apart.
+    pub from_address: String,
+    /// Sets `MAILROOM_CONFIG_REFRESH_SECONDS` for apps and functions built afterwards.
+    pub config_refresh_seconds: Option<u64>,
+}
+
+/// The four stages' apps, built once like four warm Lambda functions.
+pub struct Pipeline {
+    apps: Vec<(Stage, Arc<App>)>,
+}
+
+impl Pipeline {
+    pub fn app(&self, stage: Stage) -> Arc<App> {
+        self.apps
+            .iter()
+            .find(|(s, _)| *s == stage)
+            .map(|(_, a)| a.clone())
+            .expect("every stage has an app")
+    }
+}
+
+/// What one [`Stack::pump`] did.
+#[derive(Debug, Default)]
+pub struct PumpReport {
+    /// SQS message ids of the records handed to the handler.
+    pub received: Vec<String>,
+    /// The bodies of those records.
+    pub bodies: Vec<String>,
+    /// The handler's answer.
+    pub response: SqsBatchResponse,
+}
+
+impl PumpReport {
+    pub fn failed(&self) -> Vec<String> {
+        self.response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect()
+    }
+}
+
+/// A message received from a queue (not deleted).
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub md5_of_body: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Stack {
+    /// Creates a stack named after the test, or returns `None` (skip) without an emulator.
+    pub async fn create(label: &str) -> Option<Stack> {
+        let endpoint = endpoint_or_skip()?;
+        let label: String = label
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(14)
+            .collect();
+        let name = format!("mr-{label}-{:08x}", random_u64() as u32);
+        let sdk = sdk_config(&endpoint).await;
+        let r = resources();
+        let qs = &r.queue_settings;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+
+        let mut queues = BTreeMap::new();
+        for q in &r.queues {
+            let dlq_name = format!("{name}{}", q.dlq_name_suffix);
+            let dlq_url = create_queue(
+                &sqs,
+                &dlq_name,
+                &[(
+                    QueueAttributeName::MessageRetentionPeriod,
+                    qs.dlq_retention_seconds.to_string(),
+                )],
+            )
+            .await;
+            let dlq_arn = queue_arn(&sqs, &dlq_url).await;
+            let queue_name = format!("{name}{}", q.name_suffix);
+            let redrive =
+                json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": qs.max_receive_count })
+                    .to_string();
+            let url = create_queue(
+                &sqs,
+                &queue_name,
+                &[
+                    (
+                        QueueAttributeName::VisibilityTimeout,
+                        qs.visibility_timeout_seconds.to_string(),
+                    ),
+                    (
+                        QueueAttributeName::ReceiveMessageWaitTimeSeconds,
+                        qs.receive_wait_seconds.to_string(),
+                    ),
+                    (
+                        QueueAttributeName::MessageRetentionPeriod,
+                        qs.message_retention_seconds.to_string(),
+                    ),
+                    (QueueAttributeName::RedrivePolicy, redrive),
+                ],
+            )
+            .await;
+            let arn = queue_arn(&sqs, &url).await;
+            queues.insert(
+                q.key.clone(),
+                QueuePair {
+                    name: queue_name,
+                    url,
+                    arn,
+                    dlq_url,
+                    dlq_arn,
+                },
+            );
+        }
+        let tickets_url = create_queue(
+            &sqs,
+            &format!("{name}{}tickets", r.deliver_queue_name_prefix),
+            &[],
+        )
+        .await;
+        // arn:aws:sqs:<region>:<account>:<name>
+        let account = queues["inbound"]
+            .arn
+            .split(':')
+            .nth(4)
+            .expect("queue ARNs name the account")
+            .to_string();
+
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let t = &r.table;
+        let table = format!("{name}{}", t.name_suffix);
+        let attr = |k: &KeySpec| {
+            AttributeDefinition::builder()
+                .attribute_name(&k.name)
+                .attribute_type(ScalarAttributeType::from(k.kind.as_str()))
+                .build()
+                .expect("attribute definition")
+        };
+        let key = |k: &KeySpec, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(&k.name)
+                .key_type(kind)
+                .build()
+                .expect("key schema")
+        };
+        dynamo
+            .create_table()
+            .table_name(&table)
+            .attribute_definitions(attr(&t.partition_key))
+            .attribute_definitions(attr(&t.sort_key))
+            .key_schema(key(&t.partition_key, KeyType::Hash))
+            .key_schema(key(&t.sort_key, KeyType::Range))
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating table {table}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                )
+            });
+        dynamo
+            .update_time_to_live()
+            .table_name(&table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(&t.ttl_attribute)
+                    .enabled(true)
+                    .build()
+                    .expect("ttl"),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "enabling TTL on {table}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                )
+            });
+
+        let s3 = mailroom_aws::app::s3_client(&sdk);
+        let bucket = r
+            .bucket
+            .name_format
+            .replace("{stack}", &name)
+            .replace("{account}", &account);
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating bucket {bucket}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            });
+        let raw_prefix = r.prefix("raw");
+        let notification = QueueConfiguration::builder()
+            .queue_arn(&queues["inbound"].arn)
+            .events(Event::from("s3:ObjectCreated:*"))
+            .filter(
+                NotificationConfigurationFilter::builder()
+                    .key(
+                        S3KeyFilter::builder()
+                            .filter_rules(
+                                FilterRule::builder()
+                                    .name(FilterRuleName::Prefix)
+                                    .value(raw_prefix)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+            .expect("queue configuration");
+        s3.put_bucket_notification_configuration()
+            .bucket(&bucket)
+            .notification_configuration(
+                NotificationConfiguration::builder()
+                    .queue_configurations(notification)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "setting the notification of {bucket}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            });
+
+        let from_address = format!("mailroom-{name}@example.com");
+        let domain = from_address
+            .rsplit('@')
+            .next()
+            .expect("an address")
+            .to_string();
+        aws_sdk_sesv2::Client::new(&sdk)
+            .create_email_identity()
+            .email_identity(&domain)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating SES identity {domain}: {}",
+                    aws_sdk_sesv2::error::DisplayErrorContext(&e)
+                )
+            });
+
+        let stack = Stack {
+            name,
+            endpoint,
+            s3,
+            sqs,
+            dynamo,
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
+            sdk,
+            account,
+            bucket,
+            table,
+            queues,
+            tickets_url,
+            from_address,
+            config_refresh_seconds: None,
+        };
+        stack.upload_config(&config_text()).await;
+        Some(stack)
+    }
+
+    pub fn queue(&self, key: &str) -> &QueuePair {
+        self.queues
+            .get(key)
+            .unwrap_or_else(|| panic!("no queue {key}"))
+    }
+
+    /// A function's environment, exactly the variables resources.json gives it (plus the
+    /// config refresh interval when the test sets one).
+    pub fn env(&self, stage: Stage) -> Vec<(String, String)> {
+        let r = resources();
+        let f = r.function(stage);
+        let mut values: BTreeMap<&str, String> = BTreeMap::from([
+            (r.env_name("bucket"), self.bucket.clone()),
+            (r.env_name("table"), self.table.clone()),
+            (r.env_name("config_key"), r.bucket.config_key.clone()),
+            (r.env_name("from_address"), self.from_address.clone()),
+            (
+                r.env_name("deliver_queue_prefix"),
+                format!("{}{}", self.name, r.deliver_queue_name_prefix),
+            ),
+            (r.env_name("retention_days"), RETENTION_DAYS.to_string()),
+            (r.env_name("log"), "info".to_string()),
+        ]);
+        if let Some(next) = &f.next_queue {
+            values.insert(r.env_name("next_queue_url"), self.queue(next).url.clone());
+        }
+        let mut env: Vec<(String, String)> = f
+            .env
+            .iter()
+            .map(|name| {
+                let v = values
+                    .get(name.as_str())
+                    .unwrap_or_else(|| panic!("the harness has no value for {name}"));
+                (name.clone(), v.clone())
+            })
+            .collect();
+        if let Some(s) = self.config_refresh_seconds {
+            env.push((
+                mailroom_aws::settings::CONFIG_REFRESH_SECONDS.to_string(),
+                s.to_string(),
+            ));
+        }
+        env
+    }
+
+    /// The settings a function of this stack reads from [`Stack::env`].
+    pub fn settings(&self, stage: Stage) -> Settings {
+        let env: HashMap<String, String> = self.env(stage).into_iter().collect();
+        Settings::from_lookup(stage, |k| env.get(k).cloned())
+            .unwrap_or_else(|e| panic!("settings of {stage}: {e}"))
+    }
+
+    /// One stage's app, as a cold start builds it.
+    pub async fn app(&self, stage: Stage) -> Arc<App> {
+        Arc::new(
+            App::new(self.settings(stage), &self.sdk)
+                .await
+                .unwrap_or_else(|e| panic!("starting the {stage} app: {e}")),
+        )
+    }
+
+    pub async fn pipeline(&self) -> Pipeline {
+        let mut apps = Vec::new();
+        for stage in Stage::ALL {
+            apps.push((stage, self.app(stage).await));
+        }
+        Pipeline { apps }
+    }
+
+    // -------------------------------------------------------------- writing
+
+    pub async fn put_object(&self, key: &str, bytes: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "putting s3://{}/{key}: {}",
+                    self.bucket,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            });
+    }
+
+    /// Stores raw mail the way SES does, under `raw/<name>`; returns the message id the
+    /// pipeline will use (the key's last segment).
+    pub async fn put_raw(&self, name: &str, bytes: Vec<u8>) -> String {
+        self.put_object(&format!("{}{name}", resources().prefix("raw")), bytes)
+            .await;
+        name.rsplit('/').next().unwrap_or(name).to_string()
+    }
+
+    /// Stores a fixture under a fresh SES-style message id; returns the id.
+    pub async fn put_mail(&self, fixture_name: &str) -> String {
+        self.put_raw(&ses_message_id(), fixture(fixture_name)).await
+    }
+
+    pub async fn upload_config(&self, text: &str) {
+        self.put_object(&resources().bucket.config_key, text.as_bytes().to_vec())
+            .await;
+    }
+
+    pub async fn send(&self, queue_url: &str, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "sending to {queue_url}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            });
+    }
+
+    // -------------------------------------------------------------- the event source mapping
+
+    /// Receives up to `max` visible messages without waiting, leaving them in flight.
+    pub async fn receive(
+        &self,
+        queue_url: &str,
+        max: i32,
+        visibility_timeout: Option<i32>,
+    ) -> Vec<Received> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(0)
+            .set_visibility_timeout(visibility_timeout)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "receiving from {queue_url}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            });
+        out.messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| Received {
+                message_id: m.message_id.unwrap_or_default(),
+                receipt_handle: m.receipt_handle.unwrap_or_default(),
+                body: m.body.unwrap_or_default(),
+                md5_of_body: m.md5_of_body,
+                attributes: m
+                    .attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Every message visible in a queue now, received (in flight, not deleted). Bounded.
+    pub async fn receive_all(&self, queue_url: &str) -> Vec<Received> {
+        let mut all = Vec::new();
+        for _ in 0..100 {
+            let batch = self.receive(queue_url, 10, None).await;
+            if batch.is_empty() {
+                break;
+            }
+            all.extend(batch);
+        }
+        all
+    }
+
+    pub async fn delete(&self, queue_url: &str, m: &Received) {
+        self.sqs
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(&m.receipt_handle)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "deleting from {queue_url}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            });
+    }
+
+    /// Takes every message off a queue and returns the bodies.
+    pub async fn drain_bodies(&self, queue_url: &str) -> Vec<String> {
+        let mut bodies = Vec::new();
+        for m in self.receive_all(queue_url).await {
+            self.delete(queue_url, &m).await;
+            bodies.push(m.body);
+        }
+        bodies
+    }
+
+    /// The bodies in a queue, left there (visible again after 30 s): for DLQs.
+    pub async fn peek_bodies(&self, queue_url: &str) -> Vec<String> {
+        let mut bodies = Vec::new();
+        for _ in 0..100 {
+            let batch = self.receive(queue_url, 10, Some(30)).await;
+            if batch.is_empty() {
+                break;
+            }
+            bodies.extend(batch.into_iter().map(|m| m.body));
+        }
+        bodies
+    }
+
+    /// The SQS event Lambda would pass for these records of a queue.
+    pub fn sqs_event(&self, queue_key: &str, records: &[Received]) -> Value {
+        let arn = &self.queue(queue_key).arn;
+        let records: Vec<Value> = records
+            .iter()
+            .map(|m| {
+                json!({
+                    "messageId": m.message_id,
+                    "receiptHandle": m.receipt_handle,
+                    "body": m.body,
+                    "attributes": m.attributes,
+                    "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body,
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn,
+                    "awsRegion": REGION,
+                })
+            })
+            .collect();
+        json!({ "Records": records })
+    }
+
+    /// One batch of the event source mapping: receive up to 10 records, hand them to the
+    /// stage's handler as a genuine `SqsEvent`, delete the ones it did not report as failed,
+    /// and make the failed ones visible again at once (the redrive policy moves a record to
+    /// the DLQ when it is received more than maxReceiveCount times).
+    pub async fn pump(&self, queue_key: &str, app: &Arc<App>) -> PumpReport {
+        let url = self.queue(queue_key).url.clone();
+        let records = self.receive(&url, 10, None).await;
+        if records.is_empty() {
+            return PumpReport::default();
+        }
+        let event: SqsEvent =
+            serde_json::from_value(self.sqs_event(queue_key, &records)).expect("a valid SQS event");
+        let response = handler::handle_batch(app.clone(), event).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        for m in &records {
+            if failed.contains(&m.message_id.as_str()) {
+                self.sqs
+                    .change_message_visibility()
+                    .queue_url(&url)
+                    .receipt_handle(&m.receipt_handle)
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "releasing a failed record: {}",
+                            aws_sdk_sqs::error::DisplayErrorContext(&e)
+                        )
+                    });
+            } else {
+                self.delete(&url, m).await;
+            }
+        }
+        PumpReport {
+            received: records.iter().map(|m| m.message_id.clone()).collect(),
+            bodies: records.into_iter().map(|m| m.body).collect(),
+            response,
+        }
+    }
+
+    /// Pumps one queue until it is empty; returns how many records were handled.
+    pub async fn pump_until_empty(&self, queue_key: &str, app: &Arc<App>) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut handled = 0;
+        for _ in 0..500 {
+            let report = self.pump(queue_key, app).await;
+            if report.received.is_empty() {
+                return handled;
+            }
+            handled += report.received.len();
+            assert!(
+                Instant::now() < deadline,
+                "queue {queue_key} did not empty within 120 s"
+            );
+        }
+        panic!("queue {queue_key} did not empty within 500 batches");
+    }
+
+    /// Pumps all four queues in pipeline order until a whole pass finds them empty.
+    pub async fn run_until_idle(&self, pipeline: &Pipeline) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let mut handled = 0;
+        for _ in 0..50 {
+            let mut pass = 0;
+            for stage in Stage::ALL {
+                pass += self
+                    .pump_until_empty(source_queue(stage), &pipeline.app(stage))
+                    .await;
+            }
+            if pass == 0 {
+                return handled;
+            }
+            handled += pass;
+            assert!(
+                Instant::now() < deadline,
+                "the pipeline did not go idle within 180 s"
+            );
+        }
+        panic!("the pipeline did not go idle within 50 passes");
+    }
+
+    /// At-least-once delivery, exaggerated: takes every message off a queue and sends each
+    /// body back `copies` times, in shuffled order.
+    pub async fn duplicate_messages(&self, queue_key: &str, copies: usize) -> usize {
+        let url = self.queue(queue_key).url.clone();
+        let mut bodies = Vec::new();
+        for body in self.drain_bodies(&url).await {
+            bodies.extend(std::iter::repeat_n(body, copies));
+        }
+        shuffle(&mut bodies);
+        for body in &bodies {
+            self.send(&url, body).await;
+        }
+        bodies.len()
+    }
+
+    // -------------------------------------------------------------- reading
+
+    /// Every DynamoDB item of a message (pk `msg#<id>`), by sort key.
+    pub async fn items(&self, id: &str) -> BTreeMap<String, HashMap<String, AttributeValue>> {
+        let mut items = BTreeMap::new();
+        let mut start = None;
+        for _ in 0..100 {
+            let out = self
+                .dynamo
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(format!("msg#{id}")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "querying {id}: {}",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                    )
+                });
+            for item in out.items.unwrap_or_default() {
+                let sk = match item.get("sk") {
+                    Some(AttributeValue::S(sk)) => sk.clone(),
+                    other => panic!("item without a string sk: {other:?}"),
+                };
+                assert!(
+                    items.insert(sk.clone(), item).is_none(),
+                    "two items with sk {sk} for {id}"
+                );
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        items
+    }
+
+    /// The sort keys of a message's items (`stage#filter`, `audit#route`, `effect#...`).
+    pub async fn sort_keys(&self, id: &str) -> Vec<String> {
+        self.items(id).await.into_keys().collect()
+    }
+
+    /// The `decision` of a message's audit record for a stage.
+    pub async fn audit_decision(&self, id: &str, stage: Stage) -> Option<String> {
+        match self
+            .items(id)
+            .await
+            .get(&format!("audit#{stage}"))?
+            .get("decision")?
+        {
+            AttributeValue::S(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// A number attribute of one of a message's items.
+    pub async fn item_number(&self, id: &str, sk: &str, attribute: &str) -> Option<u64> {
+        match self.items(id).await.get(sk)?.get(attribute)? {
+            AttributeValue::N(n) => n.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Object keys under a prefix.
+    pub async fn objects(&self, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        for _ in 0..100 {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "listing {prefix}: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    )
+                });
+            keys.extend(
+                out.contents
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|o| o.key),
+            );
+            token = out.next_continuation_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    pub async fn get_object(&self, key: &str) -> Vec<u8> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "getting {key}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            });
+        out.body.collect().await.expect("object body").to_vec()
+    }
+
+    /// Everything this stack sent through SES (the emulator keeps sent mail; this stack's
+    /// sends are the ones from its own From address), oldest first.
+    pub async fn sent_mail(&self) -> Vec<SentMail> {
+        sent_mail(&self.endpoint)
+            .await
+            .into_iter()
+            .filter(|m| m.source == self.from_address)
+            .collect()
+    }
+
+    /// The bodies in every dead-letter queue, by queue key.
+    pub async fn dead_letters(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        for (key, q) in &self.queues {
+            out.insert(key.clone(), self.peek_bodies(&q.dlq_url).await);
+        }
+        out
+    }
+
+    /// Asserts that no dead-letter queue holds anything.
+    pub async fn assert_no_dead_letters(&self) {
+        let dead = self.dead_letters().await;
+        assert!(dead.values().all(Vec::is_empty), "dead letters: {dead:#?}");
+    }
+
+    /// The sum of a custom metric's data points over the last ten minutes; `Err` when the
+    /// emulator does not implement the protocol the CloudWatch SDK speaks (moto 5.2 has no
+    /// Smithy RPC v2 CBOR, which aws-sdk-cloudwatch uses: getmoto/moto#9195).
+    pub async fn metric_sum(&self, name: &str) -> Result<f64, String> {
+        use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
+        use aws_sdk_cloudwatch::primitives::DateTime;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("time")
+            .as_secs() as i64;
+        let out = self
+            .cloudwatch
+            .get_metric_statistics()
+            .namespace(&resources().metrics.namespace)
+            .metric_name(name)
+            .start_time(DateTime::from_secs(now - 600))
+            .end_time(DateTime::from_secs(now + 600))
+            .period(60)
+            .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(out
+                .datapoints
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| d.sum)
+                .sum()),
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => Err(
+                "the emulator answers 404 to this SDK's CloudWatch protocol (Smithy RPC v2 CBOR)"
+                    .to_string(),
+            ),
+            Err(e) => panic!("metric {name}: {}", DisplayErrorContext(&e)),
+        }
+    }
+
+    /// Runs a compiled function binary against a Runtime API, as Lambda would, with this
+    /// stack's environment minus `unset`.
+    pub fn start_function(
+        &self,
+        stage: Stage,
+        binary: &std::path::Path,
+        api: &RuntimeApi,
+        unset: &[&str],
+    ) -> FunctionProcess {
+        let f = resources().function(stage);
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", api.addr())
+            .env(
+                "AWS_LAMBDA_FUNCTION_NAME",
+                format!("{}{}", self.name, f.name_suffix),
+            )
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", REGION)
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        for (k, v) in self.env(stage) {
+            if !unset.contains(&k.as_str()) {
+                cmd.env(k, v);
+            }
+        }
+        FunctionProcess::spawn(cmd, binary)
+    }
+
+    /// The ARN Lambda passes as the invoked function.
+    pub fn function_arn(&self, stage: Stage) -> String {
+        format!(
+            "arn:aws:lambda:{REGION}:{}:function:{}{}",
+            self.account,
+            self.name,
+            resources().function(stage).name_suffix
+        )
+    }
+}
+
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: &[(QueueAttributeName, String)],
+) -> String {
+    let mut req = sqs.create_queue().queue_name(name);
+    for (k, v) in attributes {
+        req = req.attributes(k.clone(), v);
+    }
+    req.send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "creating queue {name}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&e)
+            )
+        })
+        .queue_url
+        .expect("a queue URL")
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "attributes of {url}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&e)
+            )
+        });
+    out.attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("a queue ARN")
+}
+
+// ------------------------------------------------------------------ SES sent mail
+
+/// One message the emulator's SES accepted for sending.
+#[derive(Debug, Clone)]
+pub struct SentMail {
+    pub id: String,
+    pub source: String,
+    /// As the emulator records them: the given destinations plus the addresses of the
+    /// message's To/Cc/Bcc headers.
+    pub destinations: Vec<String>,
+    pub raw: String,
+}
+
+impl SentMail {
+    /// The message's header fields, in order, values unfolded and trimmed.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let msg = MessageParser::default()
+            .parse(self.raw.as_bytes())
+            .expect("sent mail parses");
+        msg.headers_raw()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    v.replace("\r\n", "").replace('\n', "").trim().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The first value of a header field.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers()
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    pub fn has_header(&self, name: &str) -> bool {
+        self.header(name).is_some()
+    }
+
+    pub fn is_auto_reply(&self) -> bool {
+        self.header("Auto-Submitted").is_some()
+    }
+
+    pub fn sent_to(&self, address: &str) -> bool {
+        self.destinations.iter().any(|d| d.contains(address))
+    }
+}
+
+/// All mail the emulator's SES sent, from its model dump (`/moto-api/data.json`, the
+/// `ses.RawMessage` entries that SESv2 `SendEmail` with raw content records).
+pub async fn sent_mail(endpoint: &str) -> Vec<SentMail> {
+    let body = http_get(endpoint, "/moto-api/data.json")
+        .await
+        .unwrap_or_else(|e| panic!("reading sent mail: {e}"));
+    let data: Value = serde_json::from_slice(&body).expect("data.json is JSON");
+    let s = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    data.pointer("/ses/RawMessage")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|m| SentMail {
+                    id: s(m, "id"),
+                    source: s(m, "source"),
+                    destinations: m
+                        .get("destinations")
+                        .and_then(Value::as_array)
+                        .map(|d| {
+                            d.iter()
+                                .filter_map(|x| x.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    raw: s(m, "raw_data"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ------------------------------------------------------------------ function binaries
+
+/// A function's compiled binary beside the test executable (`target/<profile>/<binary>`).
+/// `None` (skip) when it is missing; a failure instead when the emulator is required.
+pub fn function_binary(stage: Stage) -> Option<PathBuf> {
+    let name = &resources().function(stage).binary;
+    let exe = std::env::current_exe().expect("the test executable");
+    // target/<profile>/deps/suite-<hash> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join(name))
+        .expect("target layout");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        !emulator_required(),
+        "{} is missing: run cargo build --workspace --bins",
+        path.display()
+    );
+    eprintln!(
+        "skipping: {} is missing (run cargo build --workspace --bins)",
+        path.display()
+    );
+    None
+}
+
+/// What a function process printed, and how it ended.
+#[derive(Debug)]
+pub struct FunctionOutput {
+    /// `None` when it was still running and was killed.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for FunctionOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A running function binary; killed when dropped.
+pub struct FunctionProcess {
+    child: tokio::process::Child,
+    stdout: tokio::task::JoinHandle<String>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl FunctionProcess {
+    fn spawn(mut cmd: tokio::process::Command, binary: &std::path::Path) -> FunctionProcess {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let read = |r: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut buf).await;
+                }
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let stdout = read(child.stdout.take().map(|s| Box::new(s) as _));
+        let stderr = read(child.stderr.take().map(|s| Box::new(s) as _));
+        FunctionProcess {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits up to `timeout` for it to exit, kills it if it has not, and collects its output.
+    pub async fn finish(mut self, timeout: Duration) -> FunctionOutput {
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                None
+            }
+        };
+        let collect = |h: tokio::task::JoinHandle<String>| async move {
+            tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        };
+        FunctionOutput {
+            status,
+            stdout: collect(self.stdout).await,
+            stderr: collect(self.stderr).await,
+        }
+    }
+
+    /// Kills it and collects its output.
+    pub async fn stop(self) -> FunctionOutput {
+        self.finish(Duration::ZERO).await
+    }
+}
+
+// ------------------------------------------------------------------ the Runtime API
+
+/// What a function told the Runtime API.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reported {
+    Response { request_id: String, body: String },
+    InvocationError { request_id: String, body: String },
+    InitError { body: String },
+}
+
+#[derive(Default)]
+struct ApiState {
+    events: VecDeque<(String, String)>,
+    reported: Vec<Reported>,
+    requests: Vec<String>,
+}
+
+/// The Lambda Runtime API (`/2018-06-01/runtime/...`) on 127.0.0.1, over hand-parsed
+/// HTTP/1.1 with keep-alive: hands out queued events on `invocation/next` (and holds the
+/// request open when there are none, as Lambda does), and records responses and errors.
+pub struct RuntimeApi {
+    addr: String,
+    state: Arc<Mutex<ApiState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Invocation headers besides the request id.
+#[derive(Clone)]
+struct InvocationHeaders {
+    function_arn: String,
+}
+
+impl RuntimeApi {
+    /// Starts the server; `function_arn` goes into every invocation's headers.
+    pub async fn start(function_arn: &str) -> RuntimeApi {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the Runtime API");
+        let addr = listener.local_addr().expect("local address").to_string();
+        let state = Arc::new(Mutex::new(ApiState::default()));
+        let headers = InvocationHeaders {
+            function_arn: function_arn.to_string(),
+        };
+        let task = tokio::spawn({
+            let state = state.clone();
+            async move {
+                loop {
+                    let Ok((sock, _)) = listener.accept().await else {
+                        return;
+                    };
+                    tokio::spawn(serve_connection(sock, state.clone(), headers.clone()));
+                }
+            }
+        });
+        RuntimeApi { addr, state, task }
+    }
+
+    /// `host:port`, for `AWS_LAMBDA_RUNTIME_API`.
+    pub fn addr(&self) -> String {
+        self.addr.clone()
+    }
+
+    /// Queues an invocation; returns its request id.
+    pub fn push_event(&self, event: &Value) -> String {
+        let id = format!(
+            "{:08x}-{:04x}-4000-8000-{:012x}",
+            random_u64() as u32,
+            random_u64() as u16,
+            random_u64() & 0xffff_ffff_ffff
+        );
+        self.state
+            .lock()
+            .unwrap()
+            .events
+            .push_back((id.clone(), event.to_string()));
+        id
+    }
+
+    /// Everything reported so far.
+    pub fn reported(&self) -> Vec<Reported> {
+        self.state.lock().unwrap().reported.clone()
+    }
+
+    /// The request lines received so far, for failure messages.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Waits until the function reports something or exits, at most `timeout`.
+    pub async fn wait_report(
+        &self,
+        process: &mut FunctionProcess,
+        timeout: Duration,
+    ) -> Option<Reported> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.reported().into_iter().next() {
+                return Some(r);
+            }
+            if process.exited() || Instant::now() >= deadline {
+                // A report may have raced the exit.
+                return self.reported().into_iter().next();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+/// Reads one request from a keep-alive connection; `None` at EOF or on garbage.
+async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
+    let head_end = loop {
+        if let Some(p) = find(buf, b"\r\n\r\n") {
+            break p;
+        }
+        if buf.len() > 1 << 20 || sock.read_buf(buf).await.ok()? == 0 {
+            return None;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    buf.drain(..head_end + 4);
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split_whitespace();
+    let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
+    let mut length = 0usize;
+    let mut chunked = false;
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        if name == "content-length" {
+            length = value.parse().ok()?;
+        } else if name == "transfer-encoding" && value.to_ascii_lowercase().contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let line_end = loop {
+                if let Some(p) = find(buf, b"\r\n") {
+                    break p;
+                }
+                if sock.read_buf(buf).await.ok()? == 0 {
+                    return None;
+                }
+            };
+            let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            buf.drain(..line_end + 2);
+            while buf.len() < size + 2 {
+                if sock.read_buf(buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            body.extend_from_slice(&buf[..size]);
+            buf.drain(..size + 2);
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        while buf.len() < length {
+            if sock.read_buf(buf).await.ok()? == 0 {
+                return None;
+            }
+        }
+        body = buf.drain(..length).collect();
+    }
+    Some(Request { method, path, body })
+}
+
+async fn respond(
+    sock: &mut TcpStream,
+    status: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> bool {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    sock.write_all(out.as_bytes()).await.is_ok()
+}
+
+async fn serve_connection(
+    mut sock: TcpStream,
+    state: Arc<Mutex<ApiState>>,
+    inv: InvocationHeaders,
+) {
+    const PREFIX: &str = "/2018-06-01/runtime/";
+    let mut buf = Vec::new();
+    while let Some(req) = read_request(&mut sock, &mut buf).await {
+        state
+            .lock()
+            .unwrap()
+            .requests
+            .push(format!("{} {}", req.method, req.path));
+        let body = String::from_utf8_lossy(&req.body).into_owned();
+        let route = req.path.strip_prefix(PREFIX).unwrap_or("").to_string();
+        let parts: Vec<&str> = route.split('/').collect();
+        let accepted = r#"{"status":"OK"}"#;
+        let ok = match (req.method.as_str(), parts.as_slice()) {
+            ("GET", ["invocation", "next"]) => {
+                let next = state.lock().unwrap().events.pop_front();
+                let Some((id, event)) = next else {
+                    // No more work: hold the long poll open, as Lambda does between events.
+                    std::future::pending::<()>().await;
+                    return;
+                };
+                let deadline = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .expect("time")
+                    .as_millis()
+                    + 30_000;
+                let headers = [
+                    ("Lambda-Runtime-Aws-Request-Id", id),
+                    ("Lambda-Runtime-Deadline-Ms", deadline.to_string()),
+                    ("Lambda-Runtime-Invoked-Function-Arn", inv.function_arn.clone()),
+                    ("Lambda-Runtime-Trace-Id", "Root=1-6745a3c0-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=0".to_string()),
+                ];
+                respond(&mut sock, "200 OK", &headers, &event).await
+            }
+            ("POST", ["invocation", id, "response"]) => {
+                state.lock().unwrap().reported.push(Reported::Response {
+                    request_id: id.to_string(),
+                    body,
+                });
+                respond(&mut sock, "202 Accepted", &[], accepted).await
+            }
+            ("POST", ["invocation", id, "error"]) => {
+                state
+                    .lock()
+                    .unwrap()
+                    .reported
+                    .push(Reported::InvocationError {
+                        request_id: id.to_string(),
+                        body,
+                    });
+                respond(&mut sock, "202 Accepted", &[], accepted).await
+            }
+            ("POST", ["init", "error"]) => {
+                state
+                    .lock()
+                    .unwrap()
+                    .reported
+                    .push(Reported::InitError { body });
+                respond(&mut sock, "202 Accepted", &[], accepted).await
+            }
+            _ => {
+                respond(
+                    &mut sock,
+                    "404 Not Found",
+                    &[],
+                    r#"{"errorMessage":"unknown path"}"#,
+                )
+                .await
+            }
+        };
+        if !ok {
+            return;
+        }
+    }
+}

@@ -1,0 +1,631 @@
+//! The pipeline on AWS, emulated: real S3, SQS, DynamoDB, SESv2 and CloudWatch APIs (moto
+//! server, started by `infra/test.sh`), the resources named and configured from
+//! `infra/resources.json`, and the four stages run either in process through the shared SQS
+//! handler (the harness plays the event source mapping) or as the compiled Lambda binaries
+//! against a Runtime API. Without `MAILROOM_TEST_ENDPOINT` these tests say they skipped.
+//!
+//! Every test makes its own stack, so they run concurrently on one emulator.
+
+use std::time::Duration;
+
+use mailroom_core::model::{Envelope, Stage};
+use mailroom_tests::aws::{
+    RETENTION_DAYS, Reported, RuntimeApi, SentMail, Stack, config_text, fixture, function_binary,
+    resources, ses_message_id, source_queue,
+};
+
+const STAGE_KEYS: [&str; 8] = [
+    "audit#classify",
+    "audit#filter",
+    "audit#respond",
+    "audit#route",
+    "stage#classify",
+    "stage#filter",
+    "stage#respond",
+    "stage#route",
+];
+
+/// Asserts that a message went through all four stages: one stage record and one audit
+/// record each.
+async fn assert_all_stages(stack: &Stack, id: &str) {
+    let keys = stack.sort_keys(id).await;
+    for want in STAGE_KEYS {
+        assert!(
+            keys.iter().any(|k| k == want),
+            "message {id}: no {want} item; items: {keys:?}"
+        );
+    }
+}
+
+fn forwards(sent: &[SentMail]) -> Vec<&SentMail> {
+    sent.iter().filter(|m| !m.is_auto_reply()).collect()
+}
+
+fn replies(sent: &[SentMail]) -> Vec<&SentMail> {
+    sent.iter().filter(|m| m.is_auto_reply()).collect()
+}
+
+fn describe(sent: &[SentMail]) -> String {
+    sent.iter()
+        .map(|m| format!("to {:?}: {:?}", m.destinations, m.header("Subject")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn resources_json_names_what_the_functions_read() {
+    use mailroom_aws::settings;
+    let r = resources();
+    for (key, var) in [
+        ("bucket", settings::BUCKET),
+        ("table", settings::TABLE),
+        ("config_key", settings::CONFIG_KEY),
+        ("next_queue_url", settings::NEXT_QUEUE_URL),
+        ("from_address", settings::FROM_ADDRESS),
+        ("deliver_queue_prefix", settings::DELIVER_QUEUE_PREFIX),
+        ("retention_days", settings::RETENTION_DAYS),
+    ] {
+        assert_eq!(r.env_name(key), var, "infra/resources.json env.{key}");
+    }
+    assert_eq!(r.metrics.namespace, mailroom_aws::metrics::NAMESPACE);
+    assert_eq!(
+        r.metrics.config_rejected,
+        mailroom_aws::metrics::CONFIG_REJECTED
+    );
+    for stage in Stage::ALL {
+        let f = r.function(stage);
+        assert_eq!(f.binary, format!("mailroom-{stage}"));
+        assert_eq!(
+            f.next_queue.is_some(),
+            stage.next().is_some(),
+            "{stage} next queue"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_through_all_four_stages() {
+    let Some(stack) = Stack::create("happy").await else {
+        return;
+    };
+    let support = stack.put_mail("support.eml").await;
+    let sales = stack.put_mail("sales.eml").await;
+    // S3 URL-encodes keys in event notifications ('+' -> %2B, ' ' -> '+'); the id is the
+    // decoded last segment.
+    let billing = stack
+        .put_raw(
+            &format!("{}+copy 2", ses_message_id()),
+            fixture("billing.eml"),
+        )
+        .await;
+    let spam = stack.put_mail("spam-fail.eml").await;
+    let virus = stack.put_mail("virus.eml").await;
+
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+
+    for id in [&support, &sales, &billing, &spam, &virus] {
+        assert_all_stages(&stack, id).await;
+    }
+    stack.assert_no_dead_letters().await;
+
+    // Items expire (DynamoDB TTL) after MAILROOM_RETENTION_DAYS.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expires = stack
+        .item_number(&support, "stage#filter", "expires_at")
+        .await;
+    let want = now + RETENTION_DAYS * 86_400;
+    assert!(
+        expires.is_some_and(|e| e.abs_diff(want) < 3_600),
+        "expires_at {expires:?}, want about {want}"
+    );
+
+    let sent = stack.sent_mail().await;
+    let (fwd, rep) = (forwards(&sent), replies(&sent));
+    assert_eq!((fwd.len(), rep.len()), (2, 2), "sent:\n{}", describe(&sent));
+
+    // The forward of the sales mail, rewritten the way SES requires.
+    let f = fwd
+        .iter()
+        .find(|m| m.sent_to("sales-team@corp.example"))
+        .expect("a forward to sales-team");
+    assert_eq!(
+        f.header("From").as_deref(),
+        Some(format!("\"Omar Reyes via mailroom\" <{}>", stack.from_address).as_str())
+    );
+    assert!(
+        f.header("Reply-To")
+            .is_some_and(|r| r.contains("omar@buyer.example")),
+        "{:?}",
+        f.headers()
+    );
+    for gone in ["DKIM-Signature", "Return-Path", "Sender"] {
+        assert!(!f.has_header(gone), "the forward still has {gone}");
+    }
+    assert_eq!(f.header("Subject").as_deref(), Some("Quote for 12 seats"));
+    assert!(f.raw.contains("we would like a quote for 12 seats"));
+
+    // The billing mail, found under a key that needed decoding: forwarded and stored.
+    assert!(
+        fwd.iter().any(|m| m.sent_to("ledger@corp.example")),
+        "no billing forward"
+    );
+    assert_eq!(
+        stack.objects("billing/").await,
+        vec![format!("billing/{billing}.eml")]
+    );
+
+    // Auto-replies to the support and sales senders, marked as such.
+    let r = rep
+        .iter()
+        .find(|m| m.sent_to("nora@client.example"))
+        .expect("a reply to the support sender");
+    assert_eq!(r.header("Auto-Submitted").as_deref(), Some("auto-replied"));
+    assert_eq!(
+        r.header("In-Reply-To").as_deref(),
+        Some("<ticket-42@client.example>")
+    );
+    assert!(
+        r.header("Subject")
+            .is_some_and(|s| s.starts_with("Re: Export button does nothing"))
+    );
+    assert!(
+        rep.iter().any(|m| m.sent_to("omar@buyer.example")),
+        "no reply to the sales sender"
+    );
+
+    // The virus: rejected, never forwarded although a forward rule matches its recipient.
+    assert_eq!(
+        stack.audit_decision(&virus, Stage::Filter).await.as_deref(),
+        Some("reject")
+    );
+    assert!(
+        !sent
+            .iter()
+            .any(|m| m.raw.contains("prices-9@agency.example")),
+        "something was sent for the virus"
+    );
+
+    // The SES spam FAIL: quarantined, not forwarded.
+    assert_eq!(
+        stack.audit_decision(&spam, Stage::Filter).await.as_deref(),
+        Some("quarantine")
+    );
+    assert_eq!(
+        stack.objects("quarantine/").await,
+        vec![format!("quarantine/{spam}.eml")]
+    );
+    assert_eq!(
+        stack.get_object(&format!("quarantine/{spam}.eml")).await,
+        fixture("spam-fail.eml")
+    );
+    assert!(
+        !sent
+            .iter()
+            .any(|m| m.raw.contains("reward-77@prizes.example")),
+        "the spam was forwarded"
+    );
+
+    // `deliver = "tickets"`: the envelope, with every result so far, on <stack>-deliver-tickets.
+    let delivered = stack.drain_bodies(&stack.tickets_url).await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let env: Envelope = serde_json::from_str(&delivered[0]).expect("an envelope");
+    assert_eq!(env.id, support);
+    assert!(env.results.filter.is_some() && env.results.classify.is_some());
+    assert_eq!(
+        env.results.classify.as_ref().map(|c| c.category.as_str()),
+        Some("support")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_deliveries_send_nothing_twice() {
+    let Some(stack) = Stack::create("dupes").await else {
+        return;
+    };
+    let ids = [
+        stack.put_mail("support.eml").await,
+        stack.put_mail("sales.eml").await,
+        stack.put_mail("billing.eml").await,
+    ];
+    let pipeline = stack.pipeline().await;
+    // Every S3 notification and every stage message arrives twice, in shuffled order.
+    for stage in Stage::ALL {
+        let queue = source_queue(stage);
+        let sent = stack.duplicate_messages(queue, 2).await;
+        assert!(
+            sent >= 2 * ids.len(),
+            "{queue}: only {sent} messages after duplicating"
+        );
+        stack.pump_until_empty(queue, &pipeline.app(stage)).await;
+    }
+    stack.run_until_idle(&pipeline).await;
+
+    for id in &ids {
+        assert_all_stages(&stack, id).await;
+    }
+    stack.assert_no_dead_letters().await;
+    let sent = stack.sent_mail().await;
+    let (fwd, rep) = (forwards(&sent), replies(&sent));
+    assert_eq!(
+        fwd.iter()
+            .filter(|m| m.sent_to("sales-team@corp.example"))
+            .count(),
+        1,
+        "sent:\n{}",
+        describe(&sent)
+    );
+    assert_eq!(
+        fwd.iter()
+            .filter(|m| m.sent_to("ledger@corp.example"))
+            .count(),
+        1,
+        "sent:\n{}",
+        describe(&sent)
+    );
+    assert_eq!(fwd.len(), 2, "sent:\n{}", describe(&sent));
+    assert_eq!(
+        rep.iter()
+            .filter(|m| m.sent_to("nora@client.example"))
+            .count(),
+        1,
+        "sent:\n{}",
+        describe(&sent)
+    );
+    assert_eq!(
+        rep.iter()
+            .filter(|m| m.sent_to("omar@buyer.example"))
+            .count(),
+        1,
+        "sent:\n{}",
+        describe(&sent)
+    );
+    assert_eq!(rep.len(), 2, "sent:\n{}", describe(&sent));
+    assert_eq!(
+        stack.drain_bodies(&stack.tickets_url).await.len(),
+        1,
+        "the delivery was repeated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_ends_in_the_dlq_alone() {
+    let Some(stack) = Stack::create("poison").await else {
+        return;
+    };
+    let inbound = stack.queue("inbound").url.clone();
+    // Drop the S3 test event the notification setup sent, so the batch is exactly ours.
+    stack.drain_bodies(&inbound).await;
+    let poison = r#"{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket""#;
+    stack.send(&inbound, poison).await;
+    let good = [
+        stack.put_mail("support.eml").await,
+        stack.put_mail("billing.eml").await,
+    ];
+
+    let pipeline = stack.pipeline().await;
+    let filter = pipeline.app(Stage::Filter);
+    let first = stack.pump("inbound", &filter).await;
+    assert_eq!(
+        first.received.len(),
+        3,
+        "one batch holds the poison and both mails: {:?}",
+        first.bodies
+    );
+    let poison_id = first
+        .bodies
+        .iter()
+        .position(|b| b == poison)
+        .map(|i| first.received[i].clone())
+        .expect("the poison was in the batch");
+    assert_eq!(
+        first.failed(),
+        vec![poison_id.clone()],
+        "only the poison fails"
+    );
+
+    // Failed records come back at once; the redrive policy moves the poison to the DLQ
+    // after maxReceiveCount receives (checked on the next receive).
+    let mut failures = first.failed().len() as u32;
+    for _ in 0..20 {
+        let report = stack.pump("inbound", &filter).await;
+        if report.received.is_empty() {
+            break;
+        }
+        assert_eq!(report.received, vec![poison_id.clone()]);
+        failures += report.failed().len() as u32;
+    }
+    assert_eq!(failures, resources().queue_settings.max_receive_count);
+
+    stack.run_until_idle(&pipeline).await;
+    for id in &good {
+        assert_all_stages(&stack, id).await;
+    }
+    let mut dead = stack.dead_letters().await;
+    assert_eq!(
+        dead.remove("inbound").unwrap_or_default(),
+        vec![poison.to_string()]
+    );
+    assert!(
+        dead.values().all(Vec::is_empty),
+        "other dead letters: {dead:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparseable_input_is_quarantined_and_acknowledged() {
+    let Some(stack) = Stack::create("notmail").await else {
+        return;
+    };
+    let png = fixture("not-mail.png");
+    let id = stack.put_raw(&ses_message_id(), png.clone()).await;
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+
+    assert_eq!(
+        stack.audit_decision(&id, Stage::Filter).await.as_deref(),
+        Some("quarantine")
+    );
+    assert_all_stages(&stack, &id).await;
+    let key = format!("quarantine/{id}.eml");
+    assert_eq!(stack.objects("quarantine/").await, vec![key.clone()]);
+    assert_eq!(stack.get_object(&key).await, png);
+    stack.assert_no_dead_letters().await;
+    assert!(
+        stack
+            .receive_all(&stack.queue("inbound").url)
+            .await
+            .is_empty(),
+        "the inbound queue is not empty"
+    );
+    assert!(stack.sent_mail().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_changes_apply_and_bad_configs_are_refused() {
+    let Some(mut stack) = Stack::create("reload").await else {
+        return;
+    };
+    stack.config_refresh_seconds = Some(0);
+    let pipeline = stack.pipeline().await;
+    let metric = &resources().metrics.config_rejected;
+
+    // The config the stack started with: support mail goes to the tickets queue.
+    let first = stack.put_mail("support.eml").await;
+    stack.run_until_idle(&pipeline).await;
+    assert_eq!(stack.drain_bodies(&stack.tickets_url).await.len(), 1);
+
+    // An invalid config is refused; the running functions keep the last good one.
+    let rejected_before = stack.metric_sum(metric).await;
+    stack
+        .upload_config(&format!("{}\n[no_such_table]\nkey = 1\n", config_text()))
+        .await;
+    let second = stack.put_mail("support.eml").await;
+    stack.run_until_idle(&pipeline).await;
+    assert_all_stages(&stack, &second).await;
+    assert_eq!(
+        stack.drain_bodies(&stack.tickets_url).await.len(),
+        1,
+        "the old config stopped serving"
+    );
+    match (rejected_before, stack.metric_sum(metric).await) {
+        (Ok(before), Ok(after)) => {
+            assert!(after >= before + 1.0, "{metric}: {before} -> {after}")
+        }
+        // The functions only log a failed PutMetricData and mail goes on, as asserted above.
+        (Err(why), _) | (_, Err(why)) => eprintln!("note: {metric} not checked: {why}"),
+    }
+
+    // A valid new config is picked up by the next message.
+    let changed = config_text().replace(
+        r#"actions = [{ deliver = "tickets" }]"#,
+        r#"actions = [{ store = "support-v2/" }]"#,
+    );
+    assert_ne!(
+        changed,
+        config_text(),
+        "the test config changed shape; update this test"
+    );
+    stack.upload_config(&changed).await;
+    let third = stack.put_mail("support.eml").await;
+    stack.run_until_idle(&pipeline).await;
+    assert_eq!(
+        stack.objects("support-v2/").await,
+        vec![format!("support-v2/{third}.eml")]
+    );
+    assert!(stack.drain_bodies(&stack.tickets_url).await.is_empty());
+    for id in [&first, &second, &third] {
+        assert_all_stages(&stack, id).await;
+    }
+    stack.assert_no_dead_letters().await;
+}
+
+/// Runs one stage's compiled binary for one invocation: a genuine record of its queue (the
+/// message brought there by running the earlier stages in process) plus a poison record.
+async fn function_binary_serves_one_batch(stage: Stage) {
+    let Some(stack) = Stack::create(&format!("bin-{stage}")).await else {
+        return;
+    };
+    let Some(binary) = function_binary(stage) else {
+        return;
+    };
+    let id = stack.put_mail("support.eml").await;
+    let pipeline = stack.pipeline().await;
+    for earlier in Stage::ALL.into_iter().take_while(|s| *s != stage) {
+        stack
+            .pump_until_empty(source_queue(earlier), &pipeline.app(earlier))
+            .await;
+    }
+    let queue = source_queue(stage);
+    let url = stack.queue(queue).url.clone();
+    stack.send(&url, "{\"version\": 1, \"id\": ").await;
+    let records = stack.receive_all(&url).await;
+    let poison = records
+        .iter()
+        .find(|r| r.body.starts_with("{\"version\": 1, \"id\": "))
+        .expect("the poison record");
+    assert!(records.len() >= 2, "{queue}: {records:?}");
+
+    let api = RuntimeApi::start(&stack.function_arn(stage)).await;
+    let request_id = api.push_event(&stack.sqs_event(queue, &records));
+    let mut process = stack.start_function(stage, &binary, &api, &[]);
+    let report = api.wait_report(&mut process, Duration::from_secs(60)).await;
+    let output = process.stop().await;
+    let Some(Reported::Response {
+        request_id: answered,
+        body,
+    }) = report
+    else {
+        panic!(
+            "{stage}: no response (got {report:?}); requests {:?}\n{output}",
+            api.requests()
+        );
+    };
+    assert_eq!(answered, request_id);
+    let response: serde_json::Value = serde_json::from_str(&body).expect("a JSON response");
+    assert_eq!(
+        response["batchItemFailures"],
+        serde_json::json!([{ "itemIdentifier": poison.message_id }]),
+        "{stage}: {body}\n{output}"
+    );
+    assert!(
+        stack
+            .sort_keys(&id)
+            .await
+            .contains(&format!("stage#{stage}")),
+        "{stage} did not record the good message\n{output}"
+    );
+    if let Some(next) = &resources().function(stage).next_queue {
+        let published = stack.drain_bodies(&stack.queue(next).url).await;
+        assert_eq!(published.len(), 1, "{stage} -> {next}: {published:?}");
+        let env: Envelope = serde_json::from_str(&published[0]).expect("an envelope");
+        assert_eq!(env.id, id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_binary_on_the_runtime_api() {
+    function_binary_serves_one_batch(Stage::Filter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_binary_on_the_runtime_api() {
+    function_binary_serves_one_batch(Stage::Classify).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_binary_on_the_runtime_api() {
+    function_binary_serves_one_batch(Stage::Route).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn respond_binary_on_the_runtime_api() {
+    function_binary_serves_one_batch(Stage::Respond).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_without_its_bucket_refuses_to_start() {
+    let Some(stack) = Stack::create("noenv").await else {
+        return;
+    };
+    let Some(binary) = function_binary(Stage::Filter) else {
+        return;
+    };
+    let api = RuntimeApi::start(&stack.function_arn(Stage::Filter)).await;
+    let var = mailroom_aws::settings::BUCKET;
+    let mut process = stack.start_function(Stage::Filter, &binary, &api, &[var]);
+    let report = api.wait_report(&mut process, Duration::from_secs(30)).await;
+    let output = process.finish(Duration::from_secs(30)).await;
+    let init_error = match &report {
+        Some(Reported::InitError { body }) => Some(body.clone()),
+        None => None,
+        Some(other) => panic!("the function ran without {var}: {other:?}\n{output}"),
+    };
+    let failed = init_error.is_some() || output.status.is_some_and(|s| !s.success());
+    assert!(
+        failed,
+        "the function neither exited nonzero nor posted /init/error\n{output}"
+    );
+    let said = format!(
+        "{}{}{}",
+        init_error.unwrap_or_default(),
+        output.stdout,
+        output.stderr
+    );
+    assert!(
+        said.contains(var),
+        "the output does not name {var}\n{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_raw_object_is_audited_not_retried() {
+    let Some(stack) = Stack::create("vanished").await else {
+        return;
+    };
+    let id = stack.put_mail("support.eml").await;
+    let key = format!("{}{id}", resources().prefix("raw"));
+    stack
+        .s3
+        .delete_object()
+        .bucket(&stack.bucket)
+        .key(&key)
+        .send()
+        .await
+        .expect("deleting the raw mail");
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+
+    // NoSuchKey is permanent: audited once and acknowledged, not retried into the DLQ.
+    let decision = stack
+        .audit_decision(&id, Stage::Filter)
+        .await
+        .unwrap_or_default();
+    assert!(
+        decision.starts_with("failed: raw mail unavailable"),
+        "{decision}"
+    );
+    assert!(decision.contains("NoSuchKey"), "{decision}");
+    // One line, not the SDK's dump of the raw HTTP response (headers, S3's XML error).
+    assert!(
+        !decision.contains("<Error>") && !decision.contains("SdkBody"),
+        "{decision}"
+    );
+    assert!(
+        !stack
+            .sort_keys(&id)
+            .await
+            .contains(&"stage#filter".to_string())
+    );
+    stack.assert_no_dead_letters().await;
+    assert!(
+        stack
+            .receive_all(&stack.queue("inbound").url)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_ses_refuses_quarantines_the_message() {
+    let Some(mut stack) = Stack::create("refused").await else {
+        return;
+    };
+    // An address of a domain with no SES identity: SES answers MessageRejected.
+    stack.from_address = format!("mailroom-{}@unverified.example", stack.name);
+    let id = stack.put_mail("sales.eml").await;
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+
+    let quarantined = format!("quarantine/{id}.eml");
+    assert_eq!(
+        stack.audit_decision(&id, Stage::Route).await,
+        Some(format!("quarantined as {quarantined}"))
+    );
+    assert_eq!(stack.objects("quarantine/").await, vec![quarantined]);
+    assert!(stack.sent_mail().await.is_empty());
+    stack.assert_no_dead_letters().await;
+}
