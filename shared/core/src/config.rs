@@ -267,7 +267,7 @@ pub struct ClassifyConfig {
     /// Urgency words per language (`en = ["urgent", "asap"]`): a match in subject or body
     /// raises the priority to `high` when no priority rule matched.
     #[serde(default)]
-    pub urgent_words: BTreeMap<String, Vec<String>>,
+    pub urgent_words: BTreeMap<String, Keywords>,
 }
 
 fn default_category() -> String {
@@ -370,7 +370,7 @@ pub struct Match {
     pub body: Option<Pattern>,
     /// Words or phrases, case-insensitive, in the subject or body.
     #[serde(default)]
-    pub keywords: OneOrMany<String>,
+    pub keywords: Keywords,
     /// Header name to pattern: `header = { "X-Priority" = "^1" }`.
     #[serde(default)]
     pub header: BTreeMap<String, Pattern>,
@@ -487,6 +487,63 @@ impl<'de> Deserialize<'de> for Pattern {
             .build()
             .map(Pattern)
             .map_err(|e| serde::de::Error::custom(format!("bad regex {s:?}: {e}")))
+    }
+}
+
+/// Words or phrases matched as whole words, case-insensitively. They are compiled into one
+/// automaton when the config is read, so a list of any length costs one pass over the text.
+#[derive(Clone, Default)]
+pub struct Keywords {
+    pub words: Vec<String>,
+    automaton: Option<aho_corasick::AhoCorasick>,
+}
+
+impl fmt::Debug for Keywords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keywords({:?})", self.words)
+    }
+}
+
+impl Keywords {
+    pub fn new(words: Vec<String>) -> Result<Keywords, String> {
+        let words: Vec<String> = words
+            .into_iter()
+            .map(|w| w.trim().to_lowercase())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if words.is_empty() {
+            return Ok(Keywords::default());
+        }
+        let automaton = aho_corasick::AhoCorasick::new(&words)
+            .map_err(|e| format!("bad keyword list {words:?}: {e}"))?;
+        Ok(Keywords {
+            words,
+            automaton: Some(automaton),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// The first keyword found as a whole word in `lower` (lower-cased text).
+    pub fn find_in(&self, lower: &str) -> Option<&str> {
+        let automaton = self.automaton.as_ref()?;
+        automaton
+            .find_overlapping_iter(lower)
+            .find(|m| {
+                let before = lower[..m.start()].chars().next_back();
+                let after = lower[m.end()..].chars().next();
+                !before.is_some_and(char::is_alphanumeric)
+                    && !after.is_some_and(char::is_alphanumeric)
+            })
+            .map(|m| self.words[m.pattern().as_usize()].as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Keywords {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Keywords::new(OneOrMany::<String>::deserialize(d)?.0).map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Evaluates a [`Match`] (the conditions of classify and route rules) against a message and
 //! the results so far.
 
-use crate::config::Match;
+use crate::config::{Keywords, Match};
 use crate::mail::Mail;
 use crate::model::{Priority, Verdict};
 
@@ -79,26 +79,12 @@ pub fn domain_matches(pattern: &str, domain: &str) -> bool {
             .is_some_and(|rest| rest.ends_with('.'))
 }
 
-fn contains_word(haystack_lower: &str, word: &str) -> bool {
-    let w = word.to_lowercase();
-    if w.is_empty() {
-        return false;
-    }
-    haystack_lower.match_indices(&w).any(|(i, _)| {
-        let before = haystack_lower[..i].chars().next_back();
-        let after = haystack_lower[i + w.len()..].chars().next();
-        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
-    })
-}
-
-/// Does any of `words` occur as a whole word (or phrase) in the subject or body?
-pub fn any_word(mail: &Mail, words: &[String]) -> Option<String> {
-    let subject = mail.subject.to_lowercase();
-    let body = mail.text.to_lowercase();
+/// The first of `words` that occurs as a whole word (or phrase) in the subject or body.
+pub fn any_word(mail: &Mail, words: &Keywords) -> Option<String> {
     words
-        .iter()
-        .find(|w| contains_word(&subject, w) || contains_word(&body, w))
-        .cloned()
+        .find_in(mail.subject_lower())
+        .or_else(|| words.find_in(mail.text_lower()))
+        .map(str::to_string)
 }
 
 impl Match {
@@ -146,7 +132,7 @@ impl Match {
         {
             return false;
         }
-        if !self.keywords.is_empty() && any_word(mail, &self.keywords.0).is_none() {
+        if !self.keywords.is_empty() && any_word(mail, &self.keywords).is_none() {
             return false;
         }
         for (name, pattern) in &self.header {
@@ -244,12 +230,22 @@ mod tests {
 
     #[test]
     fn words_match_whole_words_only() {
-        assert!(contains_word("this is urgent!", "urgent"));
-        assert!(!contains_word("insurgents", "urgent"));
-        assert!(contains_word("bitte dringend prüfen", "DRINGEND"));
-        assert!(contains_word(
-            "as soon as possible please",
-            "as soon as possible"
-        ));
+        let k = |w: &[&str]| Keywords::new(w.iter().map(|s| s.to_string()).collect()).unwrap();
+        assert_eq!(k(&["urgent"]).find_in("this is urgent!"), Some("urgent"));
+        assert_eq!(k(&["urgent"]).find_in("insurgents"), None);
+        assert_eq!(
+            k(&["urgent", "gents"]).find_in("insurgents and gents"),
+            Some("gents")
+        );
+        assert_eq!(
+            k(&["DRINGEND"]).find_in("bitte dringend prüfen"),
+            Some("dringend")
+        );
+        assert_eq!(
+            k(&["as soon as possible"]).find_in("as soon as possible please"),
+            Some("as soon as possible")
+        );
+        assert_eq!(k(&["ausfall"]).find_in("der serverausfall"), None);
+        assert_eq!(k(&[]).find_in("anything"), None);
     }
 }
