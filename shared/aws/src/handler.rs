@@ -114,7 +114,7 @@ async fn quarantine(
             engine
                 .ports
                 .objects
-                .put_object(&key, &raw)
+                .copy_raw(&env.raw, &key, &raw)
                 .await
                 .map_err(|e| format!("{error}; then quarantining failed: {e}"))?;
             format!("quarantined as {key}")

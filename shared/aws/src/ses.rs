@@ -14,10 +14,10 @@ pub struct SesSender {
 
 #[async_trait]
 impl MailSender for SesSender {
-    async fn send(&self, mail: &OutgoingMail) -> PortResult<String> {
+    async fn send(&self, mail: OutgoingMail) -> PortResult<String> {
         let what = format!("sending mail from {} to {}", mail.from, mail.to.join(" "));
         let raw = RawMessage::builder()
-            .data(Blob::new(mail.raw.clone()))
+            .data(Blob::new(mail.raw))
             .build()
             .map_err(|e| PortError::Permanent(format!("{what}: {e}")))?;
         let out = self
@@ -26,7 +26,7 @@ impl MailSender for SesSender {
             .from_email_address(&mail.from)
             .destination(
                 Destination::builder()
-                    .set_to_addresses(Some(mail.to.clone()))
+                    .set_to_addresses(Some(mail.to))
                     .build(),
             )
             .content(EmailContent::builder().raw(raw).build())

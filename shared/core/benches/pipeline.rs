@@ -30,7 +30,11 @@ fn corpus() -> (String, Vec<Vec<u8>>) {
             .collect();
         paths.sort();
         let out: Vec<Vec<u8>> = paths.iter().filter_map(|p| std::fs::read(p).ok()).collect();
-        assert!(!out.is_empty(), "MAILROOM_BENCH_CORPUS {} has no files", dir.display());
+        assert!(
+            !out.is_empty(),
+            "MAILROOM_BENCH_CORPUS {} has no files",
+            dir.display()
+        );
         let name = std::env::var("MAILROOM_BENCH_NAME").unwrap_or_else(|_| "custom".into());
         return (name.replace('/', "-"), out);
     }

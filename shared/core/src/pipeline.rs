@@ -356,11 +356,10 @@ impl Engine {
                 let mut sent = Vec::new();
                 for (chunk, out) in
                     route::forward::forward_messages(mail, &self.config.mailroom, to, tags)
-                        .into_iter()
                         .enumerate()
                 {
                     let effect = format!("route/{index}/forward/{chunk}");
-                    sent.push(self.send_once(id, Stage::Route, &effect, &out).await?);
+                    sent.push(self.send_once(id, Stage::Route, &effect, out).await?);
                 }
                 Ok(format!("forwarded to {}: {}", to.join(" "), sent.join(" ")))
             }
@@ -385,25 +384,21 @@ impl Engine {
             }
             Action::Store(prefix) => {
                 let key = format!("{prefix}{id}.eml");
-                let copy;
-                let bytes = if tags.is_empty() {
-                    mail.map(|m| m.raw).unwrap_or(raw)
+                let original = mail.map(|m| m.raw).unwrap_or(raw);
+                let stored = if tags.is_empty() {
+                    self.ports.objects.copy_raw(&env.raw, &key, original).await
                 } else {
-                    copy = route::headers::tagged_copy(mail.map(|m| m.raw).unwrap_or(raw), tags);
-                    &copy
+                    let tagged = route::headers::tagged_copy(original, tags);
+                    self.ports.objects.put_object(&key, &tagged).await
                 };
-                self.ports
-                    .objects
-                    .put_object(&key, bytes)
-                    .await
-                    .map_err(port(&format!("storing under {key}")))?;
+                stored.map_err(port(&format!("storing under {key}")))?;
                 Ok(format!("stored as {key}"))
             }
             Action::Quarantine => {
                 let key = format!("{}{id}.eml", self.config.routing.quarantine_prefix);
                 self.ports
                     .objects
-                    .put_object(&key, raw)
+                    .copy_raw(&env.raw, &key, raw)
                     .await
                     .map_err(port(&format!("quarantining as {key}")))?;
                 Ok(format!("quarantined as {key}"))
@@ -453,11 +448,12 @@ impl Engine {
         id: &str,
         stage: Stage,
         effect: &str,
-        out: &OutgoingMail,
+        out: OutgoingMail,
     ) -> Result<String, StageError> {
         if let Some(done) = self.claim(id, stage, effect).await? {
             return Ok(done);
         }
+        let to = out.to.join(" ");
         match self.ports.sender.send(out).await {
             Ok(provider_id) => {
                 let note = format!("sent {provider_id}");
@@ -475,7 +471,7 @@ impl Engine {
                 Err(StageError::from_port(
                     id,
                     stage,
-                    &format!("sending ({effect}) to {}", out.to.join(" ")),
+                    &format!("sending ({effect}) to {to}"),
                     e,
                 ))
             }
@@ -583,7 +579,7 @@ impl Engine {
                 });
             }
         };
-        if let Err(e) = self.ports.sender.send(&out).await {
+        if let Err(e) = self.ports.sender.send(out).await {
             self.release(id, stage, effect).await;
             return Err(StageError::from_port(
                 id,
@@ -647,12 +643,12 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
 
     #[async_trait]
     impl MailSender for Flaky {
-        async fn send(&self, mail: &OutgoingMail) -> PortResult<String> {
+        async fn send(&self, mail: OutgoingMail) -> PortResult<String> {
             if self.failures.load(Ordering::SeqCst) > 0 {
                 self.failures.fetch_sub(1, Ordering::SeqCst);
                 return Err(PortError::Retryable("Throttling: rate exceeded".into()));
             }
-            self.sent.lock().unwrap().push(mail.clone());
+            self.sent.lock().unwrap().push(mail);
             Ok("ok".into())
         }
     }

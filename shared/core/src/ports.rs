@@ -35,6 +35,13 @@ pub trait RawMailSource: Send + Sync {
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
     async fn put_object(&self, key: &str, bytes: &[u8]) -> PortResult<()>;
+
+    /// Writes an unchanged copy of the raw message `raw` (whose bytes are `bytes`) under
+    /// `key`. Stores that hold the raw mail themselves copy it in place, without the bytes
+    /// passing through this process.
+    async fn copy_raw(&self, _raw: &RawRef, key: &str, bytes: &[u8]) -> PortResult<()> {
+        self.put_object(key, bytes).await
+    }
 }
 
 /// Outcome of claiming a once-only effect.
@@ -112,6 +119,7 @@ pub struct OutgoingMail {
 /// Sends mail (SESv2 in AWS, an outbox folder locally).
 #[async_trait]
 pub trait MailSender: Send + Sync {
-    /// Returns the provider's message id.
-    async fn send(&self, mail: &OutgoingMail) -> PortResult<String>;
+    /// Returns the provider's message id. Takes the message by value: a 40 MB forward is
+    /// handed to the provider without another copy.
+    async fn send(&self, mail: OutgoingMail) -> PortResult<String>;
 }

@@ -87,7 +87,7 @@ pub struct Outbox {
 
 #[async_trait]
 impl MailSender for Outbox {
-    async fn send(&self, mail: &OutgoingMail) -> PortResult<String> {
+    async fn send(&self, mail: OutgoingMail) -> PortResult<String> {
         fs::create_dir_all(&self.dir)
             .map_err(io(format!("creating outbox {}", self.dir.display())))?;
         let mut h = Sha256::new();

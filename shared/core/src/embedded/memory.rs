@@ -163,9 +163,9 @@ impl ObjectStore for MemoryWorld {
 
 #[async_trait]
 impl MailSender for MemoryWorld {
-    async fn send(&self, mail: &OutgoingMail) -> PortResult<String> {
+    async fn send(&self, mail: OutgoingMail) -> PortResult<String> {
         let mut sent = self.sent.lock().expect("world lock");
-        sent.push(mail.clone());
+        sent.push(mail);
         Ok(format!("memory-{}", sent.len()))
     }
 }

@@ -31,32 +31,41 @@ pub fn forward_messages(
     general: &General,
     to: &[String],
     tags: &[(String, String)],
-) -> Vec<OutgoingMail> {
+) -> impl Iterator<Item = OutgoingMail> {
     let mut recipients: Vec<String> = Vec::with_capacity(to.len());
     for r in to.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
         if !recipients.iter().any(|x| x.eq_ignore_ascii_case(r)) {
             recipients.push(r.to_string());
         }
     }
-    if recipients.is_empty() {
-        return Vec::new();
-    }
-    let raw = rewrite(mail, general, tags);
-    // Each chunk owns a copy of the same bytes; OutgoingMail holds a Vec<u8>, and more than
-    // one chunk (over 50 recipients) is rare enough not to warrant sharing.
-    recipients
+    let chunks: Vec<Vec<String>> = recipients
         .chunks(MAX_RECIPIENTS)
-        .map(|chunk| OutgoingMail {
-            from: general.from_address.clone(),
-            to: chunk.to_vec(),
-            raw: raw.clone(),
-        })
-        .collect()
+        .map(<[String]>::to_vec)
+        .collect();
+    let last = chunks.len().saturating_sub(1);
+    let mut raw = (!chunks.is_empty()).then(|| rewrite(mail, general, tags));
+    let from = general.from_address.clone();
+    // Lazily, and the last send takes the rewritten bytes itself: a large message is held
+    // at most twice (the rewrite and one chunk's copy), and once when it has one chunk.
+    chunks.into_iter().enumerate().map(move |(i, to)| {
+        let bytes = if i == last { raw.take() } else { raw.clone() };
+        OutgoingMail {
+            from: from.clone(),
+            to,
+            raw: bytes.expect("rewritten while chunks remain"),
+        }
+    })
 }
 
 /// The rewritten raw message: one pass over the header section, body copied verbatim.
 pub fn rewrite(mail: &Mail, general: &General, tags: &[(String, String)]) -> Vec<u8> {
-    let original = mail.message.from().and_then(|a| a.first());
+    // The first From, as everywhere else (mail-parser's from() is the last one).
+    let original = mail
+        .message
+        .header_values("From")
+        .next()
+        .and_then(|v| v.as_address())
+        .and_then(|a| a.first());
     let address = original.and_then(|a| a.address()).and_then(clean_address);
     let name = original
         .and_then(|a| a.name())
@@ -149,6 +158,7 @@ mod tests {
             to,
             &[("X-Team".into(), "support".into())],
         )
+        .collect()
     }
 
     fn header_count(raw: &[u8], name: &str) -> usize {
