@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use mail_parser::MessageParser;
 use mailroom_core::Config;
-use mailroom_core::embedded::memory::{MemoryState, MemoryWorld};
+use mailroom_core::embedded::memory::{MemoryState, MemoryWorld, memory_ports};
 use mailroom_core::model::{Envelope, RawRef};
-use mailroom_core::pipeline::{Engine, Outcome, Ports, content_id};
+use mailroom_core::pipeline::{Engine, Outcome, content_id};
 use serde_json::{Value, json};
 
 /// The repository root.
@@ -35,17 +35,7 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config: Config) -> Harness {
-        let world = Arc::new(MemoryWorld::default());
-        let state = Arc::new(MemoryState::default());
-        let ports = Ports {
-            raw: world.clone(),
-            objects: world.clone(),
-            state: state.clone(),
-            audit: state.clone(),
-            publisher: world.clone(),
-            queues: world.clone(),
-            sender: world.clone(),
-        };
+        let (ports, world, state) = memory_ports();
         Harness {
             engine: Engine::new(Arc::new(config), ports),
             world,

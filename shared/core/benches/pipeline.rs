@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use mailroom_core::classify::Classifier;
-use mailroom_core::embedded::memory::{MemoryState, MemoryWorld};
+use mailroom_core::embedded::memory::memory_ports;
 use mailroom_core::filter::Filter;
 use mailroom_core::model::{Envelope, RawRef, StageResults};
-use mailroom_core::pipeline::{Engine, Ports, content_id};
+use mailroom_core::pipeline::{Engine, content_id};
 use mailroom_core::{Config, Mail, respond, route};
 
 fn corpus() -> (String, Vec<Vec<u8>>) {
@@ -81,18 +81,7 @@ fn config() -> Config {
 }
 
 fn engine(config: &Arc<Config>) -> Engine {
-    let world = Arc::new(MemoryWorld::default());
-    let state = Arc::new(MemoryState::default());
-    let ports = Ports {
-        raw: world.clone(),
-        objects: world.clone(),
-        state: state.clone(),
-        audit: state,
-        publisher: world.clone(),
-        queues: world.clone(),
-        sender: world,
-    };
-    Engine::new(config.clone(), ports)
+    Engine::new(config.clone(), memory_ports().0)
 }
 
 fn stages(c: &mut Criterion) {

@@ -605,7 +605,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::embedded::memory::{MemoryState, MemoryWorld};
+    use crate::embedded::memory::{MemoryState, memory_ports};
     use crate::model::{RawRef, Verdict};
     use crate::ports::PortResult;
 
@@ -654,17 +654,8 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
     }
 
     fn engine(sender: Arc<dyn MailSender>) -> (Engine, Arc<MemoryState>) {
-        let world = Arc::new(MemoryWorld::default());
-        let state = Arc::new(MemoryState::default());
-        let ports = Ports {
-            raw: world.clone(),
-            objects: world.clone(),
-            state: state.clone(),
-            audit: state.clone(),
-            publisher: world.clone(),
-            queues: world,
-            sender,
-        };
+        let (mut ports, _, state) = memory_ports();
+        ports.sender = sender;
         (
             Engine::new(
                 Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap()),

@@ -1,17 +1,35 @@
 //! In-memory adapters, for tests and in-process benchmarks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use super::{EffectRow, SlotRow, decide_claim, decide_slot};
 use crate::model::{AuditRecord, Envelope, RawRef, Stage};
+use crate::pipeline::Ports;
 use crate::ports::{
     AuditLog, Claim, MailSender, ObjectStore, OutgoingMail, PortError, PortResult, QueueDelivery,
     RawMailSource, StagePublisher, StateStore,
 };
+
+/// Every port wired to one fresh [`MemoryWorld`] and [`MemoryState`], for tests and
+/// in-process benchmarks; the two handles let the caller inspect what happened.
+pub fn memory_ports() -> (Ports, Arc<MemoryWorld>, Arc<MemoryState>) {
+    let world = Arc::new(MemoryWorld::default());
+    let state = Arc::new(MemoryState::default());
+    let ports = Ports {
+        raw: world.clone(),
+        objects: world.clone(),
+        state: state.clone(),
+        audit: state.clone(),
+        publisher: world.clone(),
+        queues: world.clone(),
+        sender: world.clone(),
+    };
+    (ports, world, state)
+}
 
 /// State, effects, rate limits and the audit trail in memory.
 #[derive(Default)]
