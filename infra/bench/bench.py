@@ -1207,7 +1207,7 @@ def flatten(d, prefix=""):
     out = {}
     if isinstance(d, dict):
         for k, v in d.items():
-            if k in ("samples", "prices", "assumptions", "machine", "git", "carried_from") or k.startswith("_"):
+            if k in ("samples", "prices", "assumptions", "machine", "git", "carried_from", "carried_commit") or k.startswith("_"):
                 continue
             out.update(flatten(v, f"{prefix}{k}."))
     elif isinstance(d, (int, float)) and not isinstance(d, bool):
@@ -1311,7 +1311,11 @@ def cmd_run(args):
     for part in PARTS:
         prev = (ctx.previous or {}).get(part)
         if part not in parts and prev and "error" not in prev:
-            doc[part] = dict(prev, carried_from=prev.get("carried_from") or ctx.previous.get("started_at"))
+            doc[part] = dict(
+                prev,
+                carried_from=prev.get("carried_from") or ctx.previous.get("started_at"),
+                carried_commit=prev.get("carried_commit") or (ctx.previous.get("git") or {}).get("commit"),
+            )
     failed = []
     for part in PARTS:
         if part not in parts:
