@@ -51,6 +51,17 @@ fn walk(path: &Path, out: &mut Vec<Result<PathBuf, (PathBuf, String)>>, top: boo
     }
 }
 
+/// The messages of one listed file; a file that could not be listed is one failed input.
+pub fn messages(file: Result<PathBuf, (PathBuf, String)>) -> Vec<Input> {
+    match file {
+        Ok(path) => read(&path),
+        Err((path, e)) => vec![Input {
+            source: path.display().to_string(),
+            raw: Err(e),
+        }],
+    }
+}
+
 /// Reads one file and splits it into messages when it is an mbox.
 pub fn read(path: &Path) -> Vec<Input> {
     let source = path.display().to_string();

@@ -1,6 +1,7 @@
 //! The `mailroom` command: the whole pipeline locally, on mail files, with embedded storage.
 
 mod input;
+mod learn;
 mod output;
 #[cfg(feature = "aws")]
 mod push;
@@ -59,7 +60,8 @@ enum Command {
     },
     /// Validate a config file: exit 1 with the line and column of the first problem.
     Check { file: PathBuf },
-    /// Validate a config and upload it to the bucket the functions read it from.
+    /// Validate a config and the models it names, and upload them to the bucket the
+    /// functions read them from (models relative to the config key, the config last).
     #[cfg(feature = "aws")]
     PushConfig {
         file: PathBuf,
@@ -68,11 +70,37 @@ enum Command {
         #[arg(long, default_value = "config/mailroom.toml")]
         key: String,
     },
+    /// Train a text classifier from DIR/<label>/* (.eml files or an mbox per folder); the
+    /// folder names are the labels, and ham/ + spam/ gives a spam model.
+    Train {
+        /// Where to write the model file.
+        #[arg(long)]
+        out: PathBuf,
+        /// The model's name in results (`model:NAME`); default: the file name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        args: learn::LearnArgs,
+        dir: PathBuf,
+    },
+    /// Measure a model on DIR/<label>/*, or cross-validate learners on it with --folds K.
+    /// Prints a table on stderr and JSON on stdout.
+    Eval {
+        /// A trained model to measure on DIR.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Stratified k-fold cross-validation: train on k-1 folds, test on the held-out one.
+        #[arg(long)]
+        folds: Option<usize>,
+        #[command(flatten)]
+        args: learn::LearnArgs,
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check { file } => match Config::load(&file) {
+        Command::Check { file } => match load_checked(&file) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} route rules, {} classify rules, {} templates)",
@@ -112,7 +140,42 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Train {
+            out,
+            name,
+            args,
+            dir,
+        } => exit(learn::train(&out, name.as_deref(), &dir, &args)),
+        Command::Eval {
+            model,
+            folds,
+            args,
+            dir,
+        } => exit(learn::eval(model.as_deref(), folds, &dir, &args)),
     }
+}
+
+fn exit(r: Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A config and the models it names, all loaded, so that `check` validates both.
+fn load_checked(file: &Path) -> Result<Config, String> {
+    let config = Config::load(file).map_err(|e| e.to_string())?;
+    mailroom_core::learn::load_for_config(&config, config_dir(file))
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(config)
+}
+
+/// The directory model paths in a config are relative to.
+fn config_dir(file: &Path) -> &Path {
+    file.parent().unwrap_or(Path::new(""))
 }
 
 /// Returns whether every input was processed.
@@ -123,9 +186,19 @@ fn run(
     outbox: &Path,
     inputs: &[PathBuf],
 ) -> Result<bool> {
-    let config = match config {
-        Some(path) => Config::load(path)?,
-        None => Config::default_config(),
+    let (config, filter, classifier) = match config {
+        Some(path) => {
+            let config = Config::load(path)?;
+            let (filter, classifier) =
+                mailroom_core::learn::load_for_config(&config, config_dir(path))
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            (config, filter, classifier)
+        }
+        None => (
+            Config::default_config(),
+            Default::default(),
+            Default::default(),
+        ),
     };
     let state = Arc::new(DiskState::open(state_dir).map_err(anyhow::Error::msg)?);
     let ports = Ports {
@@ -143,7 +216,9 @@ fn run(
             dir: outbox.to_path_buf(),
         }),
     };
-    let engine = Engine::new(Arc::new(config), ports);
+    let mut engine = Engine::new(Arc::new(config), ports);
+    engine.filter = filter;
+    engine.classifier = classifier;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .context("starting the async runtime")?;
@@ -168,14 +243,7 @@ fn run(
     let mut summary = output::Summary::default();
     let started = Instant::now();
     for file in files {
-        let messages = match file {
-            Ok(path) => input::read(&path),
-            Err((path, e)) => vec![input::Input {
-                source: path.display().to_string(),
-                raw: Err(e),
-            }],
-        };
-        for msg in messages {
+        for msg in input::messages(file) {
             let record = match msg.raw {
                 Err(e) => {
                     summary.failed += 1;

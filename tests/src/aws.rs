@@ -1004,6 +1004,25 @@ impl Stack {
         }
     }
 
+    /// A string-list attribute of a message's audit record for a stage.
+    pub async fn audit_list(&self, id: &str, stage: Stage, attribute: &str) -> Vec<String> {
+        match self
+            .items(id)
+            .await
+            .get(&format!("audit#{stage}"))
+            .and_then(|item| item.get(attribute))
+        {
+            Some(AttributeValue::L(list)) => list
+                .iter()
+                .map(|v| match v {
+                    AttributeValue::S(s) => s.clone(),
+                    other => panic!("{id} audit#{stage} {attribute}: {other:?}"),
+                })
+                .collect(),
+            other => panic!("{id} audit#{stage} {attribute}: {other:?}"),
+        }
+    }
+
     /// A number attribute of one of a message's items.
     pub async fn item_number(&self, id: &str, sk: &str, attribute: &str) -> Option<u64> {
         match self.items(id).await.get(sk)?.get(attribute)? {

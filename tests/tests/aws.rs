@@ -629,3 +629,186 @@ async fn a_send_ses_refuses_quarantines_the_message() {
     assert!(stack.sent_mail().await.is_empty());
     stack.assert_no_dead_letters().await;
 }
+
+/// A tiny category model, trained here on mail written for the test: quotes and seat
+/// counts are sales, invoices and refunds are billing.
+fn sales_or_billing_model() -> Vec<u8> {
+    use mailroom_core::Mail;
+    use mailroom_core::learn::{FeatureConfig, Learner, TrainOptions, features, train};
+    let docs = [
+        (
+            "sales",
+            "Quote for 40 seats",
+            "Could you send a quote for 40 seats and volume pricing?",
+        ),
+        (
+            "sales",
+            "Pricing for our team",
+            "We want to buy licences for our team; what does the enterprise plan cost?",
+        ),
+        (
+            "sales",
+            "Angebot für Lizenzen",
+            "Bitte schicken Sie ein Angebot für 25 Lizenzen mit Mengenrabatt.",
+        ),
+        (
+            "sales",
+            "Demo and quote",
+            "We would like a demo and a quote before we purchase seats.",
+        ),
+        (
+            "sales",
+            "Volume discount",
+            "Is there a volume discount if we buy 100 seats this quarter?",
+        ),
+        (
+            "billing",
+            "Invoice is wrong",
+            "Our invoice charged us twice; please refund the duplicate payment.",
+        ),
+        (
+            "billing",
+            "Refund request",
+            "Please refund the payment taken from our card after we cancelled.",
+        ),
+        (
+            "billing",
+            "Rechnung doppelt",
+            "Die Rechnung wurde doppelt abgebucht, bitte erstatten Sie die Zahlung.",
+        ),
+        (
+            "billing",
+            "Payment failed",
+            "The card payment for the last invoice failed; how do we pay it?",
+        ),
+        (
+            "billing",
+            "VAT on invoice",
+            "The VAT number on our invoice is wrong, please correct the invoice.",
+        ),
+    ];
+    let labels = vec!["billing".to_string(), "sales".to_string()];
+    let config = FeatureConfig {
+        bits: 12,
+        ..FeatureConfig::default()
+    };
+    let (x, y): (Vec<_>, Vec<_>) = docs
+        .iter()
+        .enumerate()
+        .map(|(i, (label, subject, body))| {
+            let raw = format!(
+                "From: buyer{i}@customer.example\r\nTo: info@example.com\r\nSubject: {subject}\r\nMessage-ID: <{i}@customer.example>\r\n\r\n{body}\r\n"
+            );
+            let mail = Mail::parse(raw.as_bytes()).expect("test mail parses");
+            let label = labels.iter().position(|l| l == label).unwrap();
+            (features::extract(&mail, &config), label)
+        })
+        .unzip();
+    let rows: Vec<usize> = (0..x.len()).collect();
+    train::train(
+        "sales-or-billing",
+        &labels,
+        config,
+        &x,
+        &y,
+        &rows,
+        &TrainOptions::for_learner(Learner::Svm),
+    )
+    .to_bytes()
+}
+
+/// Mail to an address no classify rule knows, so only a model can call it sales.
+fn quote_to_info() -> Vec<u8> {
+    let raw = String::from_utf8(fixture("sales.eml")).expect("fixture is UTF-8");
+    let changed = raw.replace("sales+spring@example.com", "info@example.com");
+    assert_ne!(raw, changed, "sales.eml changed shape; update this test");
+    changed.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_load_from_s3_beside_the_config() {
+    let Some(mut stack) = Stack::create("models").await else {
+        return;
+    };
+    stack.config_refresh_seconds = Some(0);
+    let config_key = &resources().bucket.config_key;
+    let with_model = config_text().replace(
+        "default_category = \"general\"",
+        "default_category = \"general\"\ncategory_model = \"models/category.mrm\"",
+    );
+    assert_ne!(with_model, config_text(), "the test config changed shape");
+
+    // A config naming a model that is not there: the classify function cannot start, and
+    // says which option and which object; the filter function does not need it.
+    stack.upload_config(&with_model).await;
+    let err = mailroom_aws::app::App::new(stack.settings(Stage::Classify), &stack.sdk)
+        .await
+        .err()
+        .expect("classify started without its model");
+    assert!(
+        err.contains("[classify] category_model") && err.contains("config/models/category.mrm"),
+        "{err}"
+    );
+    stack.app(Stage::Filter).await;
+
+    // push-config uploads the model beside the config, the config last.
+    let model = sales_or_billing_model();
+    let pushed = mailroom_aws::config_source::push_config(
+        &stack.s3,
+        &stack.bucket,
+        config_key,
+        &with_model,
+        "test config",
+        &[("models/category.mrm".to_string(), model.clone())],
+    )
+    .await
+    .expect("push-config");
+    let keys: Vec<&str> = pushed.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["config/models/category.mrm", config_key.as_str()]);
+
+    let pipeline = stack.pipeline().await;
+    let id = stack.put_raw(&ses_message_id(), quote_to_info()).await;
+    stack.run_until_idle(&pipeline).await;
+    assert_all_stages(&stack, &id).await;
+    // decided_by: what chose the category, then what chose the priority.
+    assert_eq!(
+        stack.audit_list(&id, Stage::Classify, "decided_by").await[0],
+        "model:sales-or-billing"
+    );
+    let sent = stack.sent_mail().await;
+    assert!(
+        forwards(&sent)
+            .iter()
+            .any(|m| m.sent_to("sales-team@corp.example")),
+        "the model's sales category did not route to sales:\n{}",
+        describe(&sent)
+    );
+
+    // A damaged model is refused on reload; the last good one keeps classifying.
+    let mut damaged = model.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0xff;
+    assert!(mailroom_core::learn::Model::from_bytes(&damaged).is_err());
+    stack
+        .put_object("config/models/category.mrm", damaged)
+        .await;
+    let again = stack.put_raw(&ses_message_id(), quote_to_info()).await;
+    stack.run_until_idle(&pipeline).await;
+    assert_eq!(
+        stack
+            .audit_list(&again, Stage::Classify, "decided_by")
+            .await[0],
+        "model:sales-or-billing",
+        "the damaged model replaced the good one"
+    );
+
+    // A config without the model: the default category applies again.
+    stack.upload_config(&config_text()).await;
+    let last = stack.put_raw(&ses_message_id(), quote_to_info()).await;
+    stack.run_until_idle(&pipeline).await;
+    assert_eq!(
+        stack.objects("unrouted/").await,
+        vec![format!("unrouted/{last}.eml")]
+    );
+    stack.assert_no_dead_letters().await;
+}

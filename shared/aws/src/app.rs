@@ -1,5 +1,5 @@
 //! One function's process: settings, clients and ports built once per cold start, and the
-//! engine rebuilt only when the config changes.
+//! engine rebuilt only when the config or its models change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,9 +7,8 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use mailroom_core::model::Stage;
 use mailroom_core::pipeline::{Engine, Ports};
-use tokio::sync::Mutex;
 
-use crate::config_source::ConfigSource;
+use crate::config_source::{ConfigLocation, ConfigSource};
 use crate::dynamo::DynamoState;
 use crate::metrics::Metrics;
 use crate::s3::S3Mail;
@@ -21,7 +20,6 @@ pub struct App {
     pub settings: Settings,
     pub ports: Ports,
     config: ConfigSource,
-    engine: Mutex<Arc<Engine>>,
 }
 
 /// The SDK config from the environment. `AWS_ENDPOINT_URL` (honoured by the SDK) points
@@ -68,21 +66,24 @@ impl App {
         let metrics = Metrics {
             client: aws_sdk_cloudwatch::Client::new(sdk),
         };
+        let location = ConfigLocation {
+            bucket: settings.bucket.clone(),
+            key: settings.config_key.clone(),
+            from_address: settings.from_address.clone(),
+            stage: settings.stage,
+        };
         let config = ConfigSource::load(
             s3,
-            settings.bucket.clone(),
-            settings.config_key.clone(),
-            settings.from_address.clone(),
+            location,
+            ports.clone(),
             Duration::from_secs(settings.config_refresh_seconds),
             metrics,
         )
         .await?;
-        let engine = Mutex::new(Arc::new(Engine::new(config.config().await, ports.clone())));
         Ok(App {
             settings,
             ports,
             config,
-            engine,
         })
     }
 
@@ -90,13 +91,8 @@ impl App {
         self.settings.stage
     }
 
-    /// The engine for the current config.
+    /// The engine for the current config and models.
     pub async fn engine(&self) -> Arc<Engine> {
-        let config = self.config.config().await;
-        let mut engine = self.engine.lock().await;
-        if !Arc::ptr_eq(&engine.config, &config) {
-            *engine = Arc::new(Engine::new(config, self.ports.clone()));
-        }
-        engine.clone()
+        self.config.engine().await
     }
 }

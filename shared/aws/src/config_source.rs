@@ -1,7 +1,12 @@
-//! The config in S3: loaded at cold start, re-read when its ETag changes (checked at most
-//! once per refresh interval), so rules change without a redeploy. A new config that fails
-//! validation is refused with an error log line and a `ConfigRejected` metric, and the last
-//! good one keeps serving.
+//! The config in S3, and the models it names: loaded at cold start, re-read when the ETag of
+//! the config or of one of this stage's models changes (checked at most once per refresh
+//! interval), so rules and models change without a redeploy. A new config or model that
+//! fails to load is refused with an error log line and a `ConfigRejected` metric, and the
+//! last good engine keeps serving.
+//!
+//! Model paths in the config are relative to the config key's folder, as they are to the
+//! config file's folder locally: with the config at `config/mailroom.toml`,
+//! `spam_model = "models/spam.mrm"` is read from `config/models/spam.mrm`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,101 +14,207 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
 use mailroom_core::Config;
+use mailroom_core::learn::{Model, Models, Slot};
+use mailroom_core::model::Stage;
+use mailroom_core::pipeline::{Engine, Ports};
 use tokio::sync::Mutex;
 
 use crate::metrics::{CONFIG_REJECTED, Metrics};
 
+/// Where a function's config lives and how it is turned into an engine.
+pub struct ConfigLocation {
+    pub bucket: String,
+    pub key: String,
+    /// Overrides `[mailroom] from_address`.
+    pub from_address: Option<String>,
+    /// The function's stage: only its models are loaded.
+    pub stage: Stage,
+}
+
 pub struct ConfigSource {
     s3: Client,
-    bucket: String,
-    key: String,
-    from_address: Option<String>,
+    location: ConfigLocation,
+    ports: Ports,
     refresh: Duration,
     metrics: Metrics,
     current: Mutex<Current>,
 }
 
 struct Current {
-    config: Arc<Config>,
-    etag: Option<String>,
+    engine: Arc<Engine>,
+    /// The key and ETag of every object the engine was built from, config first.
+    versions: Vec<(String, Option<String>)>,
     checked: Instant,
 }
 
 impl ConfigSource {
-    /// Loads the config at cold start. Without a valid config the function cannot start.
+    /// Loads the config and this stage's models at cold start. Without them the function
+    /// cannot start.
     pub async fn load(
         s3: Client,
-        bucket: String,
-        key: String,
-        from_address: Option<String>,
+        location: ConfigLocation,
+        ports: Ports,
         refresh: Duration,
         metrics: Metrics,
     ) -> Result<ConfigSource, String> {
-        let (text, etag) = fetch(&s3, &bucket, &key).await?;
-        let config = parse(&text, &bucket, &key, from_address.as_deref())?;
+        let (engine, versions) = build(&s3, &location, &ports).await?;
         let current = Mutex::new(Current {
-            config: Arc::new(config),
-            etag,
+            engine: Arc::new(engine),
+            versions,
             checked: Instant::now(),
         });
         Ok(ConfigSource {
             s3,
-            bucket,
-            key,
-            from_address,
+            location,
+            ports,
             refresh,
             metrics,
             current,
         })
     }
 
-    /// The config to use now, re-checking S3 when the refresh interval has passed.
-    pub async fn config(&self) -> Arc<Config> {
+    /// The engine to use now, re-checking S3 when the refresh interval has passed.
+    pub async fn engine(&self) -> Arc<Engine> {
         let mut cur = self.current.lock().await;
         if cur.checked.elapsed() < self.refresh {
-            return cur.config.clone();
+            return cur.engine.clone();
         }
         cur.checked = Instant::now();
-        let head = self
-            .s3
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .send()
-            .await;
-        let etag = match head {
-            Ok(h) => h.e_tag,
+        match self.changed(&cur.versions).await {
+            Ok(false) => return cur.engine.clone(),
+            Ok(true) => {}
             Err(e) => {
-                tracing::warn!(error = %DisplayErrorContext(&e), "could not check the config for changes; keeping the current one");
-                return cur.config.clone();
+                tracing::warn!(error = %e, "could not check the config for changes; keeping the current one");
+                return cur.engine.clone();
             }
-        };
-        if etag.is_some() && etag == cur.etag {
-            return cur.config.clone();
         }
-        let loaded = match fetch(&self.s3, &self.bucket, &self.key).await {
-            Ok((text, etag)) => parse(&text, &self.bucket, &self.key, self.from_address.as_deref())
-                .map(|c| (c, etag)),
-            Err(e) => Err(e),
-        };
-        match loaded {
-            Ok((config, etag)) => {
-                tracing::info!(etag = etag.as_deref().unwrap_or(""), "loaded a new config");
-                cur.config = Arc::new(config);
-                cur.etag = etag;
+        match build(&self.s3, &self.location, &self.ports).await {
+            Ok((engine, versions)) => {
+                tracing::info!(versions = ?versions, "loaded a new config");
+                cur.engine = Arc::new(engine);
+                cur.versions = versions;
             }
             Err(e) => {
                 tracing::error!(error = %e, "new config refused; the last good config keeps serving");
-                // Remember the bad ETag so it is reported once, not on every check.
-                cur.etag = etag;
+                // Remember the bad versions so they are reported once, not on every check.
+                if let Ok(versions) = self.heads(&cur.versions).await {
+                    cur.versions = versions;
+                }
                 self.metrics.count(CONFIG_REJECTED).await;
             }
         }
-        cur.config.clone()
+        cur.engine.clone()
+    }
+
+    /// Whether any object the engine was built from has another ETag now. A config that
+    /// names other models has another ETag itself, so the known keys suffice.
+    async fn changed(&self, known: &[(String, Option<String>)]) -> Result<bool, String> {
+        let now = self.heads(known).await?;
+        Ok(now
+            .iter()
+            .zip(known)
+            .any(|((_, new), (_, old))| new.is_none() || new != old))
+    }
+
+    async fn heads(
+        &self,
+        known: &[(String, Option<String>)],
+    ) -> Result<Vec<(String, Option<String>)>, String> {
+        let mut out = Vec::with_capacity(known.len());
+        for (key, _) in known {
+            let head = self
+                .s3
+                .head_object()
+                .bucket(&self.location.bucket)
+                .key(key)
+                .send()
+                .await;
+            match head {
+                Ok(h) => out.push((key.clone(), h.e_tag)),
+                // A vanished model is a change: the rebuild reports it.
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+                    out.push((key.clone(), None))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "s3://{}/{key}: {}",
+                        self.location.bucket,
+                        DisplayErrorContext(&e)
+                    ));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
-async fn fetch(s3: &Client, bucket: &str, key: &str) -> Result<(String, Option<String>), String> {
+/// Reads the config and the models it names for this stage, and builds the engine.
+async fn build(
+    s3: &Client,
+    at: &ConfigLocation,
+    ports: &Ports,
+) -> Result<(Engine, Vec<(String, Option<String>)>), String> {
+    let (bytes, etag) = fetch(s3, &at.bucket, &at.key, "config").await?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("the config s3://{}/{} is not UTF-8", at.bucket, at.key))?;
+    let config = parse(&text, &at.bucket, &at.key, at.from_address.as_deref())?;
+    let mut versions = vec![(at.key.clone(), etag)];
+    let mut models = Models::default();
+    for slot in Slot::ALL.into_iter().filter(|s| s.stage() == at.stage) {
+        let Some(path) = slot.path(&config) else {
+            continue;
+        };
+        let key = model_key(&at.key, path).map_err(|e| format!("{}: {e}", slot.option()))?;
+        let (bytes, etag) = fetch(s3, &at.bucket, &key, "model")
+            .await
+            .map_err(|e| format!("{}: {e}", slot.option()))?;
+        let model = Model::from_bytes(&bytes)
+            .map_err(|e| format!("{}: s3://{}/{key}: {e}", slot.option(), at.bucket))?;
+        models.set(slot, model);
+        versions.push((key, etag));
+    }
+    let (filter, classifier) = models.into_stages()?;
+    let mut engine = Engine::new(Arc::new(config), ports.clone());
+    engine.filter = filter;
+    engine.classifier = classifier;
+    Ok((engine, versions))
+}
+
+/// The S3 key of a model path from the config: relative to the config key's folder, `.`
+/// and `..` resolved; a leading `/` means the bucket root.
+pub fn model_key(config_key: &str, path: &str) -> Result<String, String> {
+    let mut parts: Vec<&str> = Vec::new();
+    let start = if let Some(abs) = path.strip_prefix('/') {
+        abs
+    } else {
+        if let Some((dir, _)) = config_key.rsplit_once('/') {
+            parts.extend(dir.split('/').filter(|p| !p.is_empty()));
+        }
+        path
+    };
+    for part in start.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts
+                    .pop()
+                    .ok_or_else(|| format!("{path:?} leads above the bucket root"))?;
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!("{path:?} names no object"));
+    }
+    Ok(parts.join("/"))
+}
+
+async fn fetch(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    what: &str,
+) -> Result<(Vec<u8>, Option<String>), String> {
     let out = s3
         .get_object()
         .bucket(bucket)
@@ -112,7 +223,7 @@ async fn fetch(s3: &Client, bucket: &str, key: &str) -> Result<(String, Option<S
         .await
         .map_err(|e| {
             format!(
-                "cannot read the config s3://{bucket}/{key}: {}",
+                "cannot read the {what} s3://{bucket}/{key}: {}",
                 DisplayErrorContext(&e)
             )
         })?;
@@ -121,11 +232,9 @@ async fn fetch(s3: &Client, bucket: &str, key: &str) -> Result<(String, Option<S
         .body
         .collect()
         .await
-        .map_err(|e| format!("cannot read the config s3://{bucket}/{key}: {e}"))?
+        .map_err(|e| format!("cannot read the {what} s3://{bucket}/{key}: {e}"))?
         .to_vec();
-    let text = String::from_utf8(bytes)
-        .map_err(|_| format!("the config s3://{bucket}/{key} is not UTF-8"))?;
-    Ok((text, etag))
+    Ok((bytes, etag))
 }
 
 fn parse(
@@ -142,31 +251,95 @@ fn parse(
     Ok(config)
 }
 
-/// Validates a config and uploads it where the functions read it. An invalid config is
-/// never uploaded. Returns the new object's ETag.
+/// Validates a config and the models it names, then uploads them where the functions read
+/// them: each model (given as its path in the config and its bytes) at [`model_key`], the
+/// config last, so a function never sees a config whose models are not there yet. Nothing
+/// is uploaded unless everything is valid. Returns each uploaded key with its ETag.
 pub async fn push_config(
     s3: &Client,
     bucket: &str,
     key: &str,
     text: &str,
     origin: &str,
-) -> Result<String, String> {
-    Config::from_toml(text, origin).map_err(|e| e.to_string())?;
-    let out = s3
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/toml")
-        .body(aws_sdk_s3::primitives::ByteStream::from(
-            text.as_bytes().to_vec(),
-        ))
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "uploading to s3://{bucket}/{key}: {}",
-                DisplayErrorContext(&e)
-            )
-        })?;
-    Ok(out.e_tag.unwrap_or_default())
+    models: &[(String, Vec<u8>)],
+) -> Result<Vec<(String, String)>, String> {
+    let config = Config::from_toml(text, origin).map_err(|e| e.to_string())?;
+    let mut uploads = Vec::new();
+    let mut loaded = Models::default();
+    for slot in Slot::ALL {
+        let Some(path) = slot.path(&config) else {
+            continue;
+        };
+        let (_, bytes) = models
+            .iter()
+            .find(|(p, _)| p == path)
+            .ok_or_else(|| format!("{}: no file given for {path:?}", slot.option()))?;
+        let model =
+            Model::from_bytes(bytes).map_err(|e| format!("{}: {path}: {e}", slot.option()))?;
+        loaded.set(slot, model);
+        let model_key = model_key(key, path).map_err(|e| format!("{}: {e}", slot.option()))?;
+        uploads.push((model_key, bytes.clone(), "application/octet-stream"));
+    }
+    loaded.into_stages()?;
+    uploads.push((
+        key.to_string(),
+        text.as_bytes().to_vec(),
+        "application/toml",
+    ));
+    let mut etags = Vec::new();
+    for (key, body, content_type) in uploads {
+        let out = s3
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .content_type(content_type)
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "uploading to s3://{bucket}/{key}: {}",
+                    DisplayErrorContext(&e)
+                )
+            })?;
+        etags.push((key, out.e_tag.unwrap_or_default()));
+    }
+    Ok(etags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_key;
+
+    #[test]
+    fn model_keys_are_relative_to_the_config_folder() {
+        let k = |c, p| model_key(c, p);
+        assert_eq!(
+            k("config/mailroom.toml", "models/spam.mrm").unwrap(),
+            "config/models/spam.mrm"
+        );
+        assert_eq!(
+            k("config/mailroom.toml", "./spam.mrm").unwrap(),
+            "config/spam.mrm"
+        );
+        assert_eq!(
+            k("config/mailroom.toml", "../models/spam.mrm").unwrap(),
+            "models/spam.mrm"
+        );
+        assert_eq!(k("mailroom.toml", "spam.mrm").unwrap(), "spam.mrm");
+        assert_eq!(
+            k("config/mailroom.toml", "/shared/spam.mrm").unwrap(),
+            "shared/spam.mrm"
+        );
+        assert!(
+            k("mailroom.toml", "../spam.mrm")
+                .unwrap_err()
+                .contains("above")
+        );
+        assert!(
+            k("config/mailroom.toml", ".")
+                .unwrap_err()
+                .contains("no object")
+        );
+    }
 }

@@ -50,10 +50,12 @@ impl Classifier {
                 DecidedBy::Rule(rule.name.clone()),
             ),
             None => match &self.category_model {
-                Some(model) => {
-                    let (label, p) = model.predict(mail, language.as_deref());
-                    (label, p, DecidedBy::Model(model.name().to_string()))
-                }
+                Some(model) => match model.predict(mail, language.as_deref()) {
+                    (label, p) if p >= cc.category_min_confidence => {
+                        (label, p, DecidedBy::Model(model.name().to_string()))
+                    }
+                    _ => (cc.default_category.clone(), 0.0, DecidedBy::Default),
+                },
                 None => (cc.default_category.clone(), 0.0, DecidedBy::Default),
             },
         };
@@ -83,8 +85,10 @@ impl Classifier {
         } else if let Some(model) = &self.priority_model {
             let (label, p) = model.predict(mail, language.as_deref());
             match parse_priority(&label) {
-                Some(priority) => (priority, p, DecidedBy::Model(model.name().to_string())),
-                None => (cc.default_priority, 0.0, DecidedBy::Default),
+                Some(priority) if p >= cc.priority_min_confidence => {
+                    (priority, p, DecidedBy::Model(model.name().to_string()))
+                }
+                _ => (cc.default_priority, 0.0, DecidedBy::Default),
             }
         } else {
             (cc.default_priority, 0.0, DecidedBy::Default)

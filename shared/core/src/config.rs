@@ -138,6 +138,32 @@ pub struct FilterConfig {
     /// Content-scoring rules of the rule-based scorer.
     #[serde(default)]
     pub rules: Vec<ScoreRule>,
+    /// A spam model (`mailroom train` on ham/ and spam/ folders), relative to the config
+    /// file's directory. The rules still score; the model adds its points on top.
+    #[serde(default)]
+    pub spam_model: Option<String>,
+    /// P(spam) at or above this adds `model_score_weight` points (default 0.9).
+    #[serde(default = "default_spam_threshold", deserialize_with = "probability")]
+    pub spam_threshold: f32,
+    /// Points the spam model adds (default: `quarantine_score`).
+    #[serde(default)]
+    pub model_score_weight: Option<f32>,
+}
+
+fn default_spam_threshold() -> f32 {
+    0.9
+}
+
+/// A number between 0 and 1 (a probability threshold).
+fn probability<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let x = f32::deserialize(d)?;
+    if (0.0..=1.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{x} is not a probability between 0 and 1"
+        )))
+    }
 }
 
 fn default_max_size() -> ByteSize {
@@ -268,6 +294,18 @@ pub struct ClassifyConfig {
     /// raises the priority to `high` when no priority rule matched.
     #[serde(default)]
     pub urgent_words: BTreeMap<String, Keywords>,
+    /// A category model, relative to the config file's directory: decides when no rule
+    /// matched, if its confidence reaches `category_min_confidence`.
+    #[serde(default)]
+    pub category_model: Option<String>,
+    #[serde(default, deserialize_with = "probability")]
+    pub category_min_confidence: f32,
+    /// A priority model (labels low, medium, high): decides when no priority rule and no
+    /// urgent word matched, if its confidence reaches `priority_min_confidence`.
+    #[serde(default)]
+    pub priority_model: Option<String>,
+    #[serde(default, deserialize_with = "probability")]
+    pub priority_min_confidence: f32,
 }
 
 fn default_category() -> String {

@@ -1,0 +1,146 @@
+//! The learned models on the real mail in `../shared/data` (beside the repository, never in
+//! it). Skips with a message where the data is absent, as it is for anyone who clones the
+//! project.
+//!
+//! - `quick_cross_validation` (runs by default, a few seconds in debug): 2-fold stratified
+//!   cross-validation of the default learner on a small stratified subsample of the spam
+//!   corpus and of the ticket queues, with floors far below the measured figures so that
+//!   only a broken learner fails.
+//! - `full_cross_validation` (ignored: about 10 s in release, minutes in debug): 5-fold on
+//!   every message, the figures the README reports:
+//!   `cargo test --release -p mailroom-core --test learn_corpus -- --ignored --nocapture`
+//!   (`mailroom eval --folds 5 DIR` gives the same figures, with a table and JSON).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mailroom_core::Mail;
+use mailroom_core::learn::eval::{cross_validate, evaluate};
+use mailroom_core::learn::{FeatureConfig, Learner, SparseVec, Task, TrainOptions, features};
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        println!("skipping: ../shared/data not present");
+        None
+    }
+}
+
+/// Labels (sorted folder names) and, per label, its files in a stable order.
+fn labelled(dir: &Path) -> (Vec<String>, Vec<Vec<PathBuf>>) {
+    let mut labels: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    labels.sort();
+    let files = labels
+        .iter()
+        .map(|l| {
+            let mut f: Vec<PathBuf> = std::fs::read_dir(dir.join(l))
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            f.sort();
+            f
+        })
+        .collect();
+    (labels, files)
+}
+
+/// Every `step`-th file of each label (at most `per_label`), as features.
+fn load(
+    dir: &Path,
+    cfg: &FeatureConfig,
+    per_label: usize,
+    step: usize,
+) -> (Vec<String>, Vec<SparseVec>, Vec<usize>) {
+    let (labels, files) = labelled(dir);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for (label, files) in files.iter().enumerate() {
+        for path in files.iter().step_by(step).take(per_label) {
+            let raw = std::fs::read(path).unwrap();
+            let Ok(mail) = Mail::parse(&raw) else {
+                continue;
+            };
+            x.push(features::extract(&mail, cfg));
+            y.push(label);
+        }
+    }
+    (labels, x, y)
+}
+
+fn measure(dir: &Path, k: usize, per_label: usize, step: usize) -> (f64, f64, Option<f64>) {
+    let names: Vec<String> = labelled(dir).0;
+    let task = Task::of(&names);
+    let cfg = task.features();
+    let started = Instant::now();
+    let (labels, x, y) = load(dir, &cfg, per_label, step);
+    let read = started.elapsed();
+    let opts = TrainOptions {
+        calibrate: false,
+        ..TrainOptions::for_task(task, Learner::Svm)
+    };
+    let started = Instant::now();
+    let oof = cross_validate(&labels, cfg, &x, &y, k, &opts, |_| {});
+    let spam = labels.iter().position(|l| l == "spam");
+    let logits: Option<Vec<f32>> = oof.logit.as_ref().map(|l| {
+        l.iter()
+            .map(|z| if spam == Some(1) { *z } else { -z })
+            .collect()
+    });
+    let e = evaluate(&labels, &y, &oof.predicted, spam.zip(logits.as_deref()));
+    let recall = e.spam.as_ref().map(|s| s.at_fpr[1].recall);
+    println!(
+        "{}: {k}-fold on {} messages: accuracy {:.1}%, macro-F1 {:.3}{} (read {:.1}s, cross-validation {:.1}s)",
+        dir.display(),
+        y.len(),
+        100.0 * e.accuracy,
+        e.macro_f1,
+        e.spam
+            .as_ref()
+            .map(|s| format!(
+                ", recall {:.1}% at 0.1% FPR, {:.1}% at 1% FPR",
+                100.0 * s.at_fpr[0].recall,
+                100.0 * s.at_fpr[1].recall
+            ))
+            .unwrap_or_default(),
+        read.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    (e.accuracy, e.macro_f1, recall)
+}
+
+#[test]
+fn quick_cross_validation() {
+    let Some(data) = data_dir() else {
+        return;
+    };
+    // 150 ham and 150 spam, spread over the corpus groups.
+    let (accuracy, _, recall) = measure(&data.join("spam"), 2, 150, 9);
+    assert!(accuracy > 0.90, "spam accuracy {accuracy}");
+    assert!(recall.unwrap() > 0.6, "spam recall at 1% FPR {recall:?}");
+    // 30 tickets of each of the 10 queues (fewer where a queue is small): chance is 10%.
+    let (accuracy, macro_f1, _) = measure(&data.join("tickets/by-queue"), 2, 30, 1);
+    assert!(accuracy > 0.2, "queue accuracy {accuracy}");
+    assert!(macro_f1 > 0.15, "queue macro-F1 {macro_f1}");
+}
+
+#[test]
+#[ignore = "the full 5-fold figures: run with --release -- --ignored --nocapture"]
+fn full_cross_validation() {
+    let Some(data) = data_dir() else {
+        return;
+    };
+    let (accuracy, _, recall) = measure(&data.join("spam"), 5, usize::MAX, 1);
+    assert!(accuracy > 0.985 && recall.unwrap() > 0.97);
+    let (accuracy, macro_f1, _) = measure(&data.join("tickets/by-queue"), 5, usize::MAX, 1);
+    assert!(accuracy > 0.42 && macro_f1 > 0.33);
+    let (accuracy, macro_f1, _) = measure(&data.join("tickets/by-priority"), 5, usize::MAX, 1);
+    assert!(accuracy > 0.45 && macro_f1 > 0.41);
+}
