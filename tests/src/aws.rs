@@ -1280,9 +1280,19 @@ impl SentMail {
 /// All mail the emulator's SES sent, from its model dump (`/moto-api/data.json`, the
 /// `ses.RawMessage` entries that SESv2 `SendEmail` with raw content records).
 pub async fn sent_mail(endpoint: &str) -> Vec<SentMail> {
-    let body = http_get(endpoint, "/moto-api/data.json")
-        .await
-        .unwrap_or_else(|e| panic!("reading sent mail: {e}"));
+    // moto's dump checks each attribute, then serialises them all again: an S3 object put
+    // by a concurrent test in between makes it fail with a 500. Ask again.
+    let mut attempt = 0;
+    let body = loop {
+        match http_get(endpoint, "/moto-api/data.json").await {
+            Ok(body) => break body,
+            Err(e) if attempt < 10 && e.contains(" 500 ") => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("reading sent mail: {e}"),
+        }
+    };
     let data: Value = serde_json::from_slice(&body).expect("data.json is JSON");
     let s = |v: &Value, k: &str| {
         v.get(k)

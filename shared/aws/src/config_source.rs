@@ -183,6 +183,9 @@ async fn build(
 /// The S3 key of a model path from the config: relative to the config key's folder, `.`
 /// and `..` resolved; a leading `/` means the bucket root.
 pub fn model_key(config_key: &str, path: &str) -> Result<String, String> {
+    if matches!(path.rsplit('/').next(), Some("" | "." | "..")) {
+        return Err(format!("{path:?} names a folder, not a model file"));
+    }
     let mut parts: Vec<&str> = Vec::new();
     let start = if let Some(abs) = path.strip_prefix('/') {
         abs
@@ -202,9 +205,6 @@ pub fn model_key(config_key: &str, path: &str) -> Result<String, String> {
             }
             p => parts.push(p),
         }
-    }
-    if parts.is_empty() {
-        return Err(format!("{path:?} names no object"));
     }
     Ok(parts.join("/"))
 }
@@ -336,10 +336,9 @@ mod tests {
                 .unwrap_err()
                 .contains("above")
         );
-        assert!(
-            k("config/mailroom.toml", ".")
-                .unwrap_err()
-                .contains("no object")
-        );
+        for folder in [".", "models/", "..", ""] {
+            let e = k("config/mailroom.toml", folder).unwrap_err();
+            assert!(e.contains("names a folder"), "{folder:?}: {e}");
+        }
     }
 }

@@ -13,17 +13,61 @@ use sha2::{Digest, Sha256};
 use crate::classify::Classifier;
 use crate::config::Config;
 use crate::filter::{self, Filter};
-use crate::mail::{Mail, MailError};
+use crate::mail::{Mail, MailError, strip_mbox_from_line};
 use crate::model::{Action, AuditRecord, DecidedBy, Envelope, RespondResult, Stage};
 use crate::ports::{
     AuditLog, Claim, MailSender, ObjectStore, OutgoingMail, PortError, QueueDelivery,
     RawMailSource, StagePublisher, StateStore,
 };
+use crate::route::forward::ForwardPlan;
 use crate::{respond, route};
 
 /// How long a claimed effect is reserved for the invocation that claimed it. Longer than any
 /// send takes; shorter than the queue's retry delay so a crashed holder does not block long.
 pub const EFFECT_LEASE: Duration = Duration::from_secs(120);
+
+/// A stage's audit entry: decision, reasons (one note per route action), and what decided.
+type Audit = (String, Vec<String>, Vec<String>);
+
+/// What a stage decided, before its audit record is written; the route stage's forwards
+/// are still to be sent.
+struct Decided {
+    decision: String,
+    reasons: Vec<String>,
+    decided_by: Vec<String>,
+    sender: Option<String>,
+    forwards: Vec<PendingForward>,
+}
+
+/// A forward worked out from the parsed message and sent from the raw bytes afterwards.
+struct PendingForward {
+    /// The action's position in the route result, where its note goes.
+    index: usize,
+    to: Vec<String>,
+    plan: ForwardPlan,
+}
+
+enum Executed {
+    Done(String),
+    Forward(PendingForward),
+}
+
+/// The raw message at the end of a stage: borrowed when one parse serves all stages (local
+/// runs), owned in an invocation, where the last forward rewrites it in place instead of
+/// copying it.
+enum Raw<'r> {
+    Borrowed(&'r [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Raw<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Raw::Borrowed(b) => b,
+            Raw::Owned(b) => b,
+        }
+    }
+}
 
 /// A stage failure, with the message and stage it happened in.
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +184,13 @@ impl Engine {
             .get_raw(&env.raw)
             .await
             .map_err(|e| StageError::from_port(&env.id, stage, "reading raw mail", e))?;
-        let parsed = self.parse(&raw, &env);
-        self.stage(stage, &mut env, &raw, parsed.as_ref()).await?;
+        let decided = {
+            let parsed = self.parse(&raw, &env);
+            self.decide(stage, &mut env, &raw, parsed.as_ref()).await?
+        };
+        // The parse (with any decoded attachments) is gone: forwards take the raw bytes.
+        self.finish(stage, &mut env, decided, Raw::Owned(raw))
+            .await?;
         if let Some(next) = stage.next() {
             self.ports
                 .publisher
@@ -159,7 +208,9 @@ impl Engine {
     pub async fn run_all(&self, mut env: Envelope, raw: &[u8]) -> Result<Outcome, StageError> {
         let parsed = self.parse(raw, &env);
         for stage in Stage::ALL {
-            self.stage(stage, &mut env, raw, parsed.as_ref()).await?;
+            let decided = self.decide(stage, &mut env, raw, parsed.as_ref()).await?;
+            self.finish(stage, &mut env, decided, Raw::Borrowed(raw))
+                .await?;
         }
         let headline = parsed.as_ref().ok().map(|m| Headline {
             message_id: m.message_id.clone(),
@@ -182,26 +233,73 @@ impl Engine {
         Mail::parse_with_recipients(raw, &env.recipients)
     }
 
-    async fn stage(
+    /// Runs a stage's decision and its effects, except the route stage's forwards, which
+    /// [`Engine::finish`] sends once the parse can be dropped.
+    async fn decide(
         &self,
         stage: Stage,
         env: &mut Envelope,
         raw: &[u8],
         mail: Result<&Mail<'_>, &MailError>,
-    ) -> Result<(), StageError> {
-        let audit = match stage {
-            Stage::Filter => self.filter_stage(env, raw, mail),
-            Stage::Classify => self.classify_stage(env, mail)?,
+    ) -> Result<Decided, StageError> {
+        let ((decision, reasons, decided_by), forwards) = match stage {
+            Stage::Filter => (self.filter_stage(env, raw, mail), Vec::new()),
+            Stage::Classify => (self.classify_stage(env, mail)?, Vec::new()),
             Stage::Route => self.route_stage(env, raw, mail).await?,
-            Stage::Respond => self.respond_stage(env, mail).await?,
+            Stage::Respond => (self.respond_stage(env, mail).await?, Vec::new()),
         };
+        Ok(Decided {
+            decision,
+            reasons,
+            decided_by,
+            sender: mail.ok().and_then(|m| m.from.clone()),
+            forwards,
+        })
+    }
+
+    /// Sends the pending forwards, then writes the audit record and the stage transition.
+    async fn finish(
+        &self,
+        stage: Stage,
+        env: &mut Envelope,
+        mut decided: Decided,
+        raw: Raw<'_>,
+    ) -> Result<(), StageError> {
+        let forwards = std::mem::take(&mut decided.forwards);
+        let count = forwards.len();
+        let mut raw = Some(raw);
+        for (i, forward) in forwards.into_iter().enumerate() {
+            let plan = forward.plan;
+            let rewritten = if plan.chunks.is_empty() {
+                Vec::new()
+            } else if i + 1 == count {
+                // The last forward takes an owned message and rewrites it in place.
+                match raw.take() {
+                    Some(Raw::Owned(bytes)) => plan.edit.apply_owned(bytes),
+                    Some(Raw::Borrowed(bytes)) => plan.edit.apply(strip_mbox_from_line(bytes)),
+                    None => Vec::new(),
+                }
+            } else {
+                raw.as_ref()
+                    .map(|r| plan.edit.apply(strip_mbox_from_line(r.bytes())))
+                    .unwrap_or_default()
+            };
+            let mut sent = Vec::new();
+            for (chunk, out) in plan.messages(rewritten).enumerate() {
+                let effect = format!("route/{}/forward/{chunk}", forward.index);
+                sent.push(self.send_once(&env.id, Stage::Route, &effect, out).await?);
+            }
+            decided.reasons[forward.index] =
+                format!("forwarded to {}: {}", forward.to.join(" "), sent.join(" "));
+        }
+        drop(raw);
         let record = AuditRecord {
             id: env.id.clone(),
             stage,
-            decision: audit.0,
-            reasons: audit.1,
-            decided_by: audit.2,
-            sender: mail.ok().and_then(|m| m.from.clone()),
+            decision: decided.decision,
+            reasons: decided.reasons,
+            decided_by: decided.decided_by,
+            sender: decided.sender,
             at: epoch_secs(now()),
         };
         // Audit first, then the transition: both are idempotent, and a crash in between
@@ -224,7 +322,7 @@ impl Engine {
         env: &mut Envelope,
         raw: &[u8],
         mail: Result<&Mail<'_>, &MailError>,
-    ) -> (String, Vec<String>, Vec<String>) {
+    ) -> Audit {
         let result = match mail {
             Ok(mail) => self.filter.run(mail, &self.config),
             Err(_) if raw.len() as u64 > self.config.filter.max_message_size.0 => {
@@ -249,7 +347,7 @@ impl Engine {
         &self,
         env: &mut Envelope,
         mail: Result<&Mail<'_>, &MailError>,
-    ) -> Result<(String, Vec<String>, Vec<String>), StageError> {
+    ) -> Result<Audit, StageError> {
         let filter = self.require_filter(env, Stage::Classify)?;
         let result = match mail {
             Ok(mail) => self.classifier.run(mail, filter, &self.config),
@@ -292,7 +390,7 @@ impl Engine {
         env: &mut Envelope,
         raw: &[u8],
         mail: Result<&Mail<'_>, &MailError>,
-    ) -> Result<(String, Vec<String>, Vec<String>), StageError> {
+    ) -> Result<(Audit, Vec<PendingForward>), StageError> {
         let filter = self.require_filter(env, Stage::Route)?;
         let result = match (mail, &env.results.classify) {
             (Ok(mail), Some(classify)) => route::decide(mail, filter, classify, &self.config),
@@ -314,9 +412,16 @@ impl Engine {
             })
             .collect();
         let mut notes = Vec::new();
+        let mut forwards = Vec::new();
         for (index, action) in result.actions.iter().enumerate() {
-            let note = self.execute(env, raw, mail, index, action, &tags).await?;
-            notes.push(note);
+            match self.execute(env, raw, mail, index, action, &tags).await? {
+                Executed::Done(note) => notes.push(note),
+                Executed::Forward(pending) => {
+                    // Filled in when the forward is sent.
+                    notes.push(String::new());
+                    forwards.push(pending);
+                }
+            }
         }
         let audit = (
             result
@@ -329,11 +434,12 @@ impl Engine {
             result.rules.clone(),
         );
         env.results.route = Some(result);
-        Ok(audit)
+        Ok((audit, forwards))
     }
 
-    /// Carries out one route action. Writes to fixed keys are naturally idempotent; sends
-    /// and deliveries are claimed first so a duplicate does not repeat them.
+    /// Carries out one route action, or plans it (forwards). Writes to fixed keys are
+    /// naturally idempotent; sends and deliveries are claimed first so a duplicate does not
+    /// repeat them.
     async fn execute(
         &self,
         env: &Envelope,
@@ -342,33 +448,27 @@ impl Engine {
         index: usize,
         action: &Action,
         tags: &[(String, String)],
-    ) -> Result<String, StageError> {
+    ) -> Result<Executed, StageError> {
         let id = &env.id;
         let port = |what: &str| {
             let what = what.to_string();
             move |e: PortError| StageError::from_port(id, Stage::Route, &what, e)
         };
         match action {
-            Action::Forward(to) => {
-                let Ok(mail) = mail else {
-                    return Ok("forward skipped: message could not be parsed".into());
-                };
-                let mut sent = Vec::new();
-                for (chunk, out) in
-                    route::forward::forward_messages(mail, &self.config.mailroom, to, tags)
-                        .enumerate()
-                {
-                    let effect = format!("route/{index}/forward/{chunk}");
-                    sent.push(self.send_once(id, Stage::Route, &effect, out).await?);
-                }
-                Ok(format!("forwarded to {}: {}", to.join(" "), sent.join(" ")))
-            }
+            Action::Forward(to) => Ok(match mail {
+                Ok(mail) => Executed::Forward(PendingForward {
+                    index,
+                    to: to.clone(),
+                    plan: ForwardPlan::new(mail, &self.config.mailroom, to, tags),
+                }),
+                Err(_) => Executed::Done("forward skipped: message could not be parsed".into()),
+            }),
             Action::Deliver(queue) => {
                 let effect = format!("route/{index}/deliver/{queue}");
                 let body = serde_json::to_string(env).expect("envelopes serialise");
                 let claimed = self.claim(id, Stage::Route, &effect).await?;
                 if let Some(done) = claimed {
-                    return Ok(done);
+                    return Ok(Executed::Done(done));
                 }
                 if let Err(e) = self.ports.queues.deliver(queue, &body).await {
                     self.release(id, Stage::Route, &effect).await;
@@ -380,7 +480,7 @@ impl Engine {
                     .complete_effect(id, &effect, &note)
                     .await
                     .map_err(port("completing delivery"))?;
-                Ok(note)
+                Ok(Executed::Done(note))
             }
             Action::Store(prefix) => {
                 let key = format!("{prefix}{id}.eml");
@@ -392,7 +492,7 @@ impl Engine {
                     self.ports.objects.put_object(&key, &tagged).await
                 };
                 stored.map_err(port(&format!("storing under {key}")))?;
-                Ok(format!("stored as {key}"))
+                Ok(Executed::Done(format!("stored as {key}")))
             }
             Action::Quarantine => {
                 let key = format!("{}{id}.eml", self.config.routing.quarantine_prefix);
@@ -401,10 +501,10 @@ impl Engine {
                     .copy_raw(&env.raw, &key, raw)
                     .await
                     .map_err(port(&format!("quarantining as {key}")))?;
-                Ok(format!("quarantined as {key}"))
+                Ok(Executed::Done(format!("quarantined as {key}")))
             }
-            Action::Tag { header, .. } => Ok(format!("tagged {header}")),
-            Action::Drop => Ok("dropped".into()),
+            Action::Tag { header, .. } => Ok(Executed::Done(format!("tagged {header}"))),
+            Action::Drop => Ok(Executed::Done("dropped".into())),
         }
     }
 
@@ -482,7 +582,7 @@ impl Engine {
         &self,
         env: &mut Envelope,
         mail: Result<&Mail<'_>, &MailError>,
-    ) -> Result<(String, Vec<String>, Vec<String>), StageError> {
+    ) -> Result<Audit, StageError> {
         let result = match mail {
             Err(e) => RespondResult::Suppressed {
                 reason: format!("message could not be parsed: {e}"),

@@ -32,33 +32,66 @@ pub fn forward_messages(
     to: &[String],
     tags: &[(String, String)],
 ) -> impl Iterator<Item = OutgoingMail> {
-    let mut recipients: Vec<String> = Vec::with_capacity(to.len());
-    for r in to.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
-        if !recipients.iter().any(|x| x.eq_ignore_ascii_case(r)) {
-            recipients.push(r.to_string());
+    let plan = ForwardPlan::new(mail, general, to, tags);
+    let rewritten = (!plan.chunks.is_empty()).then(|| plan.edit.apply(mail.raw));
+    plan.messages(rewritten.unwrap_or_default())
+}
+
+/// A forward worked out from the parsed message, to be carried out on the raw bytes
+/// alone: so the parse (with its decoded attachments) can be dropped before the message is
+/// rewritten and sent, and a large message is not held three times.
+#[derive(Debug, Clone)]
+pub struct ForwardPlan {
+    pub edit: HeaderEdit,
+    pub from: String,
+    /// At most [`MAX_RECIPIENTS`] each; empty when there is no one to forward to.
+    pub chunks: Vec<Vec<String>>,
+}
+
+impl ForwardPlan {
+    pub fn new(mail: &Mail, general: &General, to: &[String], tags: &[(String, String)]) -> Self {
+        let mut recipients: Vec<String> = Vec::with_capacity(to.len());
+        for r in to.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
+            if !recipients.iter().any(|x| x.eq_ignore_ascii_case(r)) {
+                recipients.push(r.to_string());
+            }
+        }
+        ForwardPlan {
+            edit: headers::tag_edit(rewrite_edit(mail, general), tags),
+            from: general.from_address.clone(),
+            chunks: recipients
+                .chunks(MAX_RECIPIENTS)
+                .map(<[String]>::to_vec)
+                .collect(),
         }
     }
-    let chunks: Vec<Vec<String>> = recipients
-        .chunks(MAX_RECIPIENTS)
-        .map(<[String]>::to_vec)
-        .collect();
-    let last = chunks.len().saturating_sub(1);
-    let mut raw = (!chunks.is_empty()).then(|| rewrite(mail, general, tags));
-    let from = general.from_address.clone();
-    // Lazily, and the last send takes the rewritten bytes itself: a large message is held
-    // at most twice (the rewrite and one chunk's copy), and once when it has one chunk.
-    chunks.into_iter().enumerate().map(move |(i, to)| {
-        let bytes = if i == last { raw.take() } else { raw.clone() };
-        OutgoingMail {
-            from: from.clone(),
-            to,
-            raw: bytes.expect("rewritten while chunks remain"),
-        }
-    })
+
+    /// The messages to send, given the rewritten bytes ([`HeaderEdit::apply`] or
+    /// [`HeaderEdit::apply_owned`] of `edit`). Lazily, and the last send takes the bytes
+    /// themselves: with one chunk (50 recipients) the message is never copied again.
+    pub fn messages(self, rewritten: Vec<u8>) -> impl Iterator<Item = OutgoingMail> {
+        let last = self.chunks.len().saturating_sub(1);
+        let mut raw = Some(rewritten);
+        let from = self.from;
+        self.chunks.into_iter().enumerate().map(move |(i, to)| {
+            let bytes = if i == last { raw.take() } else { raw.clone() };
+            OutgoingMail {
+                from: from.clone(),
+                to,
+                raw: bytes.expect("rewritten while chunks remain"),
+            }
+        })
+    }
 }
 
 /// The rewritten raw message: one pass over the header section, body copied verbatim.
 pub fn rewrite(mail: &Mail, general: &General, tags: &[(String, String)]) -> Vec<u8> {
+    headers::tag_edit(rewrite_edit(mail, general), tags).apply(mail.raw)
+}
+
+/// The header edit a forward makes: our From, the sender as Reply-To, signatures and
+/// envelope headers dropped, the addresses it was sent to recorded.
+fn rewrite_edit(mail: &Mail, general: &General) -> HeaderEdit {
     // The first From, as everywhere else (mail-parser's from() is the last one).
     let original = mail
         .message
@@ -101,7 +134,7 @@ pub fn rewrite(mail: &Mail, general: &General, tags: &[(String, String)]) -> Vec
     if !ours.is_empty() {
         edit = edit.prepend(FORWARDED_FOR, &ours.join(", "));
     }
-    headers::tag_edit(edit, tags).apply(mail.raw)
+    edit
 }
 
 fn is_ours(address: &str, general: &General) -> bool {

@@ -180,13 +180,34 @@ impl HeaderEdit {
     /// copied verbatim.
     pub fn apply(&self, raw: &[u8]) -> Vec<u8> {
         let split = split(raw);
+        let headers = self.header_section(&split);
+        let mut out = Vec::with_capacity(headers.len() + split.rest.len());
+        out.extend_from_slice(&headers);
+        out.extend_from_slice(split.rest);
+        out
+    }
+
+    /// The same edit on a message we own (a leading mbox `From ` line is dropped, as
+    /// [`Mail`](crate::Mail) does): only the header section is rewritten, in place, so a
+    /// 40 MB body is never in memory twice.
+    pub fn apply_owned(&self, mut raw: Vec<u8>) -> Vec<u8> {
+        let skip = raw.len() - crate::mail::strip_mbox_from_line(&raw).len();
+        let split = split(&raw[skip..]);
+        let end = skip + split.headers.len();
+        let headers = self.header_section(&split);
+        raw.splice(..end, headers);
+        raw
+    }
+
+    /// The edited header fields, each with its line ending.
+    fn header_section(&self, split: &Split) -> Vec<u8> {
         let eol: &[u8] = if split.crlf { b"\r\n" } else { b"\n" };
         let added: usize = self
             .prepend
             .iter()
             .map(|(n, v)| n.len() + v.len() + 8 + v.len() / FOLD_AT * 3)
             .sum();
-        let mut out = Vec::with_capacity(raw.len() + added);
+        let mut out = Vec::with_capacity(split.headers.len() + added);
         for (name, value) in &self.prepend {
             write_field(&mut out, name, value, eol);
         }
@@ -203,7 +224,6 @@ impl HeaderEdit {
             }
             out.extend_from_slice(field.raw);
         }
-        out.extend_from_slice(split.rest);
         out
     }
 }
@@ -367,6 +387,25 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_edit_matches_the_borrowed_one() {
+        let edit = HeaderEdit::new()
+            .remove("DKIM-Signature")
+            .keep_first("Message-ID")
+            .prepend("X-Long", &"word ".repeat(40));
+        let lf = String::from_utf8_lossy(CRLF_MSG).replace("\r\n", "\n");
+        let mboxed = [b"From ann@example.org Mon Jan  1 00:00:00 2024\n", CRLF_MSG].concat();
+        for raw in [CRLF_MSG, lf.as_bytes(), &mboxed] {
+            let stripped = crate::mail::strip_mbox_from_line(raw);
+            assert_eq!(
+                edit.apply_owned(raw.to_vec()),
+                edit.apply(stripped),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
 
     const CRLF_MSG: &[u8] = b"Received: from a\r\n\tby b\r\nFrom: Ann <ann@example.org>\r\nDKIM-Signature: v=1;\r\n b=abc\r\nSubject: hi\r\nMessage-ID: <1@x>\r\nmessage-id: <2@x>\r\n\r\nbody line\r\n\r\nFrom: not a header\r\n";
     const LF_MSG: &[u8] = b"From: ann@example.org\nSubject: hi\n\nbody\n";
