@@ -146,7 +146,22 @@ async fn happy_path_through_all_four_stages() {
         assert!(!f.has_header(gone), "the forward still has {gone}");
     }
     assert_eq!(f.header("Subject").as_deref(), Some("Quote for 12 seats"));
+    // The body as SES received it (through the request body ses.rs writes itself) is the
+    // original's, byte for byte.
+    let original = String::from_utf8(fixture("sales.eml")).expect("fixture is UTF-8");
+    let body_of = |m: &str| {
+        m.split_once("\r\n\r\n")
+            .or_else(|| m.split_once("\n\n"))
+            .map(|(_, body)| body.to_string())
+    };
     assert!(f.raw.contains("we would like a quote for 12 seats"));
+    let want = body_of(&original).expect("the fixture has a body");
+    assert!(want.contains("quote for 12 seats"), "{want:?}");
+    assert_eq!(
+        body_of(&f.raw).as_deref(),
+        Some(want.as_str()),
+        "the forwarded body changed"
+    );
 
     // The billing mail, found under a key that needed decoding: forwarded and stored.
     assert!(

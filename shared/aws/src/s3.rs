@@ -43,14 +43,14 @@ impl RawMailSource for S3Mail {
 
 #[async_trait]
 impl ObjectStore for S3Mail {
-    async fn put_object(&self, key: &str, bytes: &[u8]) -> PortResult<()> {
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> PortResult<()> {
         let what = format!("writing s3://{}/{key}", self.bucket);
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type("message/rfc822")
-            .body(ByteStream::from(bytes.to_vec()))
+            .body(ByteStream::from(bytes))
             .send()
             .await
             .map_err(|e| port_error(&what, &e, &[]))?;

@@ -20,6 +20,7 @@ use crate::ports::{
     RawMailSource, StagePublisher, StateStore,
 };
 use crate::route::forward::ForwardPlan;
+use crate::route::headers::HeaderEdit;
 use crate::{respond, route};
 
 /// How long a claimed effect is reserved for the invocation that claimed it. Longer than any
@@ -29,27 +30,53 @@ pub const EFFECT_LEASE: Duration = Duration::from_secs(120);
 /// A stage's audit entry: decision, reasons (one note per route action), and what decided.
 type Audit = (String, Vec<String>, Vec<String>);
 
-/// What a stage decided, before its audit record is written; the route stage's forwards
-/// are still to be sent.
+/// What a stage decided, before its audit record is written; the route stage's rewritten
+/// copies are still to be made.
 struct Decided {
     decision: String,
     reasons: Vec<String>,
     decided_by: Vec<String>,
     sender: Option<String>,
-    forwards: Vec<PendingForward>,
+    deferred: Vec<Deferred>,
 }
 
-/// A forward worked out from the parsed message and sent from the raw bytes afterwards.
-struct PendingForward {
-    /// The action's position in the route result, where its note goes.
-    index: usize,
-    to: Vec<String>,
-    plan: ForwardPlan,
+/// A route action that writes a rewritten copy of the message: worked out from the parse,
+/// carried out on the raw bytes once the parse (with its decoded attachments) is dropped.
+enum Deferred {
+    Forward {
+        /// The action's position in the route result, where its note goes.
+        index: usize,
+        to: Vec<String>,
+        plan: ForwardPlan,
+    },
+    /// A store with tag headers added (an untagged store is a server-side copy).
+    Store {
+        index: usize,
+        key: String,
+        edit: HeaderEdit,
+    },
+}
+
+impl Deferred {
+    /// Whether it needs the message bytes at all.
+    fn rewrites(&self) -> bool {
+        match self {
+            Deferred::Forward { plan, .. } => !plan.chunks.is_empty(),
+            Deferred::Store { .. } => true,
+        }
+    }
+
+    fn edit(&self) -> &HeaderEdit {
+        match self {
+            Deferred::Forward { plan, .. } => &plan.edit,
+            Deferred::Store { edit, .. } => edit,
+        }
+    }
 }
 
 enum Executed {
     Done(String),
-    Forward(PendingForward),
+    Later(Deferred),
 }
 
 /// The raw message at the end of a stage: borrowed when one parse serves all stages (local
@@ -242,7 +269,7 @@ impl Engine {
         raw: &[u8],
         mail: Result<&Mail<'_>, &MailError>,
     ) -> Result<Decided, StageError> {
-        let ((decision, reasons, decided_by), forwards) = match stage {
+        let ((decision, reasons, decided_by), deferred) = match stage {
             Stage::Filter => (self.filter_stage(env, raw, mail), Vec::new()),
             Stage::Classify => (self.classify_stage(env, mail)?, Vec::new()),
             Stage::Route => self.route_stage(env, raw, mail).await?,
@@ -253,7 +280,7 @@ impl Engine {
             reasons,
             decided_by,
             sender: mail.ok().and_then(|m| m.from.clone()),
-            forwards,
+            deferred,
         })
     }
 
@@ -265,32 +292,26 @@ impl Engine {
         mut decided: Decided,
         raw: Raw<'_>,
     ) -> Result<(), StageError> {
-        let forwards = std::mem::take(&mut decided.forwards);
-        let count = forwards.len();
+        let deferred = std::mem::take(&mut decided.deferred);
+        let count = deferred.len();
         let mut raw = Some(raw);
-        for (i, forward) in forwards.into_iter().enumerate() {
-            let plan = forward.plan;
-            let rewritten = if plan.chunks.is_empty() {
+        for (i, action) in deferred.into_iter().enumerate() {
+            let rewritten = if !action.rewrites() {
                 Vec::new()
             } else if i + 1 == count {
-                // The last forward takes an owned message and rewrites it in place.
+                // The last one takes an owned message and rewrites it in place.
                 match raw.take() {
-                    Some(Raw::Owned(bytes)) => plan.edit.apply_owned(bytes),
-                    Some(Raw::Borrowed(bytes)) => plan.edit.apply(strip_mbox_from_line(bytes)),
+                    Some(Raw::Owned(bytes)) => action.edit().apply_owned(bytes),
+                    Some(Raw::Borrowed(bytes)) => action.edit().apply(strip_mbox_from_line(bytes)),
                     None => Vec::new(),
                 }
             } else {
                 raw.as_ref()
-                    .map(|r| plan.edit.apply(strip_mbox_from_line(r.bytes())))
+                    .map(|r| action.edit().apply(strip_mbox_from_line(r.bytes())))
                     .unwrap_or_default()
             };
-            let mut sent = Vec::new();
-            for (chunk, out) in plan.messages(rewritten).enumerate() {
-                let effect = format!("route/{}/forward/{chunk}", forward.index);
-                sent.push(self.send_once(&env.id, Stage::Route, &effect, out).await?);
-            }
-            decided.reasons[forward.index] =
-                format!("forwarded to {}: {}", forward.to.join(" "), sent.join(" "));
+            let (index, note) = self.carry_out(&env.id, action, rewritten).await?;
+            decided.reasons[index] = note;
         }
         drop(raw);
         let record = AuditRecord {
@@ -315,6 +336,38 @@ impl Engine {
             .await
             .map_err(|e| StageError::from_port(&env.id, stage, "recording stage state", e))?;
         Ok(())
+    }
+
+    /// Sends a deferred forward or writes a deferred store, given the rewritten message.
+    async fn carry_out(
+        &self,
+        id: &str,
+        action: Deferred,
+        rewritten: Vec<u8>,
+    ) -> Result<(usize, String), StageError> {
+        match action {
+            Deferred::Forward { index, to, plan } => {
+                let mut sent = Vec::new();
+                for (chunk, out) in plan.messages(rewritten).enumerate() {
+                    let effect = format!("route/{index}/forward/{chunk}");
+                    sent.push(self.send_once(id, Stage::Route, &effect, out).await?);
+                }
+                Ok((
+                    index,
+                    format!("forwarded to {}: {}", to.join(" "), sent.join(" ")),
+                ))
+            }
+            Deferred::Store { index, key, .. } => {
+                self.ports
+                    .objects
+                    .put_object(&key, rewritten)
+                    .await
+                    .map_err(|e| {
+                        StageError::from_port(id, Stage::Route, &format!("storing under {key}"), e)
+                    })?;
+                Ok((index, format!("stored as {key}")))
+            }
+        }
     }
 
     fn filter_stage(
@@ -390,7 +443,7 @@ impl Engine {
         env: &mut Envelope,
         raw: &[u8],
         mail: Result<&Mail<'_>, &MailError>,
-    ) -> Result<(Audit, Vec<PendingForward>), StageError> {
+    ) -> Result<(Audit, Vec<Deferred>), StageError> {
         let filter = self.require_filter(env, Stage::Route)?;
         let result = match (mail, &env.results.classify) {
             (Ok(mail), Some(classify)) => route::decide(mail, filter, classify, &self.config),
@@ -412,14 +465,14 @@ impl Engine {
             })
             .collect();
         let mut notes = Vec::new();
-        let mut forwards = Vec::new();
+        let mut deferred = Vec::new();
         for (index, action) in result.actions.iter().enumerate() {
             match self.execute(env, raw, mail, index, action, &tags).await? {
                 Executed::Done(note) => notes.push(note),
-                Executed::Forward(pending) => {
-                    // Filled in when the forward is sent.
+                Executed::Later(action) => {
+                    // Filled in when it is carried out.
                     notes.push(String::new());
-                    forwards.push(pending);
+                    deferred.push(action);
                 }
             }
         }
@@ -434,7 +487,7 @@ impl Engine {
             result.rules.clone(),
         );
         env.results.route = Some(result);
-        Ok((audit, forwards))
+        Ok((audit, deferred))
     }
 
     /// Carries out one route action, or plans it (forwards). Writes to fixed keys are
@@ -456,7 +509,7 @@ impl Engine {
         };
         match action {
             Action::Forward(to) => Ok(match mail {
-                Ok(mail) => Executed::Forward(PendingForward {
+                Ok(mail) => Executed::Later(Deferred::Forward {
                     index,
                     to: to.clone(),
                     plan: ForwardPlan::new(mail, &self.config.mailroom, to, tags),
@@ -484,14 +537,19 @@ impl Engine {
             }
             Action::Store(prefix) => {
                 let key = format!("{prefix}{id}.eml");
+                if !tags.is_empty() {
+                    return Ok(Executed::Later(Deferred::Store {
+                        index,
+                        key,
+                        edit: route::headers::tag_edit(HeaderEdit::new(), tags),
+                    }));
+                }
                 let original = mail.map(|m| m.raw).unwrap_or(raw);
-                let stored = if tags.is_empty() {
-                    self.ports.objects.copy_raw(&env.raw, &key, original).await
-                } else {
-                    let tagged = route::headers::tagged_copy(original, tags);
-                    self.ports.objects.put_object(&key, &tagged).await
-                };
-                stored.map_err(port(&format!("storing under {key}")))?;
+                self.ports
+                    .objects
+                    .copy_raw(&env.raw, &key, original)
+                    .await
+                    .map_err(port(&format!("storing under {key}")))?;
                 Ok(Executed::Done(format!("stored as {key}")))
             }
             Action::Quarantine => {

@@ -34,13 +34,14 @@ pub trait RawMailSource: Send + Sync {
 /// Writes objects: stored mail (`store` action) and quarantine.
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
-    async fn put_object(&self, key: &str, bytes: &[u8]) -> PortResult<()>;
+    /// Takes the bytes by value: a 40 MB tagged copy goes to the store without another copy.
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> PortResult<()>;
 
     /// Writes an unchanged copy of the raw message `raw` (whose bytes are `bytes`) under
     /// `key`. Stores that hold the raw mail themselves copy it in place, without the bytes
     /// passing through this process.
     async fn copy_raw(&self, _raw: &RawRef, key: &str, bytes: &[u8]) -> PortResult<()> {
-        self.put_object(key, bytes).await
+        self.put_object(key, bytes.to_vec()).await
     }
 }
 

@@ -58,7 +58,7 @@ pub struct DirObjects {
 
 #[async_trait]
 impl ObjectStore for DirObjects {
-    async fn put_object(&self, key: &str, bytes: &[u8]) -> PortResult<()> {
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> PortResult<()> {
         let path = below(&self.root, key)?;
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;

@@ -170,11 +170,11 @@ impl RawMailSource for MemoryWorld {
 
 #[async_trait]
 impl ObjectStore for MemoryWorld {
-    async fn put_object(&self, key: &str, bytes: &[u8]) -> PortResult<()> {
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> PortResult<()> {
         self.objects
             .lock()
             .expect("world lock")
-            .insert(key.to_string(), bytes.to_vec());
+            .insert(key.to_string(), bytes);
         Ok(())
     }
 }
