@@ -11,6 +11,7 @@ use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use mailroom_core::ports::{MailSender, OutgoingMail, PortError, PortResult};
 
 use crate::errors::port_error;
@@ -67,11 +68,11 @@ impl MailSender for SesSender {
 /// message plus two 53 MB copies at once, more than a 128 MB Lambda has. Instead the request
 /// is serialised with [`MARKER`] as the message; before the retry loop (whose checkpoint
 /// then shares this body between attempts) the marker is replaced by the message, encoded
-/// straight into a body buffer of the final size, and the message is freed: at most the
-/// message and its encoding are held.
+/// straight into a body buffer of the final size, and this send's share of the message is
+/// released: at most the message and one encoding are held.
 #[derive(Debug)]
 struct RawBody {
-    raw: Mutex<Option<Vec<u8>>>,
+    raw: Mutex<Option<Bytes>>,
 }
 
 impl Intercept for RawBody {
@@ -101,7 +102,7 @@ impl Intercept for RawBody {
 }
 
 /// The serialised SendEmail body with the base64 of `raw` where the marker's is.
-fn splice_message(body: Option<&[u8]>, raw: Vec<u8>) -> Result<Vec<u8>, BoxError> {
+fn splice_message(body: Option<&[u8]>, raw: Bytes) -> Result<Vec<u8>, BoxError> {
     let body = body.ok_or("the SendEmail request body is not in memory")?;
     let marker = STANDARD.encode(MARKER);
     let at = body
@@ -129,7 +130,7 @@ mod tests {
         let body = format!(
             r#"{{"Content":{{"Raw":{{"Data":"{marker}"}}}},"FromEmailAddress":"a@example.com"}}"#
         );
-        let raw = b"From: a@example.com\r\n\r\nbody \xff\x00".to_vec();
+        let raw = Bytes::from_static(b"From: a@example.com\r\n\r\nbody \xff\x00");
         let out = splice_message(Some(body.as_bytes()), raw.clone()).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let data = json["Content"]["Raw"]["Data"].as_str().unwrap();

@@ -292,7 +292,10 @@ impl Engine {
         mut decided: Decided,
         raw: Raw<'_>,
     ) -> Result<(), StageError> {
-        let deferred = std::mem::take(&mut decided.deferred);
+        let mut deferred = std::mem::take(&mut decided.deferred);
+        // Forwards last: the last one takes the raw buffer, and a forward is the costliest
+        // to copy (SES needs it base64-encoded on top).
+        deferred.sort_by_key(|d| matches!(d, Deferred::Forward { .. }));
         let count = deferred.len();
         let mut raw = Some(raw);
         for (i, action) in deferred.into_iter().enumerate() {

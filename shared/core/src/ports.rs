@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::model::{AuditRecord, Envelope, RawRef, Stage};
 
@@ -114,7 +115,8 @@ pub trait QueueDelivery: Send + Sync {
 pub struct OutgoingMail {
     pub from: String,
     pub to: Vec<String>,
-    pub raw: Vec<u8>,
+    /// Shared between the sends of one forward to more than 50 recipients.
+    pub raw: Bytes,
 }
 
 /// Sends mail (SESv2 in AWS, an outbox folder locally).

@@ -178,7 +178,7 @@ category = "vip-only"
         let reference = reference_for(mail.message_id.as_deref().unwrap(), "SUP-");
         let out = render(&mail, &plan, &r, &config, &reference).unwrap();
         assert_eq!(out.to, ["ann@example.org"]);
-        let p = MessageParser::default().parse(out.raw.as_slice()).unwrap();
+        let p = MessageParser::default().parse(&out.raw[..]).unwrap();
         assert_eq!(
             p.subject(),
             Some(format!("Your billing request {reference}").as_str())

@@ -190,7 +190,7 @@ pub fn build_reply(
     Ok(OutgoingMail {
         from,
         to: vec![to],
-        raw,
+        raw: raw.into(),
     })
 }
 
@@ -417,7 +417,7 @@ body = "Dear {{ sender_name }} ({{ sender }}), we got your {{ category }} mail \
         let out = build_reply(&m, &t, &ctx, &c.mailroom, &to)?;
         assert_eq!(out.from, "mailroom@example.com");
         assert_eq!(out.to, [to]);
-        Ok(out.raw)
+        Ok(out.raw.to_vec())
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! `Sender` go, a repeated `Message-ID` is cut to its first occurrence, and everything else,
 //! body included, stays byte for byte (see [`super::headers`]).
 
+use bytes::Bytes;
+
 use crate::config::General;
 use crate::mail::Mail;
 use crate::matcher::domain_matches;
@@ -67,19 +69,14 @@ impl ForwardPlan {
     }
 
     /// The messages to send, given the rewritten bytes ([`HeaderEdit::apply`] or
-    /// [`HeaderEdit::apply_owned`] of `edit`). Lazily, and the last send takes the bytes
-    /// themselves: with one chunk (50 recipients) the message is never copied again.
+    /// [`HeaderEdit::apply_owned`] of `edit`), which every chunk's send shares.
     pub fn messages(self, rewritten: Vec<u8>) -> impl Iterator<Item = OutgoingMail> {
-        let last = self.chunks.len().saturating_sub(1);
-        let mut raw = Some(rewritten);
+        let raw = Bytes::from(rewritten);
         let from = self.from;
-        self.chunks.into_iter().enumerate().map(move |(i, to)| {
-            let bytes = if i == last { raw.take() } else { raw.clone() };
-            OutgoingMail {
-                from: from.clone(),
-                to,
-                raw: bytes.expect("rewritten while chunks remain"),
-            }
+        self.chunks.into_iter().map(move |to| OutgoingMail {
+            from: from.clone(),
+            to,
+            raw: raw.clone(),
         })
     }
 }
@@ -223,7 +220,7 @@ mod tests {
         assert!(text.ends_with("\r\n\r\nHello,\r\nFrom: this line is body\r\n"));
         assert_eq!(header_count(raw, "From"), 1);
 
-        let parsed = MessageParser::default().parse(raw.as_slice()).unwrap();
+        let parsed = MessageParser::default().parse(&raw[..]).unwrap();
         let from = parsed.from().unwrap().first().unwrap();
         assert_eq!(from.name(), Some("Ann Example via mailroom"));
         assert_eq!(from.address(), Some("mailroom@example.com"));
@@ -265,9 +262,7 @@ mod tests {
     fn hostile_and_non_ascii_names_are_cleaned_and_encoded() {
         let raw = "From: \"Jürgen \\\"Boss\\\" Müller\" <j@example.de>\nSubject: x\n\nbody\n";
         let out = forward(raw.as_bytes(), &["a@example.net".into()]);
-        let parsed = MessageParser::default()
-            .parse(out[0].raw.as_slice())
-            .unwrap();
+        let parsed = MessageParser::default().parse(&out[0].raw[..]).unwrap();
         let from = parsed.from().unwrap().first().unwrap();
         assert_eq!(from.name(), Some("Jürgen Boss Müller via mailroom"));
         assert_eq!(from.address(), Some("mailroom@example.com"));
