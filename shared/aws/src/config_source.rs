@@ -80,13 +80,21 @@ impl ConfigSource {
             return cur.engine.clone();
         }
         cur.checked = Instant::now();
-        match self.changed(&cur.versions).await {
-            Ok(false) => return cur.engine.clone(),
-            Ok(true) => {}
+        // A config that names other models has another ETag itself, so the known keys
+        // suffice to see any change.
+        let now = match self.heads(&cur.versions).await {
+            Ok(now) => now,
             Err(e) => {
                 tracing::warn!(error = %e, "could not check the config for changes; keeping the current one");
                 return cur.engine.clone();
             }
+        };
+        let changed = now
+            .iter()
+            .zip(&cur.versions)
+            .any(|((_, new), (_, old))| new.is_none() || new != old);
+        if !changed {
+            return cur.engine.clone();
         }
         match build(&self.s3, &self.location, &self.ports).await {
             Ok((engine, versions)) => {
@@ -97,25 +105,14 @@ impl ConfigSource {
             Err(e) => {
                 tracing::error!(error = %e, "new config refused; the last good config keeps serving");
                 // Remember the bad versions so they are reported once, not on every check.
-                if let Ok(versions) = self.heads(&cur.versions).await {
-                    cur.versions = versions;
-                }
+                cur.versions = now;
                 self.metrics.count(CONFIG_REJECTED).await;
             }
         }
         cur.engine.clone()
     }
 
-    /// Whether any object the engine was built from has another ETag now. A config that
-    /// names other models has another ETag itself, so the known keys suffice.
-    async fn changed(&self, known: &[(String, Option<String>)]) -> Result<bool, String> {
-        let now = self.heads(known).await?;
-        Ok(now
-            .iter()
-            .zip(known)
-            .any(|((_, new), (_, old))| new.is_none() || new != old))
-    }
-
+    /// The current ETag of each known key; `None` for a key that is gone.
     async fn heads(
         &self,
         known: &[(String, Option<String>)],

@@ -5,6 +5,10 @@
 //!
 //! Figures: `cargo test --release -p mailroom-core --test corpus_filter -- --nocapture`.
 
+mod common;
+
+use common::data_dir;
+
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -20,16 +24,6 @@ const MAX_HAM_FP: f64 = 0.02;
 /// the rule scorer alone (ham false positives 0.4%, tickets 0%); the floor leaves room for
 /// tuning without letting the catch rate collapse unnoticed.
 const MIN_SPAM_CATCH: f64 = 0.45;
-
-fn data_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipping: ../shared/data not present");
-        None
-    }
-}
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

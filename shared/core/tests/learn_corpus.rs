@@ -11,22 +11,16 @@
 //!   `cargo test --release -p mailroom-core --test learn_corpus -- --ignored --nocapture`
 //!   (`mailroom eval --folds 5 DIR` gives the same figures, with a table and JSON).
 
+mod common;
+
+use common::data_dir;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mailroom_core::Mail;
 use mailroom_core::learn::eval::{cross_validate, evaluate};
 use mailroom_core::learn::{FeatureConfig, Learner, SparseVec, Task, TrainOptions, features};
-
-fn data_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipping: ../shared/data not present");
-        None
-    }
-}
 
 /// Labels (sorted folder names) and, per label, its files in a stable order.
 fn labelled(dir: &Path) -> (Vec<String>, Vec<Vec<PathBuf>>) {

@@ -25,23 +25,11 @@ const UNKNOWN_SENDER: &str = "unknown sender";
 /// Records which of our addresses the message was sent to.
 pub const FORWARDED_FOR: &str = "X-Mailroom-Forwarded-For";
 
-/// Builds the forwards of `mail` to `to`, with the tag headers added: one [`OutgoingMail`] per
-/// [`MAX_RECIPIENTS`] recipients (duplicates, compared case-insensitively, are dropped).
-/// Returns nothing when `to` is empty.
-pub fn forward_messages(
-    mail: &Mail,
-    general: &General,
-    to: &[String],
-    tags: &[(String, String)],
-) -> impl Iterator<Item = OutgoingMail> {
-    let plan = ForwardPlan::new(mail, general, to, tags);
-    let rewritten = (!plan.chunks.is_empty()).then(|| plan.edit.apply(mail.raw));
-    plan.messages(rewritten.unwrap_or_default())
-}
-
 /// A forward worked out from the parsed message, to be carried out on the raw bytes
 /// alone: so the parse (with its decoded attachments) can be dropped before the message is
-/// rewritten and sent, and a large message is not held three times.
+/// rewritten and sent, and a large message is not held three times. One [`OutgoingMail`]
+/// per [`MAX_RECIPIENTS`] recipients (duplicates, compared case-insensitively, are
+/// dropped); none when there is no recipient.
 #[derive(Debug, Clone)]
 pub struct ForwardPlan {
     pub edit: HeaderEdit,
@@ -79,11 +67,6 @@ impl ForwardPlan {
             raw: raw.clone(),
         })
     }
-}
-
-/// The rewritten raw message: one pass over the header section, body copied verbatim.
-pub fn rewrite(mail: &Mail, general: &General, tags: &[(String, String)]) -> Vec<u8> {
-    headers::tag_edit(rewrite_edit(mail, general), tags).apply(mail.raw)
 }
 
 /// The header edit a forward makes: our From, the sender as Reply-To, signatures and
@@ -182,13 +165,14 @@ mod tests {
 
     fn forward(raw: &[u8], to: &[String]) -> Vec<OutgoingMail> {
         let mail = Mail::parse(raw).unwrap();
-        forward_messages(
+        let plan = ForwardPlan::new(
             &mail,
             &general(),
             to,
             &[("X-Team".into(), "support".into())],
-        )
-        .collect()
+        );
+        let rewritten = plan.edit.apply(mail.raw);
+        plan.messages(rewritten).collect()
     }
 
     fn header_count(raw: &[u8], name: &str) -> usize {

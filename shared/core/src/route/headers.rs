@@ -245,37 +245,8 @@ fn write_field(out: &mut Vec<u8>, name: &str, value: &str, eol: &[u8]) {
     out.extend_from_slice(eol);
 }
 
-/// Removes every field with one of these names (case-insensitive).
-pub fn remove_fields(raw: &[u8], names: &[&str]) -> Vec<u8> {
-    names
-        .iter()
-        .fold(HeaderEdit::new(), |e, n| e.remove(n))
-        .apply(raw)
-}
-
-/// Keeps only the first field of each of these names (case-insensitive).
-pub fn keep_first(raw: &[u8], names: &[&str]) -> Vec<u8> {
-    names
-        .iter()
-        .fold(HeaderEdit::new(), |e, n| e.keep_first(n))
-        .apply(raw)
-}
-
-/// Prepends fields (values sanitized with [`sanitize_header_value`]).
-pub fn prepend_fields(raw: &[u8], new: &[(String, String)]) -> Vec<u8> {
-    new.iter()
-        .fold(HeaderEdit::new(), |e, (n, v)| e.prepend(n, v))
-        .apply(raw)
-}
-
-/// A copy of the message with the tag headers prepended (for the `store` and `deliver`
-/// actions). Fields of the same names already in the message are removed first, so that a
-/// sender cannot pre-set a tag header that downstream systems trust.
-pub fn tagged_copy(raw: &[u8], tags: &[(String, String)]) -> Vec<u8> {
-    tag_edit(HeaderEdit::new(), tags).apply(raw)
-}
-
-/// Adds the tags to an edit: removes same-named fields and prepends the sanitized tags.
+/// Adds the tags to an edit: removes same-named fields and prepends the sanitized tags, so
+/// that a sender cannot pre-set a tag header that downstream systems trust.
 pub fn tag_edit(edit: HeaderEdit, tags: &[(String, String)]) -> HeaderEdit {
     let edit = tags
         .iter()
@@ -387,6 +358,34 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Removes every field with one of these names (case-insensitive).
+    fn remove_fields(raw: &[u8], names: &[&str]) -> Vec<u8> {
+        names
+            .iter()
+            .fold(HeaderEdit::new(), |e, n| e.remove(n))
+            .apply(raw)
+    }
+
+    /// Keeps only the first field of each of these names (case-insensitive).
+    fn keep_first(raw: &[u8], names: &[&str]) -> Vec<u8> {
+        names
+            .iter()
+            .fold(HeaderEdit::new(), |e, n| e.keep_first(n))
+            .apply(raw)
+    }
+
+    /// Prepends fields (values sanitized with [`sanitize_header_value`]).
+    fn prepend_fields(raw: &[u8], new: &[(String, String)]) -> Vec<u8> {
+        new.iter()
+            .fold(HeaderEdit::new(), |e, (n, v)| e.prepend(n, v))
+            .apply(raw)
+    }
+
+    /// The tagged copy a `store` with tags writes (see [`tag_edit`]).
+    fn tagged_copy(raw: &[u8], tags: &[(String, String)]) -> Vec<u8> {
+        tag_edit(HeaderEdit::new(), tags).apply(raw)
+    }
 
     #[test]
     fn owned_edit_matches_the_borrowed_one() {
