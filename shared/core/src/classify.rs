@@ -13,8 +13,10 @@ pub trait TextModel: Send + Sync {
     fn predict(&self, mail: &Mail, language: Option<&str>) -> (String, f32);
 }
 
-/// How many characters language detection looks at: enough to be sure, cheap on long mail.
-const LANGUAGE_SAMPLE: usize = 600;
+/// How many bytes of the body language detection looks at, after the subject. Its cost
+/// grows with the sample. On the 3,634 multilingual tickets, 300 gets 4 fewer right than
+/// 600 (3,330 against 3,334) at about half the cost; 200 gets 29 fewer.
+const LANGUAGE_SAMPLE: usize = 300;
 
 /// The classify stage with its optional models, built once per process.
 #[derive(Default)]

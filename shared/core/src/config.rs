@@ -552,7 +552,11 @@ impl Keywords {
         if words.is_empty() {
             return Ok(Keywords::default());
         }
-        let automaton = aho_corasick::AhoCorasick::new(&words)
+        // A DFA: keyword lists are short, and it scans mail text several times faster than
+        // the default NFA in the overlapping search `find_in` needs.
+        let automaton = aho_corasick::AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&words)
             .map_err(|e| format!("bad keyword list {words:?}: {e}"))?;
         Ok(Keywords {
             words,
