@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::mail::Mail;
-use crate::matcher::{Facts, any_word};
+use crate::matcher::Facts;
 use crate::model::{ClassifyResult, DecidedBy, FilterResult, Priority};
 
 /// A trained text classifier: returns a label and its probability.
@@ -74,10 +74,9 @@ impl Classifier {
                 rule.confidence,
                 DecidedBy::Rule(rule.name.clone()),
             )
-        } else if let Some((lang, _)) = cc
+        } else if let Some(lang) = cc
             .urgent_words
-            .iter()
-            .find(|(_, words)| any_word(mail, words).is_some())
+            .first_language_in(&[mail.subject_lower(), mail.text_lower()])
         {
             (
                 Priority::High,
@@ -175,7 +174,7 @@ pub fn configured_languages(config: &Config) -> Vec<whatlang::Lang> {
             .iter()
             .filter_map(|t| t.language.as_deref()),
     );
-    codes.extend(config.classify.urgent_words.keys().map(String::as_str));
+    codes.extend(config.classify.urgent_words.languages());
     let rule_langs = config
         .classify
         .rules

@@ -293,7 +293,7 @@ pub struct ClassifyConfig {
     /// Urgency words per language (`en = ["urgent", "asap"]`): a match in subject or body
     /// raises the priority to `high` when no priority rule matched.
     #[serde(default)]
-    pub urgent_words: BTreeMap<String, Keywords>,
+    pub urgent_words: UrgentWords,
     /// A category model, relative to the config file's directory: decides when no rule
     /// matched, if its confidence reaches `category_min_confidence`.
     #[serde(default)]
@@ -570,16 +570,77 @@ impl Keywords {
 
     /// The first keyword found as a whole word in `lower` (lower-cased text).
     pub fn find_in(&self, lower: &str) -> Option<&str> {
-        let automaton = self.automaton.as_ref()?;
-        automaton
-            .find_overlapping_iter(lower)
-            .find(|m| {
+        self.indices_in(lower)
+            .next()
+            .map(|i| self.words[i].as_str())
+    }
+
+    /// The index in `words` of each whole-word occurrence in `lower`, in text order.
+    fn indices_in<'s>(&'s self, lower: &'s str) -> impl Iterator<Item = usize> + 's {
+        self.automaton
+            .iter()
+            .flat_map(move |a| a.find_overlapping_iter(lower))
+            .filter(move |m| {
                 let before = lower[..m.start()].chars().next_back();
                 let after = lower[m.end()..].chars().next();
                 !before.is_some_and(char::is_alphanumeric)
                     && !after.is_some_and(char::is_alphanumeric)
             })
-            .map(|m| self.words[m.pattern().as_usize()].as_str())
+            .map(|m| m.pattern().as_usize())
+    }
+}
+
+/// Urgency words per language. Every language's words are also compiled into one
+/// automaton, so a message is scanned once, not once per language.
+#[derive(Debug, Clone, Default)]
+pub struct UrgentWords {
+    pub by_language: BTreeMap<String, Keywords>,
+    all: Keywords,
+    /// For each of `all.words`, the positions in `by_language` of the languages listing it.
+    languages_of: Vec<Vec<usize>>,
+}
+
+impl UrgentWords {
+    pub fn new(by_language: BTreeMap<String, Keywords>) -> Result<UrgentWords, String> {
+        let mut words: Vec<String> = Vec::new();
+        let mut languages_of: Vec<Vec<usize>> = Vec::new();
+        for (lang, list) in by_language.values().enumerate() {
+            for w in &list.words {
+                match words.iter().position(|x| x == w) {
+                    Some(i) => languages_of[i].push(lang),
+                    None => {
+                        words.push(w.clone());
+                        languages_of.push(vec![lang]);
+                    }
+                }
+            }
+        }
+        Ok(UrgentWords {
+            all: Keywords::new(words)?,
+            by_language,
+            languages_of,
+        })
+    }
+
+    pub fn languages(&self) -> impl Iterator<Item = &str> {
+        self.by_language.keys().map(String::as_str)
+    }
+
+    /// The first language, in name order, with one of its words in any of `lower_texts`
+    /// (lower-cased), as a whole word.
+    pub fn first_language_in(&self, lower_texts: &[&str]) -> Option<&str> {
+        let first = lower_texts
+            .iter()
+            .flat_map(|text| self.all.indices_in(text))
+            .filter_map(|word| self.languages_of[word].iter().min().copied())
+            .min()?;
+        self.by_language.keys().nth(first).map(String::as_str)
+    }
+}
+
+impl<'de> Deserialize<'de> for UrgentWords {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        UrgentWords::new(BTreeMap::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -933,6 +994,31 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urgent_words_pick_the_first_language_in_name_order_in_one_pass() {
+        let words =
+            |ws: &[&str]| Keywords::new(ws.iter().map(|w| w.to_string()).collect()).unwrap();
+        let urgent = UrgentWords::new(BTreeMap::from([
+            ("de".to_string(), words(&["Dringend", "sofort"])),
+            ("en".to_string(), words(&["urgent", "asap"])),
+            ("fr".to_string(), words(&["urgent", "panne"])),
+        ]))
+        .unwrap();
+        assert_eq!(urgent.languages().collect::<Vec<_>>(), ["de", "en", "fr"]);
+        // A word two languages list counts for the first of them.
+        assert_eq!(urgent.first_language_in(&["re: urgent", ""]), Some("en"));
+        assert_eq!(urgent.first_language_in(&["", "une panne"]), Some("fr"));
+        // Whichever text it is in, the earlier language wins over the earlier match.
+        assert_eq!(
+            urgent.first_language_in(&["asap", "bitte sofort"]),
+            Some("de")
+        );
+        // Whole words only, and lower-cased input against lower-cased words.
+        assert_eq!(urgent.first_language_in(&["urgently", "dringender"]), None);
+        assert_eq!(urgent.first_language_in(&["dringend!", ""]), Some("de"));
+        assert_eq!(UrgentWords::default().first_language_in(&["urgent"]), None);
+    }
 
     fn error(text: &str) -> ConfigError {
         Config::from_toml(text, "t.toml").expect_err("config should be refused")
