@@ -543,20 +543,21 @@ impl fmt::Debug for Keywords {
 }
 
 impl Keywords {
-    pub fn new(words: Vec<String>) -> Result<Keywords, String> {
-        let words: Vec<String> = words
+    /// Words as matched: trimmed, lower-cased, empty ones dropped.
+    fn normalize(words: Vec<String>) -> Vec<String> {
+        words
             .into_iter()
             .map(|w| w.trim().to_lowercase())
             .filter(|w| !w.is_empty())
-            .collect();
+            .collect()
+    }
+
+    pub fn new(words: Vec<String>) -> Result<Keywords, String> {
+        let words = Keywords::normalize(words);
         if words.is_empty() {
             return Ok(Keywords::default());
         }
-        // A DFA: keyword lists are short, and it scans mail text several times faster than
-        // the default NFA in the overlapping search `find_in` needs.
-        let automaton = aho_corasick::AhoCorasick::builder()
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(&words)
+        let automaton = aho_corasick::AhoCorasick::new(&words)
             .map_err(|e| format!("bad keyword list {words:?}: {e}"))?;
         Ok(Keywords {
             words,
@@ -590,26 +591,26 @@ impl Keywords {
     }
 }
 
-/// Urgency words per language. Every language's words are also compiled into one
-/// automaton, so a message is scanned once, not once per language.
+/// Urgency words per language, compiled into one automaton with, for each word, the
+/// languages that list it: a message is scanned once, not once per language.
 #[derive(Debug, Clone, Default)]
 pub struct UrgentWords {
-    pub by_language: BTreeMap<String, Keywords>,
+    languages: Vec<String>,
     all: Keywords,
-    /// For each of `all.words`, the positions in `by_language` of the languages listing it.
+    /// For each of `all.words`, the positions in `languages` of the languages listing it.
     languages_of: Vec<Vec<usize>>,
 }
 
 impl UrgentWords {
-    pub fn new(by_language: BTreeMap<String, Keywords>) -> Result<UrgentWords, String> {
+    pub fn new(by_language: BTreeMap<String, Vec<String>>) -> Result<UrgentWords, String> {
         let mut words: Vec<String> = Vec::new();
         let mut languages_of: Vec<Vec<usize>> = Vec::new();
         for (lang, list) in by_language.values().enumerate() {
-            for w in &list.words {
-                match words.iter().position(|x| x == w) {
+            for w in Keywords::normalize(list.clone()) {
+                match words.iter().position(|x| *x == w) {
                     Some(i) => languages_of[i].push(lang),
                     None => {
-                        words.push(w.clone());
+                        words.push(w);
                         languages_of.push(vec![lang]);
                     }
                 }
@@ -617,13 +618,14 @@ impl UrgentWords {
         }
         Ok(UrgentWords {
             all: Keywords::new(words)?,
-            by_language,
+            languages: by_language.into_keys().collect(),
             languages_of,
         })
     }
 
+    /// The configured languages, in name order.
     pub fn languages(&self) -> impl Iterator<Item = &str> {
-        self.by_language.keys().map(String::as_str)
+        self.languages.iter().map(String::as_str)
     }
 
     /// The first language, in name order, with one of its words in any of `lower_texts`
@@ -634,13 +636,17 @@ impl UrgentWords {
             .flat_map(|text| self.all.indices_in(text))
             .filter_map(|word| self.languages_of[word].iter().min().copied())
             .min()?;
-        self.by_language.keys().nth(first).map(String::as_str)
+        self.languages.get(first).map(String::as_str)
     }
 }
 
 impl<'de> Deserialize<'de> for UrgentWords {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        UrgentWords::new(BTreeMap::deserialize(d)?).map_err(serde::de::Error::custom)
+        let by_language = BTreeMap::<String, OneOrMany<String>>::deserialize(d)?
+            .into_iter()
+            .map(|(lang, words)| (lang, words.0))
+            .collect();
+        UrgentWords::new(by_language).map_err(serde::de::Error::custom)
     }
 }
 
@@ -997,8 +1003,7 @@ mod tests {
 
     #[test]
     fn urgent_words_pick_the_first_language_in_name_order_in_one_pass() {
-        let words =
-            |ws: &[&str]| Keywords::new(ws.iter().map(|w| w.to_string()).collect()).unwrap();
+        let words = |ws: &[&str]| ws.iter().map(|w| w.to_string()).collect::<Vec<_>>();
         let urgent = UrgentWords::new(BTreeMap::from([
             ("de".to_string(), words(&["Dringend", "sofort"])),
             ("en".to_string(), words(&["urgent", "asap"])),
