@@ -767,6 +767,17 @@ mod tests {
     use crate::model::Verdict;
     use crate::{Config, Mail};
 
+    #[test]
+    fn caps_ratio_counts_upper_and_lower_case_letters_of_any_script() {
+        assert_eq!(caps_ratio("FREE money", 1), Some(4.0 / 9.0));
+        assert_eq!(caps_ratio("ÄÖÜ straße", 1), Some(3.0 / 9.0));
+        assert_eq!(caps_ratio("ПРИВЕТ мир 123!!", 1), Some(6.0 / 9.0));
+        // Digits, punctuation and scripts without case are not letters here.
+        assert_eq!(caps_ratio("1234 !!! 你好", 1), None);
+        assert_eq!(caps_ratio("AB", 3), None);
+        assert_eq!(caps_ratio("", 1), None);
+    }
+
     fn tags_of(raw: &str) -> Vec<&'static str> {
         let mail = Mail::parse(raw.as_bytes()).unwrap();
         heuristics(&mail).into_iter().map(|(t, _, _)| t).collect()
