@@ -597,28 +597,32 @@ impl Keywords {
 pub struct UrgentWords {
     languages: Vec<String>,
     all: Keywords,
-    /// For each of `all.words`, the positions in `languages` of the languages listing it.
+    /// For each of `all.words`, the positions in `languages` of the languages listing it,
+    /// in increasing order.
     languages_of: Vec<Vec<usize>>,
 }
 
 impl UrgentWords {
     pub fn new(by_language: BTreeMap<String, Vec<String>>) -> Result<UrgentWords, String> {
+        let mut languages: Vec<String> = Vec::new();
         let mut words: Vec<String> = Vec::new();
         let mut languages_of: Vec<Vec<usize>> = Vec::new();
-        for (lang, list) in by_language.values().enumerate() {
-            for w in Keywords::normalize(list.clone()) {
+        for (lang, list) in by_language {
+            let lang_index = languages.len();
+            languages.push(lang);
+            for w in Keywords::normalize(list) {
                 match words.iter().position(|x| *x == w) {
-                    Some(i) => languages_of[i].push(lang),
+                    Some(i) => languages_of[i].push(lang_index),
                     None => {
                         words.push(w);
-                        languages_of.push(vec![lang]);
+                        languages_of.push(vec![lang_index]);
                     }
                 }
             }
         }
         Ok(UrgentWords {
             all: Keywords::new(words)?,
-            languages: by_language.into_keys().collect(),
+            languages,
             languages_of,
         })
     }
@@ -634,7 +638,7 @@ impl UrgentWords {
         let first = lower_texts
             .iter()
             .flat_map(|text| self.all.indices_in(text))
-            .filter_map(|word| self.languages_of[word].iter().min().copied())
+            .filter_map(|word| self.languages_of[word].first().copied())
             .min()?;
         self.languages.get(first).map(String::as_str)
     }
