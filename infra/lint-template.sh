@@ -74,14 +74,12 @@ b = spec["bucket"]
 bucket_sub = b["name_format"].replace("{stack}", "${AWS::StackName}").replace("{account}", "${AWS::AccountId}")
 bp = props(b["logical_id"], "AWS::S3::Bucket")
 check(bp.get("BucketName") == {"Fn::Sub": bucket_sub}, f"bucket name should be !Sub {bucket_sub}")
-check(f"arn:${{AWS::Partition}}:s3:::{bucket_sub}" in text, "InboundQueuePolicy must name the bucket by its fixed name")
 for key, prefix in b["prefixes"].items():
     check(f"/{prefix}*" in text, f"prefix {prefix} ({key}) not used in any policy")
 lifecycle = {r.get("Prefix") for r in bp.get("LifecycleConfiguration", {}).get("Rules", [])}
 for key in ("raw", "quarantine"):
     check(b["prefixes"][key] in lifecycle, f"no lifecycle rule for {b['prefixes'][key]}")
-notif = json.dumps(bp.get("NotificationConfiguration", {}))
-check(f'"Value": "{b["prefixes"]["raw"]}"' in notif, "bucket notification is not filtered on the raw prefix")
+check("NotificationConfiguration" not in bp, "the bucket must not notify: SES's receipt notification is the inbound event")
 check(tpl["Parameters"]["ConfigKey"]["Default"] == b["config_key"], "ConfigKey default != bucket.config_key")
 check(b["config_key"].startswith(b["prefixes"]["config"]), "config_key is outside the config prefix")
 
@@ -103,6 +101,17 @@ rule = props("ReceiptRule", "AWS::SES::ReceiptRule").get("Rule", {})
 check(rule.get("Name") == stack_name(ses["rule_suffix"]), "receipt rule name")
 check(f"receipt-rule/${{AWS::StackName}}{ses['rule_suffix']}" in text, "bucket policy SourceArn does not name the receipt rule")
 check(json.dumps(rule.get("Actions", [])).count(f'"ObjectKeyPrefix": "{b["prefixes"]["raw"]}"') == 1, "receipt rule S3 prefix")
+
+# The receipt notification: the rule's S3 action publishes to the inbound topic, which
+# delivers to the inbound queue with raw message delivery.
+tp_spec = spec["topic"]
+check(props(tp_spec["logical_id"], "AWS::SNS::Topic").get("TopicName") == stack_name(tp_spec["name_suffix"]), "inbound topic name")
+s3_actions = [a.get("S3Action", {}) for a in rule.get("Actions", [])]
+check(any(a.get("TopicArn") == {"Ref": tp_spec["logical_id"]} for a in s3_actions), "the receipt rule's S3 action must publish to the inbound topic")
+sub = props(tp_spec["subscription_logical_id"], "AWS::SNS::Subscription")
+check(sub.get("TopicArn") == {"Ref": tp_spec["logical_id"]} and sub.get("Protocol") == "sqs", "inbound subscription")
+check(sub.get("Endpoint") == {"Fn::GetAtt": ["InboundQueue", "Arn"]}, "the inbound subscription must deliver to the inbound queue")
+check(sub.get("RawMessageDelivery") is tp_spec["raw_message_delivery"], "inbound subscription RawMessageDelivery")
 
 # Queues and DLQs.
 queues = {q["key"]: q for q in spec["queues"]}

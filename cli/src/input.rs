@@ -1,14 +1,20 @@
 //! Finds the messages in the inputs: `.eml` files, directories (recursively, which covers
-//! Maildir's `cur/` and `new/`), and mbox files.
+//! Maildir's `cur/` and `new/`), and mbox files. An SES receipt notification saved as
+//! `NAME.json` beside `NAME.eml` goes with that message (its envelope recipients and
+//! verdicts), as it does in AWS.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use mailroom_core::model::Receipt;
 
 /// One message to run, or an input that could not be read.
 pub struct Input {
     /// The file, with `#N` for the Nth message of an mbox.
     pub source: String,
     pub raw: Result<Vec<u8>, String>,
+    /// The receipt notification beside the message, when there is one.
+    pub receipt: Option<Receipt>,
 }
 
 /// Lists the files below the inputs in a stable order. Hidden files and Maildir `tmp/`
@@ -23,7 +29,7 @@ pub fn files(inputs: &[PathBuf]) -> Vec<Result<PathBuf, (PathBuf, String)>> {
 
 fn walk(path: &Path, out: &mut Vec<Result<PathBuf, (PathBuf, String)>>, top: bool) {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if !top && (name.starts_with('.') || name.ends_with(".failed")) {
+    if !top && (name.starts_with('.') || name.ends_with(".failed") || is_notification(path)) {
         return;
     }
     match fs::metadata(path) {
@@ -51,6 +57,36 @@ fn walk(path: &Path, out: &mut Vec<Result<PathBuf, (PathBuf, String)>>, top: boo
     }
 }
 
+/// `NAME.json` beside `NAME.eml`: the message's receipt notification, not an input.
+fn is_notification(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json") && path.with_extension("eml").is_file()
+}
+
+/// The receipt notification beside `NAME.eml` (`NAME.json`, the notification itself or the
+/// SNS envelope around it), if there is one.
+fn receipt_beside(path: &Path) -> Result<Option<Receipt>, String> {
+    if path.extension().is_none_or(|e| e != "eml") {
+        return Ok(None);
+    }
+    let json = path.with_extension("json");
+    let text = match fs::read_to_string(&json) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", json.display())),
+    };
+    let notification = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            (v["Type"] == "Notification")
+                .then(|| v["Message"].as_str().map(str::to_string))
+                .flatten()
+        })
+        .unwrap_or(text);
+    mailroom_core::receipt::receipt_from_notification(&notification)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", json.display()))
+}
+
 /// The messages of one listed file; a file that could not be listed is one failed input.
 pub fn messages(file: Result<PathBuf, (PathBuf, String)>) -> Vec<Input> {
     match file {
@@ -58,6 +94,7 @@ pub fn messages(file: Result<PathBuf, (PathBuf, String)>) -> Vec<Input> {
         Err((path, e)) => vec![Input {
             source: path.display().to_string(),
             raw: Err(e),
+            receipt: None,
         }],
     }
 }
@@ -65,10 +102,21 @@ pub fn messages(file: Result<PathBuf, (PathBuf, String)>) -> Vec<Input> {
 /// Reads one file and splits it into messages when it is an mbox.
 pub fn read(path: &Path) -> Vec<Input> {
     let source = path.display().to_string();
+    let receipt = match receipt_beside(path) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![Input {
+                source,
+                raw: Err(e),
+                receipt: None,
+            }];
+        }
+    };
     match fs::read(path) {
         Err(e) => vec![Input {
             source,
             raw: Err(format!("cannot read: {e}")),
+            receipt: None,
         }],
         Ok(bytes) => {
             let parts = split_mbox(&bytes);
@@ -76,6 +124,7 @@ pub fn read(path: &Path) -> Vec<Input> {
                 return vec![Input {
                     source,
                     raw: Ok(bytes),
+                    receipt,
                 }];
             }
             parts
@@ -84,6 +133,7 @@ pub fn read(path: &Path) -> Vec<Input> {
                 .map(|(i, p)| Input {
                     source: format!("{source}#{}", i + 1),
                     raw: Ok(p.to_vec()),
+                    receipt: None,
                 })
                 .collect()
         }

@@ -251,13 +251,14 @@ fn run(
                 }
                 Ok(raw) => {
                     summary.bytes += raw.len() as u64;
-                    let env = Envelope::new(
+                    let mut env = Envelope::new(
                         content_id(&raw),
                         RawRef {
                             bucket: "local".into(),
                             key: msg.source.clone(),
                         },
                     );
+                    env.receipt = msg.receipt;
                     // A bug in one message must not end the run: catch it, report it, go on.
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         runtime.block_on(engine.run_all(env, &raw))

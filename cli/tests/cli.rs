@@ -105,12 +105,30 @@ fn run_over_examples_then_rerun_sends_nothing_twice() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows = jsonl(&out);
+    // One row per .eml: a NAME.json beside NAME.eml is that message's receipt notification.
     assert_eq!(
         rows.len(),
         std::fs::read_dir(repo().join("examples/mail"))
             .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "eml"))
             .count()
     );
+    // The blind copy to billing@ is routed by its envelope recipient, from the notification.
+    let bcc = rows
+        .iter()
+        .find(|r| {
+            r["source"]
+                .as_str()
+                .unwrap()
+                .ends_with("13-bcc-billing.eml")
+        })
+        .expect("the Bcc example ran");
+    assert_eq!(bcc["category"], "billing", "{bcc}");
     for row in &rows {
         for key in [
             "source",

@@ -3,8 +3,11 @@
 //! drift from the template, plus the parts of Lambda the tests stand in for:
 //!
 //! - [`Stack`]: one stack's bucket, table, queues with their dead-letter queues and redrive
-//!   policies, a delivery queue, the bucket's `raw/` notification to the inbound queue, the
-//!   SES identity and the uploaded config. Every test makes its own, with a unique name.
+//!   policies, a delivery queue, the inbound topic with the inbound queue subscribed (raw
+//!   message delivery), the SES identity and the uploaded config. Every test makes its own,
+//!   with a unique name.
+//! - [`Stack::put_raw`] plays SES receiving a message: it stores the object under `raw/`
+//!   and publishes the receipt notification to the inbound topic.
 //! - [`Stack::pump`]: the SQS event source mapping, one batch: receive, build a genuine
 //!   `SqsEvent`, call the shared handler, delete what succeeded, make failures visible again.
 //! - [`RuntimeApi`] and [`FunctionProcess`]: the Lambda Runtime API over plain HTTP/1.1, to run
@@ -28,10 +31,6 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
-    QueueConfiguration, S3KeyFilter,
-};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use mail_parser::MessageParser;
 use mailroom_aws::app::App;
@@ -144,6 +143,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[derive(Debug, Deserialize)]
 pub struct Resources {
     pub bucket: BucketSpec,
+    pub topic: TopicSpec,
     pub table: TableSpec,
     pub queue_settings: QueueSettings,
     pub queues: Vec<QueueSpec>,
@@ -159,6 +159,12 @@ pub struct BucketSpec {
     pub name_format: String,
     pub prefixes: BTreeMap<String, String>,
     pub config_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TopicSpec {
+    pub name_suffix: String,
+    pub raw_message_delivery: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,7 +333,10 @@ pub struct Stack {
     pub sqs: aws_sdk_sqs::Client,
     pub dynamo: aws_sdk_dynamodb::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub sns: aws_sdk_sns::Client,
     pub account: String,
+    /// The inbound topic SES publishes receipt notifications to.
+    pub topic_arn: String,
     pub bucket: String,
     pub table: String,
     /// By resources.json key: inbound, classify, route, respond.
@@ -533,39 +542,36 @@ impl Stack {
                     aws_sdk_s3::error::DisplayErrorContext(&e)
                 )
             });
-        let raw_prefix = r.prefix("raw");
-        let notification = QueueConfiguration::builder()
-            .queue_arn(&queues["inbound"].arn)
-            .events(Event::from("s3:ObjectCreated:*"))
-            .filter(
-                NotificationConfigurationFilter::builder()
-                    .key(
-                        S3KeyFilter::builder()
-                            .filter_rules(
-                                FilterRule::builder()
-                                    .name(FilterRuleName::Prefix)
-                                    .value(raw_prefix)
-                                    .build(),
-                            )
-                            .build(),
-                    )
-                    .build(),
-            )
-            .build()
-            .expect("queue configuration");
-        s3.put_bucket_notification_configuration()
-            .bucket(&bucket)
-            .notification_configuration(
-                NotificationConfiguration::builder()
-                    .queue_configurations(notification)
-                    .build(),
+        // The receipt rule's S3 action publishes to the inbound topic; the inbound queue is
+        // subscribed to it as the template subscribes it.
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        let topic_arn = sns
+            .create_topic()
+            .name(format!("{name}{}", r.topic.name_suffix))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating the inbound topic: {}",
+                    aws_sdk_sns::error::DisplayErrorContext(&e)
+                )
+            })
+            .topic_arn
+            .expect("a topic ARN");
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(&queues["inbound"].arn)
+            .attributes(
+                "RawMessageDelivery",
+                r.topic.raw_message_delivery.to_string(),
             )
             .send()
             .await
             .unwrap_or_else(|e| {
                 panic!(
-                    "setting the notification of {bucket}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                    "subscribing the inbound queue: {}",
+                    aws_sdk_sns::error::DisplayErrorContext(&e)
                 )
             });
 
@@ -594,8 +600,10 @@ impl Stack {
             sqs,
             dynamo,
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
+            sns,
             sdk,
             account,
+            topic_arn,
             bucket,
             table,
             queues,
@@ -695,12 +703,42 @@ impl Stack {
             });
     }
 
-    /// Stores raw mail the way SES does, under `raw/<name>`; returns the message id the
-    /// pipeline will use (the key's last segment).
-    pub async fn put_raw(&self, name: &str, bytes: Vec<u8>) -> String {
-        self.put_object(&format!("{}{name}", resources().prefix("raw")), bytes)
-            .await;
-        name.rsplit('/').next().unwrap_or(name).to_string()
+    /// Receives a message the way SES does: stores it under `raw/<id>` and publishes the
+    /// receipt notification, with the `To` and `Cc` addresses as the envelope recipients.
+    /// Returns the message id.
+    pub async fn put_raw(&self, id: &str, bytes: Vec<u8>) -> String {
+        self.receive_mail(id, bytes, None).await
+    }
+
+    /// As [`Stack::put_raw`], with the envelope recipients given (Bcc'd mail, aliases).
+    pub async fn receive_mail(
+        &self,
+        id: &str,
+        bytes: Vec<u8>,
+        recipients: Option<Vec<String>>,
+    ) -> String {
+        let key = format!("{}{id}", resources().prefix("raw"));
+        let notification = ses_notification(id, &self.bucket, &key, &bytes, recipients);
+        self.put_object(&key, bytes).await;
+        self.publish_notification(&notification).await;
+        id.to_string()
+    }
+
+    /// Publishes a receipt notification to the inbound topic, as SES does.
+    pub async fn publish_notification(&self, notification: &Value) {
+        self.sns
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .message(notification.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "publishing to {}: {}",
+                    self.topic_arn,
+                    aws_sdk_sns::error::DisplayErrorContext(&e)
+                )
+            });
     }
 
     /// Stores a fixture under a fresh SES-style message id; returns the id.
@@ -1225,6 +1263,102 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
     out.attributes
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .expect("a queue ARN")
+}
+
+// ------------------------------------------------------------------ SES receipt
+
+/// The receipt notification SES publishes for a message its S3 action stored: the
+/// envelope (`mail.source` from `Return-Path`, `receipt.recipients` as given or from `To`
+/// and `Cc`), and the verdicts read back from the headers SES writes into the stored mail,
+/// so that a fixture's headers and its notification agree.
+pub fn ses_notification(
+    id: &str,
+    bucket: &str,
+    key: &str,
+    raw: &[u8],
+    recipients: Option<Vec<String>>,
+) -> Value {
+    let parsed = MessageParser::default().parse(raw);
+    let header = |name: &str| {
+        parsed.as_ref().and_then(|m| {
+            m.headers_raw()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.replace(['\r', '\n'], " ").trim().to_string())
+        })
+    };
+    let addresses = |a: Option<&mail_parser::Address>| -> Vec<String> {
+        a.into_iter()
+            .flat_map(|a| a.iter())
+            .filter_map(|a| a.address().map(str::to_string))
+            .collect()
+    };
+    let recipients = recipients.unwrap_or_else(|| {
+        parsed
+            .as_ref()
+            .map(|m| [addresses(m.to()), addresses(m.cc())].concat())
+            .unwrap_or_default()
+    });
+    let token = |v: Option<String>| {
+        v.and_then(|v| v.split_whitespace().next().map(str::to_ascii_uppercase))
+    };
+    let auth = header("Authentication-Results")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let method = |m: &str| {
+        auth.split(';')
+            .filter_map(|item| item.trim().strip_prefix(&format!("{m}=")))
+            .map(|r| {
+                r.split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase()
+            })
+            .next()
+            .unwrap_or_else(|| "GRAY".to_string())
+    };
+    let status = |s: String| json!({ "status": s });
+    let mut receipt = json!({
+        "timestamp": "2026-11-03T09:15:00.000Z",
+        "processingTimeMillis": 320,
+        "recipients": recipients,
+        "spamVerdict": status(token(header("X-SES-Spam-Verdict")).unwrap_or("PASS".into())),
+        "virusVerdict": status(token(header("X-SES-Virus-Verdict")).unwrap_or("PASS".into())),
+        "spfVerdict": status(method("spf")),
+        "dkimVerdict": status(method("dkim")),
+        "dmarcVerdict": status(method("dmarc")),
+        "action": {
+            "type": "S3",
+            "topicArn": "arn:aws:sns:us-east-1:123456789012:inbound",
+            "bucketName": bucket,
+            "objectKeyPrefix": resources().prefix("raw"),
+            "objectKey": key,
+        },
+    });
+    if method("dmarc") == "FAIL" {
+        let policy = auth
+            .split("p=")
+            .nth(1)
+            .and_then(|p| p.split([' ', ')', ';']).next())
+            .unwrap_or("none")
+            .to_string();
+        receipt["dmarcPolicy"] = json!(policy);
+    }
+    let source = header("Return-Path")
+        .map(|r| r.trim_matches(['<', '>', ' ']).to_string())
+        .unwrap_or_default();
+    json!({
+        "notificationType": "Received",
+        "mail": {
+            "timestamp": "2026-11-03T09:15:00.000Z",
+            "source": source,
+            "messageId": id,
+            "destination": receipt["recipients"].clone(),
+            "headersTruncated": false,
+            "headers": [],
+            "commonHeaders": {},
+        },
+        "receipt": receipt,
+    })
 }
 
 // ------------------------------------------------------------------ SES sent mail

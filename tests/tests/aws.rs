@@ -90,14 +90,7 @@ async fn happy_path_through_all_four_stages() {
     };
     let support = stack.put_mail("support.eml").await;
     let sales = stack.put_mail("sales.eml").await;
-    // S3 URL-encodes keys in event notifications ('+' -> %2B, ' ' -> '+'); the id is the
-    // decoded last segment.
-    let billing = stack
-        .put_raw(
-            &format!("{}+copy 2", ses_message_id()),
-            fixture("billing.eml"),
-        )
-        .await;
+    let billing = stack.put_mail("billing.eml").await;
     let spam = stack.put_mail("spam-fail.eml").await;
     let virus = stack.put_mail("virus.eml").await;
 
@@ -163,14 +156,14 @@ async fn happy_path_through_all_four_stages() {
         "the forwarded body changed"
     );
 
-    // The billing mail, found under a key that needed decoding: forwarded and stored.
+    // The billing mail: forwarded and stored below the store root.
     assert!(
         fwd.iter().any(|m| m.sent_to("ledger@corp.example")),
         "no billing forward"
     );
     assert_eq!(
-        stack.objects("billing/").await,
-        vec![format!("billing/{billing}.eml")]
+        stack.objects("store/billing/").await,
+        vec![format!("store/billing/{billing}.eml")]
     );
 
     // Auto-replies to the support and sales senders, marked as such.
@@ -312,9 +305,7 @@ async fn a_poison_record_ends_in_the_dlq_alone() {
         return;
     };
     let inbound = stack.queue("inbound").url.clone();
-    // Drop the S3 test event the notification setup sent, so the batch is exactly ours.
-    stack.drain_bodies(&inbound).await;
-    let poison = r#"{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket""#;
+    let poison = r#"{"notificationType": "Received", "mail": {"messageId": "#;
     stack.send(&inbound, poison).await;
     let good = [
         stack.put_mail("support.eml").await,
@@ -448,8 +439,8 @@ async fn config_changes_apply_and_bad_configs_are_refused() {
     let third = stack.put_mail("support.eml").await;
     stack.run_until_idle(&pipeline).await;
     assert_eq!(
-        stack.objects("support-v2/").await,
-        vec![format!("support-v2/{third}.eml")]
+        stack.objects("store/support-v2/").await,
+        vec![format!("store/support-v2/{third}.eml")]
     );
     assert!(stack.drain_bodies(&stack.tickets_url).await.is_empty());
     for id in [&first, &second, &third] {
@@ -822,8 +813,66 @@ async fn models_load_from_s3_beside_the_config() {
     let last = stack.put_raw(&ses_message_id(), quote_to_info()).await;
     stack.run_until_idle(&pipeline).await;
     assert_eq!(
-        stack.objects("unrouted/").await,
-        vec![format!("unrouted/{last}.eml")]
+        stack.objects("store/unrouted/").await,
+        vec![format!("store/unrouted/{last}.eml")]
+    );
+    stack.assert_no_dead_letters().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipient_rules_follow_the_envelope_not_the_headers() {
+    let Some(stack) = Stack::create("envelope").await else {
+        return;
+    };
+    // A blind copy: To names another company; SES's receipt names billing@.
+    let raw = String::from_utf8(fixture("billing.eml")).expect("fixture is UTF-8");
+    let bcc = raw.replace("To: billing@example.com", "To: accounts@partner.example");
+    assert_ne!(raw, bcc, "billing.eml changed shape; update this test");
+    let blind = stack
+        .receive_mail(
+            &ses_message_id(),
+            bcc.into_bytes(),
+            Some(vec!["billing@example.com".into()]),
+        )
+        .await;
+    // A sender who writes `To: billing@` on mail SES received for support@ does not steer it.
+    let steered = raw.replace(
+        "To: billing@example.com",
+        "To: billing@example.com, support@example.com",
+    );
+    let forged = stack
+        .receive_mail(
+            &ses_message_id(),
+            steered.into_bytes(),
+            Some(vec!["support@example.com".into()]),
+        )
+        .await;
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+
+    assert_eq!(
+        stack
+            .audit_decision(&blind, Stage::Classify)
+            .await
+            .as_deref(),
+        Some("category=billing priority=medium")
+    );
+    assert_eq!(
+        stack
+            .audit_decision(&forged, Stage::Classify)
+            .await
+            .as_deref(),
+        Some("category=support priority=medium")
+    );
+    let sent = stack.sent_mail().await;
+    assert_eq!(
+        forwards(&sent)
+            .iter()
+            .filter(|m| m.sent_to("ledger@corp.example"))
+            .count(),
+        1,
+        "only the blind copy goes to billing's ledger:\n{}",
+        describe(&sent)
     );
     stack.assert_no_dead_letters().await;
 }

@@ -1,77 +1,42 @@
-//! What arrives on the queues. The inbound queue gets S3 event notifications (parsed here
-//! with our own lenient structs: emulators and some real events omit `userIdentity` and
-//! `requestParameters`, which `aws_lambda_events`' `S3Event` requires); the other queues
-//! get [`Envelope`]s.
+//! What arrives on the queues. The inbound queue gets SES's receipt notifications, which
+//! SES publishes to the inbound topic once it has stored a message in S3 and which the
+//! topic delivers to the queue (raw message delivery, so the body is the notification; an
+//! SNS envelope around it is read too). The other queues get [`Envelope`]s.
+//!
+//! The notification is read leniently, as [`mailroom_core::receipt`] describes.
 
-use mailroom_core::model::{ENVELOPE_VERSION, Envelope, RawRef};
+use mailroom_core::model::{ENVELOPE_VERSION, Envelope};
+use mailroom_core::receipt;
 use serde::Deserialize;
 
-/// The object SES writes when a receipt rule is created; it is not mail.
-pub const SES_SETUP_OBJECT: &str = "AMAZON_SES_SETUP_NOTIFICATION";
-
+/// An SNS envelope, for a subscription without raw message delivery.
 #[derive(Deserialize)]
-struct S3Notification {
-    #[serde(rename = "Records", default)]
-    records: Vec<S3Record>,
-    #[serde(rename = "Event")]
-    event: Option<String>,
+struct SnsEnvelope {
+    #[serde(rename = "Type")]
+    kind: String,
+    #[serde(rename = "Message", default)]
+    message: String,
 }
 
-#[derive(Deserialize)]
-struct S3Record {
-    #[serde(rename = "eventName", default)]
-    event_name: String,
-    s3: S3Entity,
-}
-
-#[derive(Deserialize)]
-struct S3Entity {
-    bucket: S3Bucket,
-    object: S3Object,
-}
-
-#[derive(Deserialize)]
-struct S3Bucket {
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct S3Object {
-    key: String,
-}
-
-/// Turns one inbound-queue message body into the envelopes to filter. An `s3:TestEvent`
-/// and the SES setup object give none. Errors name what is wrong with the body.
+/// Turns one inbound-queue message body into the envelopes to filter: one per receipt
+/// notification; none for the SES setup notification and for SNS subscription messages.
+/// Errors name what is wrong with the body.
 pub fn inbound_envelopes(body: &str) -> Result<Vec<Envelope>, String> {
     if let Ok(env) = serde_json::from_str::<Envelope>(body) {
         // A redriven or hand-sent envelope.
         check_version(&env)?;
         return Ok(vec![env]);
     }
-    let n: S3Notification =
-        serde_json::from_str(body).map_err(|e| format!("not an S3 event notification: {e}"))?;
-    if n.event.as_deref() == Some("s3:TestEvent") {
-        return Ok(vec![]);
+    if let Ok(sns) = serde_json::from_str::<SnsEnvelope>(body) {
+        return match sns.kind.as_str() {
+            "Notification" => receipt::envelope_from_notification(&sns.message)
+                .map(|e| e.into_iter().collect())
+                .map_err(|e| format!("SNS notification: {e}")),
+            // SubscriptionConfirmation, UnsubscribeConfirmation: SNS talking, not mail.
+            _ => Ok(vec![]),
+        };
     }
-    let mut out = Vec::new();
-    for r in n.records {
-        if !r.event_name.starts_with("ObjectCreated") {
-            continue;
-        }
-        let key = decode_key(&r.s3.object.key)?;
-        let id = key.rsplit('/').next().unwrap_or(&key).to_string();
-        if id.is_empty() || id == SES_SETUP_OBJECT {
-            continue;
-        }
-        out.push(Envelope::new(
-            id,
-            RawRef {
-                bucket: r.s3.bucket.name,
-                key,
-            },
-        ));
-    }
-    Ok(out)
+    receipt::envelope_from_notification(body).map(|e| e.into_iter().collect())
 }
 
 /// Reads an envelope from a stage queue.
@@ -92,64 +57,61 @@ fn check_version(env: &Envelope) -> Result<(), String> {
     Ok(())
 }
 
-/// S3 event keys are URL-encoded, with '+' for space.
-pub fn decode_key(key: &str) -> Result<String, String> {
-    let bytes = key.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = key
-                    .get(i + 1..i + 3)
-                    .ok_or_else(|| format!("bad %-escape at the end of key {key:?}"))?;
-                out.push(
-                    u8::from_str_radix(hex, 16)
-                        .map_err(|_| format!("bad %-escape %{hex} in key {key:?}"))?,
-                );
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| format!("key {key:?} does not decode to UTF-8"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailroom_core::model::RawRef;
+
+    const NOTIFICATION: &str = r#"{"notificationType":"Received",
+        "mail":{"timestamp":"2026-11-30T10:00:00.000Z","source":"Ann@Example.org",
+            "messageId":"0abcdef","destination":["team@example.com"],"headersTruncated":false,
+            "headers":[{"name":"From","value":"Ann <ann@example.org>"}],"commonHeaders":{}},
+        "receipt":{"timestamp":"2026-11-30T10:00:00.000Z","processingTimeMillis":320,
+            "recipients":["Support@Example.com","bcc-alias@example.com"],
+            "spamVerdict":{"status":"PASS"},"virusVerdict":{"status":"PASS"},
+            "spfVerdict":{"status":"PASS"},"dkimVerdict":{"status":"GRAY"},
+            "dmarcVerdict":{"status":"FAIL"},"dmarcPolicy":"reject",
+            "action":{"type":"S3","topicArn":"arn:aws:sns:us-east-1:1:t",
+                "bucketName":"b","objectKeyPrefix":"raw/","objectKey":"raw/0abcdef"}}}"#;
 
     #[test]
-    fn decodes_keys() {
-        assert_eq!(decode_key("raw/a+b%2Fc%3D").unwrap(), "raw/a b/c=");
-        assert!(decode_key("raw/%zz").is_err());
-    }
-
-    #[test]
-    fn reads_s3_events_without_optional_fields() {
-        let body = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put",
-            "s3":{"bucket":{"name":"b"},"object":{"key":"raw/0abc%2Bdef","size":12}}}]}"#;
-        let envs = inbound_envelopes(body).unwrap();
+    fn reads_a_receipt_notification_raw_and_in_an_sns_envelope() {
+        let envs = inbound_envelopes(NOTIFICATION).unwrap();
         assert_eq!(envs.len(), 1);
-        assert_eq!(envs[0].raw.key, "raw/0abc+def");
-        assert_eq!(envs[0].id, "0abc+def");
+        let e = &envs[0];
+        assert_eq!(e.id, "0abcdef");
+        assert_eq!(
+            e.raw,
+            RawRef {
+                bucket: "b".into(),
+                key: "raw/0abcdef".into()
+            }
+        );
+        let r = e.receipt.as_ref().unwrap();
+        assert_eq!(
+            r.recipients,
+            ["support@example.com", "bcc-alias@example.com"]
+        );
+        assert_eq!(r.mail_from.as_deref(), Some("ann@example.org"));
+        assert_eq!(r.dmarc.as_deref(), Some("FAIL"));
+        assert_eq!(r.dmarc_policy.as_deref(), Some("reject"));
+        let sns = serde_json::json!({"Type":"Notification","MessageId":"m","TopicArn":"t",
+            "Message": NOTIFICATION})
+        .to_string();
+        assert_eq!(inbound_envelopes(&sns).unwrap(), envs);
     }
 
     #[test]
-    fn ignores_test_events_and_the_setup_object() {
-        assert!(
-            inbound_envelopes(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}"#)
-                .unwrap()
-                .is_empty()
-        );
-        let setup = r#"{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"raw/AMAZON_SES_SETUP_NOTIFICATION"}}}]}"#;
-        assert!(inbound_envelopes(setup).unwrap().is_empty());
+    fn ignores_subscription_messages_and_the_setup_notification() {
+        let confirm =
+            r#"{"Type":"SubscriptionConfirmation","Message":"You have chosen...","TopicArn":"t"}"#;
+        assert!(inbound_envelopes(confirm).unwrap().is_empty());
+        let setup = NOTIFICATION.replace("0abcdef", "AMAZON_SES_SETUP_NOTIFICATION");
+        assert!(inbound_envelopes(&setup).unwrap().is_empty());
         assert!(
             inbound_envelopes("not json")
                 .unwrap_err()
-                .contains("not an S3 event")
+                .contains("not an SES receipt notification")
         );
     }
 

@@ -351,9 +351,43 @@ pub struct RoutingConfig {
     /// Actions for accepted mail that no route rule matched. Nothing is silently lost.
     #[serde(default = "default_actions")]
     pub default_actions: Vec<Action>,
-    /// Storage prefix quarantined mail is moved under.
+    /// Storage prefix quarantined mail is copied under; it must lie below `quarantine/`,
+    /// the only quarantine prefix the functions may write.
     #[serde(default = "default_quarantine_prefix")]
     pub quarantine_prefix: String,
+}
+
+/// Every `store` action writes below this root: `store = "billing/"` keeps the message as
+/// `store/billing/<id>.eml`. In AWS the functions may write nowhere else but the quarantine.
+pub const STORE_ROOT: &str = "store/";
+
+/// The prefix quarantined mail must lie below.
+pub const QUARANTINE_ROOT: &str = "quarantine/";
+
+/// Why a storage prefix cannot be used: it must be a relative key prefix that ends with
+/// `/` (or be empty), without `..`, empty segments, a backslash or control characters.
+pub fn storage_prefix_problem(prefix: &str) -> Option<String> {
+    if prefix.is_empty() {
+        return None;
+    }
+    if !prefix.ends_with('/') {
+        return Some(format!("storage prefix {prefix:?} must end with '/'"));
+    }
+    let body = &prefix[..prefix.len() - 1];
+    if body
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return Some(format!(
+            "storage prefix {prefix:?} must be relative, without empty, '.' or '..' segments"
+        ));
+    }
+    if prefix.chars().any(|c| c.is_control() || c == '\\') {
+        return Some(format!(
+            "storage prefix {prefix:?} must not contain control characters or backslashes"
+        ));
+    }
+    None
 }
 
 fn default_actions() -> Vec<Action> {
@@ -395,9 +429,13 @@ pub struct RouteRule {
 #[serde(deny_unknown_fields)]
 pub struct Match {
     /// `ann@example.com`, `@example.com` (catch-all) or `billing@` (any of our domains).
-    /// Plus-addressing is folded: `sales+promo@` matches `sales@`.
+    /// Plus-addressing is folded: `sales+promo@` matches `sales@`. Matches the envelope
+    /// recipients (`RCPT TO`) when SES reported them, else the header recipients.
     #[serde(default)]
     pub recipient: OneOrMany<String>,
+    /// The same patterns against the `To` and `Cc` headers: what the sender wrote.
+    #[serde(default)]
+    pub to_header: OneOrMany<String>,
     /// `ann@example.org` or `@example.org`.
     #[serde(default)]
     pub sender: OneOrMany<String>,
@@ -432,6 +470,7 @@ impl Match {
     /// it is allowed to see.
     pub fn is_catch_all(&self) -> bool {
         self.recipient.is_empty()
+            && self.to_header.is_empty()
             && self.sender.is_empty()
             && self.domain.is_empty()
             && self.subject.is_none()
@@ -840,6 +879,14 @@ impl Config {
                 ));
             }
             for a in &r.actions {
+                if let Action::Store(prefix) = a
+                    && let Some(problem) = storage_prefix_problem(prefix)
+                {
+                    return Err(err(
+                        rule.span(),
+                        format!("route rule {:?}: {problem}", r.name),
+                    ));
+                }
                 if let Action::Forward(to) = a {
                     if to.is_empty() {
                         return Err(err(
@@ -918,6 +965,30 @@ impl Config {
             origin,
         )?;
 
+        for a in &self.routing.default_actions {
+            if let Action::Store(prefix) = a
+                && let Some(problem) = storage_prefix_problem(prefix)
+            {
+                return Err(ConfigError {
+                    origin: origin.into(),
+                    line: 1,
+                    column: 1,
+                    message: format!("[routing] default_actions: {problem}"),
+                });
+            }
+        }
+        let q = &self.routing.quarantine_prefix;
+        if let Some(problem) = storage_prefix_problem(q).or_else(|| {
+            (!q.starts_with(QUARANTINE_ROOT))
+                .then(|| format!("it must lie below {QUARANTINE_ROOT:?}"))
+        }) {
+            return Err(ConfigError {
+                origin: origin.into(),
+                line: 1,
+                column: 1,
+                message: format!("[routing] quarantine_prefix {q:?}: {problem}"),
+            });
+        }
         if self.filter.quarantine_score > self.filter.reject_score {
             return Err(ConfigError {
                 origin: origin.into(),
@@ -1085,6 +1156,26 @@ mod tests {
             "t.toml",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn storage_prefixes_stay_below_their_roots() {
+        for bad in ["/etc/", "../x/", "a//b/", "billing", "a/./b/"] {
+            let e = error(&format!(
+                "[[route]]\nname = \"s\"\nactions = [{{ store = \"{bad}\" }}]\n"
+            ));
+            assert!(e.message.contains("route rule \"s\""), "{bad}: {e}");
+        }
+        Config::from_toml(
+            "[[route]]\nname = \"s\"\nactions = [{ store = \"billing/2026/\" }]\n",
+            "t",
+        )
+        .unwrap();
+        let e = error("[routing]\ndefault_actions = [{ store = \"../up/\" }]\n");
+        assert!(e.message.contains("default_actions"), "{e}");
+        let e = error("[routing]\nquarantine_prefix = \"held/\"\n");
+        assert!(e.message.contains("below \"quarantine/\""), "{e}");
+        Config::from_toml("[routing]\nquarantine_prefix = \"quarantine/2026/\"\n", "t").unwrap();
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod matcher;
 pub mod model;
 pub mod pipeline;
 pub mod ports;
+pub mod receipt;
 pub mod report;
 pub mod respond;
 pub mod route;

@@ -5,6 +5,8 @@ use std::sync::LazyLock;
 
 use mail_parser::{Address, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders};
 
+use crate::model::Receipt;
+
 /// Bodies longer than this are only partly matched by rules and scorers: enough to judge,
 /// bounded so that a 40 MB message costs no more than a small one.
 pub const MAX_TEXT: usize = 256 * 1024;
@@ -54,9 +56,15 @@ pub struct Mail<'a> {
     /// Lower-cased `From` address.
     pub from: Option<String>,
     pub from_name: Option<String>,
-    /// Lower-cased recipients from the envelope (when known), `To`, `Cc`, `Delivered-To` and
-    /// `X-Original-To`, without duplicates.
+    /// The recipients `recipient` conditions match, lower-cased and without duplicates: the
+    /// envelope recipients when SES's receipt gave them (the sender cannot forge those, and
+    /// they include Bcc'd and aliased addresses), else `To`, `Cc`, `Delivered-To` and
+    /// `X-Original-To`.
     pub recipients: Vec<String>,
+    /// The `To` and `Cc` addresses, lower-cased: what the sender wrote (`to_header`).
+    pub header_recipients: Vec<String>,
+    /// SES's receipt notification, when there was one.
+    pub receipt: Option<Receipt>,
     pub subject: String,
     /// Text body, or the HTML body reduced to text, at most [`MAX_TEXT`] bytes.
     pub text: String,
@@ -171,13 +179,13 @@ fn addresses<'x>(a: Option<&'x Address<'x>>) -> impl Iterator<Item = String> + '
 impl<'a> Mail<'a> {
     /// Parses a raw message (with or without a leading mbox `From ` line).
     pub fn parse(raw: &'a [u8]) -> Result<Mail<'a>, MailError> {
-        Self::parse_with_recipients(raw, &[])
+        Self::parse_with_receipt(raw, None)
     }
 
-    /// Parses a raw message and adds the envelope recipients SES reported.
-    pub fn parse_with_recipients(
+    /// Parses a raw message together with SES's receipt notification, when there was one.
+    pub fn parse_with_receipt(
         raw: &'a [u8],
-        envelope_recipients: &[String],
+        receipt: Option<&Receipt>,
     ) -> Result<Mail<'a>, MailError> {
         let raw = strip_mbox_from_line(raw);
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
@@ -204,25 +212,38 @@ impl<'a> Mail<'a> {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty());
 
-        let mut recipients: Vec<String> = envelope_recipients
-            .iter()
-            .map(|r| r.trim().to_ascii_lowercase())
-            .collect();
+        let mut header_recipients: Vec<String> = Vec::new();
         for r in addresses(message.to()).chain(addresses(message.cc())) {
-            if !recipients.contains(&r) {
-                recipients.push(r);
+            if !header_recipients.contains(&r) {
+                header_recipients.push(r);
             }
         }
-        for name in ["Delivered-To", "X-Original-To"] {
-            for v in message.header_values(name) {
-                if let Some(t) = v.as_text() {
-                    let r = t.trim().trim_matches(['<', '>']).to_ascii_lowercase();
-                    if r.contains('@') && !recipients.contains(&r) {
-                        recipients.push(r);
+        let recipients = match receipt {
+            Some(receipt) => {
+                let mut envelope: Vec<String> = Vec::new();
+                for r in &receipt.recipients {
+                    let r = r.trim().to_ascii_lowercase();
+                    if !r.is_empty() && !envelope.contains(&r) {
+                        envelope.push(r);
                     }
                 }
+                envelope
             }
-        }
+            None => {
+                let mut from_headers = header_recipients.clone();
+                for name in ["Delivered-To", "X-Original-To"] {
+                    for v in message.header_values(name) {
+                        if let Some(t) = v.as_text() {
+                            let r = t.trim().trim_matches(['<', '>']).to_ascii_lowercase();
+                            if r.contains('@') && !from_headers.contains(&r) {
+                                from_headers.push(r);
+                            }
+                        }
+                    }
+                }
+                from_headers
+            }
+        };
 
         let subject = message.subject().unwrap_or_default().to_string();
         let text = body_text(&message);
@@ -237,6 +258,8 @@ impl<'a> Mail<'a> {
             from,
             from_name,
             recipients,
+            header_recipients,
+            receipt: receipt.cloned(),
             subject,
             text,
             message_id,
@@ -394,6 +417,31 @@ mod tests {
         assert_eq!(m.subject, "hi");
         assert!(m.text.contains("hello there"));
         assert_eq!(m.from_domain(), Some("example.org"));
+    }
+
+    #[test]
+    fn envelope_recipients_replace_the_header_recipients_when_ses_reported_them() {
+        let raw = b"From: a@example.org\nTo: Team <team@partner.example>\nCc: cc@partner.example\nDelivered-To: forged@example.com\nSubject: x\n\nbody\n";
+        let m = Mail::parse(raw).unwrap();
+        assert_eq!(
+            m.recipients,
+            [
+                "team@partner.example",
+                "cc@partner.example",
+                "forged@example.com"
+            ]
+        );
+        let receipt = Receipt {
+            recipients: vec!["Billing@Example.com".into(), "billing@example.com".into()],
+            ..Receipt::default()
+        };
+        let m = Mail::parse_with_receipt(raw, Some(&receipt)).unwrap();
+        assert_eq!(m.recipients, ["billing@example.com"]);
+        assert_eq!(
+            m.header_recipients,
+            ["team@partner.example", "cc@partner.example"]
+        );
+        assert_eq!(m.receipt, Some(receipt));
     }
 
     /// Every header as mail-parser's default parser gives it, except `Received`, which

@@ -107,6 +107,15 @@ impl Match {
         {
             return false;
         }
+        if !self.to_header.is_empty()
+            && !self.to_header.iter().any(|p| {
+                mail.header_recipients
+                    .iter()
+                    .any(|r| recipient_matches(p, r, f.our_domains))
+            })
+        {
+            return false;
+        }
         if !self.sender.is_empty()
             && !mail
                 .from
@@ -216,6 +225,33 @@ mod tests {
         assert!(!recipient_matches("billing@", "billing@other.org", &ours));
         assert!(recipient_matches("billing@", "billing@other.org", &[]));
         assert!(!recipient_matches("bill@", "billing@example.com", &ours));
+    }
+
+    #[test]
+    fn recipient_matches_the_envelope_and_to_header_the_headers() {
+        let config =
+            crate::Config::from_toml("[mailroom]\ndomains = [\"example.com\"]\n", "t").unwrap();
+        let raw = b"From: a@partner.example\nTo: accounts@partner.example\nSubject: x\n\nbody\n";
+        let receipt = crate::model::Receipt {
+            recipients: vec!["billing@example.com".into()],
+            ..Default::default()
+        };
+        let mail = Mail::parse_with_receipt(raw, Some(&receipt)).unwrap();
+        let facts = Facts {
+            mail: &mail,
+            verdict: Verdict::Accept,
+            spam_score: 0.0,
+            category: None,
+            priority: None,
+            language: None,
+            our_domains: &config.mailroom.domains,
+            accepted_only_by_default: true,
+        };
+        let when = |t: &str| -> Match { toml::from_str(t).unwrap() };
+        assert!(when("recipient = \"billing@\"").matches(&facts));
+        assert!(!when("recipient = \"@partner.example\"").matches(&facts));
+        assert!(when("to_header = \"@partner.example\"").matches(&facts));
+        assert!(!when("to_header = \"billing@\"").matches(&facts));
     }
 
     #[test]

@@ -61,11 +61,41 @@ pub struct Envelope {
     /// Pipeline-wide id: the SES message id in AWS, a content hash locally.
     pub id: String,
     pub raw: RawRef,
-    /// Envelope recipients when known (SES receipt), in addition to the header recipients.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub recipients: Vec<String>,
+    /// What SES's receipt notification said (the SMTP envelope and SES's verdicts); none for
+    /// local runs over mail files without a notification beside them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
     #[serde(default)]
     pub results: StageResults,
+}
+
+/// The SMTP envelope and SES's verdicts, from the receipt notification SES publishes when it
+/// has stored a message. Unlike the message's own headers, the sender cannot write any of
+/// it: recipient conditions match these envelope recipients when they are known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The envelope sender (`MAIL FROM`, `mail.source`), lower-cased; empty for bounces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_from: Option<String>,
+    /// The envelope recipients (`RCPT TO`) the receipt rule matched, lower-cased.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// SES's verdicts as it wrote them (`PASS`, `FAIL`, `GRAY`, `PROCESSING_FAILED`,
+    /// `DISABLED`); `None` when the notification did not give one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virus: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spf: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmarc: Option<String>,
+    /// The sender domain's published DMARC policy (`none`, `quarantine`, `reject`), which SES
+    /// reports when DMARC fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmarc_policy: Option<String>,
 }
 
 impl Envelope {
@@ -74,7 +104,7 @@ impl Envelope {
             version: ENVELOPE_VERSION,
             id: id.into(),
             raw,
-            recipients: Vec::new(),
+            receipt: None,
             results: StageResults::default(),
         }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use crate::classify::Classifier;
-use crate::config::Config;
+use crate::config::{Config, STORE_ROOT};
 use crate::filter::{self, Filter};
 use crate::mail::{Mail, MailError, strip_mbox_from_line};
 use crate::model::{Action, AuditRecord, DecidedBy, Envelope, RespondResult, Stage};
@@ -257,7 +257,7 @@ impl Engine {
         if raw.len() as u64 > max {
             return Err(MailError::NotMail(format!("oversize: {} bytes", raw.len())));
         }
-        Mail::parse_with_recipients(raw, &env.recipients)
+        Mail::parse_with_receipt(raw, env.receipt.as_ref())
     }
 
     /// Runs a stage's decision and its effects, except the route stage's forwards, which
@@ -539,7 +539,7 @@ impl Engine {
                 Ok(Executed::Done(note))
             }
             Action::Store(prefix) => {
-                let key = format!("{prefix}{id}.eml");
+                let key = format!("{STORE_ROOT}{prefix}{id}.eml");
                 if !tags.is_empty() {
                     return Ok(Executed::Later(Deferred::Store {
                         index,

@@ -43,6 +43,20 @@ impl AuthResult {
     }
 }
 
+/// SES's verdict from the receipt notification, lower-cased (`pass`, `fail`, `gray`,
+/// `processing_failed`, `disabled`), when there was a notification and it gave one. It
+/// decides over the headers: the sender can write none of it.
+pub fn receipt_verdict(
+    mail: &Mail,
+    pick: impl Fn(&crate::model::Receipt) -> Option<&String>,
+) -> Option<String> {
+    mail.receipt
+        .as_ref()
+        .and_then(pick)
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+}
+
 /// The results of the first (topmost) `Authentication-Results` header; empty without one.
 pub fn first_auth_results(mail: &Mail) -> Vec<AuthResult> {
     mail.header_text("Authentication-Results")

@@ -1,10 +1,10 @@
-//! DKIM, as SES reported it in the topmost `Authentication-Results` (lower ones may be
-//! forged; see [`super::auth`]). `fail` or `permerror` applies the `dkim_fail` policy
+//! DKIM, as SES reported it in the receipt notification's `dkimVerdict`, else in the topmost
+//! `Authentication-Results` (lower ones may be forged; see [`super::auth`]). `fail` or `permerror` applies the `dkim_fail` policy
 //! (lifted by the allow list; `accept`, the default, adds 1.0 to the score). A message with
 //! several signatures fails only when none of them passes: a broken extra signature (a
 //! mailing list footer, a forwarder) is the same as no signature (RFC 6376 §6.1).
 
-use super::auth::{first_auth_results, results_for};
+use super::auth::{first_auth_results, receipt_verdict, results_for};
 use crate::config::{FilterConfig, Policy};
 use crate::filter::{Check, Findings};
 use crate::mail::Mail;
@@ -29,6 +29,21 @@ impl Check for Dkim {
                 .map(|d| format!(" ({d})"))
                 .unwrap_or_default()
         };
+        match receipt_verdict(mail, |r| r.dkim.as_ref()).as_deref() {
+            Some("pass") => {
+                findings.note(NAME, "DKIM_PASS", "DKIM pass (SES receipt)");
+                return;
+            }
+            Some("fail") => {
+                let signer = results_for(&results, "dkim")
+                    .find(|r| r.result == "fail" || r.result == "permerror")
+                    .map(signer)
+                    .unwrap_or_default();
+                apply(config, findings, format!("DKIM fail{signer} (SES receipt)"));
+                return;
+            }
+            _ => {}
+        }
         if let Some(pass) = results_for(&results, "dkim").find(|r| r.result == "pass") {
             findings.note(NAME, "DKIM_PASS", format!("DKIM pass{}", signer(pass)));
             return;
@@ -38,11 +53,19 @@ impl Check for Dkim {
         else {
             return;
         };
-        let detail = format!("DKIM {}{}", failed.result, signer(failed));
-        match config.dkim_fail {
-            Policy::Accept => findings.add_score(NAME, "DKIM_FAIL", detail, FAIL_SCORE),
-            p => findings.demand_unless_allowed(NAME, "DKIM_FAIL", detail, p.verdict()),
-        }
+        apply(
+            config,
+            findings,
+            format!("DKIM {}{}", failed.result, signer(failed)),
+        );
+    }
+}
+
+/// The `dkim_fail` policy on a failed signature.
+fn apply(config: &FilterConfig, findings: &mut Findings, detail: String) {
+    match config.dkim_fail {
+        Policy::Accept => findings.add_score(NAME, "DKIM_FAIL", detail, FAIL_SCORE),
+        p => findings.demand_unless_allowed(NAME, "DKIM_FAIL", detail, p.verdict()),
     }
 }
 

@@ -1,12 +1,14 @@
-//! DMARC, as SES reported it in the topmost `Authentication-Results` (lower ones may be
-//! forged; see [`super::auth`]). On `dmarc=fail` the `dmarc_fail` policy decides: `follow`
-//! applies the domain owner's published policy, read from the comment SES and others write
-//! (`dmarc=fail (p=REJECT sp=NONE dis=NONE) header.from=…`) or a `policy.*` property:
+//! DMARC, as SES reported it in the receipt notification's `dmarcVerdict`, else in the
+//! topmost `Authentication-Results` (lower ones may be forged; see [`super::auth`]). On a
+//! failure the `dmarc_fail` policy decides: `follow` applies the domain owner's published
+//! policy, which the receipt gives as `dmarcPolicy`, else read from the comment SES and
+//! others write (`dmarc=fail (p=REJECT sp=NONE dis=NONE) header.from=…`) or a `policy.*`
+//! property:
 //! reject rejects, quarantine quarantines, none accepts with 1.0 added to the score, and an
 //! unknown or missing policy quarantines. A fixed policy applies as configured. All of it is
 //! lifted by the allow list (which itself ignores senders failing DMARC).
 
-use super::auth::{AuthResult, first_auth_results, results_for};
+use super::auth::{AuthResult, first_auth_results, receipt_verdict, results_for};
 use crate::config::{DmarcPolicy, FilterConfig};
 use crate::filter::{Check, Findings};
 use crate::mail::Mail;
@@ -38,16 +40,41 @@ impl Check for Dmarc {
     fn run(&self, mail: &Mail, config: &FilterConfig, findings: &mut Findings) {
         let results = first_auth_results(mail);
         let dmarc: Vec<&AuthResult> = results_for(&results, "dmarc").collect();
-        if let Some(pass) = dmarc.iter().find(|r| r.result == "pass") {
-            let from = pass.prop("header.from").unwrap_or("?");
-            findings.note(NAME, "DMARC_PASS", format!("DMARC pass for {from}"));
-            return;
+        let receipt = receipt_verdict(mail, |r| r.dmarc.as_ref());
+        let header_pass = dmarc.iter().find(|r| r.result == "pass");
+        let header_fail = dmarc.iter().find(|r| r.result == "fail");
+        match receipt.as_deref() {
+            Some("pass") => {
+                let from = header_pass
+                    .and_then(|r| r.prop("header.from"))
+                    .or(mail.from_domain())
+                    .unwrap_or("?");
+                findings.note(
+                    NAME,
+                    "DMARC_PASS",
+                    format!("DMARC pass for {from} (SES receipt)"),
+                );
+                return;
+            }
+            Some("fail") => {}
+            _ => {
+                if let Some(pass) = header_pass {
+                    let from = pass.prop("header.from").unwrap_or("?");
+                    findings.note(NAME, "DMARC_PASS", format!("DMARC pass for {from}"));
+                    return;
+                }
+                if header_fail.is_none() {
+                    return;
+                }
+            }
         }
-        let Some(failed) = dmarc.iter().find(|r| r.result == "fail") else {
-            return;
-        };
-        let from = failed.prop("header.from").unwrap_or("the From domain");
-        let published = published_policy(failed);
+        let from = header_fail
+            .and_then(|r| r.prop("header.from"))
+            .or(receipt.as_ref().and(mail.from_domain()))
+            .unwrap_or("the From domain");
+        // The receipt's dmarcPolicy, else what the header's comment or properties say.
+        let published = receipt_verdict(mail, |r| r.dmarc_policy.as_ref())
+            .or_else(|| header_fail.and_then(|r| published_policy(r)));
         let p_text = published.as_deref().unwrap_or("unknown");
         let (verdict, how) = match config.dmarc_fail {
             DmarcPolicy::Follow => match published.as_deref() {
@@ -133,6 +160,23 @@ mod tests {
         assert_eq!(f.demanded_verdict(), Verdict::Reject);
         f.allowlisted = true;
         assert_eq!(f.demanded_verdict(), Verdict::Accept);
+    }
+
+    #[test]
+    fn the_receipt_decides_and_names_the_policy() {
+        use crate::model::Receipt;
+        let raw = b"Authentication-Results: amazonses.com; dmarc=pass header.from=bank.test\r\nFrom: a@bank.test\r\nSubject: hi\r\n\r\nhello\r\n";
+        let receipt = Receipt {
+            dmarc: Some("FAIL".into()),
+            dmarc_policy: Some("reject".into()),
+            ..Receipt::default()
+        };
+        let mail = Mail::parse_with_receipt(raw, Some(&receipt)).unwrap();
+        let mut f = Findings::default();
+        Dmarc.run(&mail, &follow(), &mut f);
+        assert_eq!(f.demanded_verdict(), Verdict::Reject);
+        assert!(f.reasons[0].detail.contains("p=reject"), "{:?}", f.reasons);
+        assert!(f.reasons[0].detail.contains("bank.test"), "{:?}", f.reasons);
     }
 
     #[test]

@@ -31,9 +31,17 @@ pub fn all() -> Vec<Box<dyn Check>> {
     ]
 }
 
-/// The first token of the first (topmost, so SES's own) value of a verdict header such as
-/// `X-SES-Virus-Verdict`, upper-cased.
-pub(crate) fn ses_verdict(mail: &crate::mail::Mail, header: &str) -> Option<String> {
+/// SES's verdict, upper-cased: the receipt notification's when there was one, else the first
+/// token of the first (topmost, so SES's own) value of a verdict header such as
+/// `X-SES-Virus-Verdict`.
+pub(crate) fn ses_verdict(
+    mail: &crate::mail::Mail,
+    from_receipt: impl Fn(&crate::model::Receipt) -> Option<&String>,
+    header: &str,
+) -> Option<String> {
+    if let Some(v) = auth::receipt_verdict(mail, from_receipt) {
+        return Some(v.to_ascii_uppercase());
+    }
     let v = mail.header_text(header)?;
     let token = v
         .split(|c: char| c.is_whitespace() || c == ';' || c == '(')

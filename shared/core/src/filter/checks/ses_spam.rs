@@ -1,4 +1,4 @@
-//! `X-SES-Spam-Verdict`: SES's spam verdict, applied with the configured `ses_spam_fail` and
+//! SES's spam verdict (the receipt's `spamVerdict`, else `X-SES-Spam-Verdict`), applied with the configured `ses_spam_fail` and
 //! `ses_spam_gray` policies. An allow-listed sender lifts it. A policy of `accept` still
 //! adds to the spam score, so the verdict counts together with the content score.
 
@@ -22,7 +22,7 @@ impl Check for SesSpam {
     }
 
     fn run(&self, mail: &Mail, config: &FilterConfig, findings: &mut Findings) {
-        let Some(verdict) = ses_verdict(mail, "X-SES-Spam-Verdict") else {
+        let Some(verdict) = ses_verdict(mail, |r| r.spam.as_ref(), "X-SES-Spam-Verdict") else {
             return;
         };
         let (tag, policy, score) = match verdict.as_str() {

@@ -1,4 +1,4 @@
-//! `X-SES-Virus-Verdict`: SES's virus scan. A virus is never delivered, whatever the allow
+//! SES's virus scan (the receipt's `virusVerdict`, else `X-SES-Virus-Verdict`). A virus is never delivered, whatever the allow
 //! list says; a scan that could not decide quarantines.
 
 use super::ses_verdict;
@@ -17,7 +17,7 @@ impl Check for SesVirus {
     }
 
     fn run(&self, mail: &Mail, _config: &FilterConfig, findings: &mut Findings) {
-        let Some(verdict) = ses_verdict(mail, "X-SES-Virus-Verdict") else {
+        let Some(verdict) = ses_verdict(mail, |r| r.virus.as_ref(), "X-SES-Virus-Verdict") else {
             return;
         };
         match verdict.as_str() {

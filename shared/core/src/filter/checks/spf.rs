@@ -1,12 +1,12 @@
-//! SPF, as SES reported it in the topmost `Received-SPF` and `Authentication-Results`
-//! headers. Lower headers of either kind came with the message and may be forged by the
-//! sender, so they are never read (see [`super::auth`]). When both headers are present the
-//! worse result counts.
+//! SPF, as SES reported it in the receipt notification's `spfVerdict` and in the topmost
+//! `Received-SPF` and `Authentication-Results` headers. Lower headers of either kind came with the message and may be forged by the
+//! sender, so they are never read (see [`super::auth`]). When several are present the worse
+//! result counts.
 //!
 //! `fail` applies the `spf_fail` policy (lifted by the allow list; `accept` adds 1.0 to
 //! the score instead), `softfail` adds 1.0, `pass` is noted, the rest is ignored.
 
-use super::auth::{first_auth_results, first_received_spf, results_for};
+use super::auth::{first_auth_results, first_received_spf, receipt_verdict, results_for};
 use crate::config::{FilterConfig, Policy};
 use crate::filter::{Check, Findings};
 use crate::mail::Mail;
@@ -37,6 +37,12 @@ impl Check for Spf {
     fn run(&self, mail: &Mail, config: &FilterConfig, findings: &mut Findings) {
         let results = first_auth_results(mail);
         let mut seen: Vec<(String, &str)> = Vec::new();
+        // The receipt says PASS, FAIL, GRAY or PROCESSING_FAILED; only the first two decide.
+        if let Some(r) =
+            receipt_verdict(mail, |r| r.spf.as_ref()).filter(|r| r == "pass" || r == "fail")
+        {
+            seen.push((r, "SES receipt"));
+        }
         if let Some(r) = first_received_spf(mail) {
             seen.push((r, "Received-SPF"));
         }
