@@ -216,10 +216,9 @@ fn run(
             dir: outbox.to_path_buf(),
         }),
     };
-    let mut engine = Engine::new(Arc::new(config), ports);
-    engine.filter = filter;
-    engine.classifier = classifier;
+    let engine = Engine::new(Arc::new(config), filter, classifier, ports);
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .context("starting the async runtime")?;
 
@@ -261,10 +260,22 @@ fn run(
                     env.receipt = msg.receipt;
                     // A bug in one message must not end the run: catch it, report it, go on.
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        runtime.block_on(engine.run_all(env, &raw))
+                        runtime.block_on(async {
+                            match engine.run_all(env.clone(), &raw).await {
+                                Ok(outcome) => Ok(outcome),
+                                Err(e) if e.is_retryable() => Err(e.to_string()),
+                                // The failure path the functions take: quarantine and audit.
+                                Err(e) => Err(
+                                    match engine.quarantine_failure(&env, &e, Some(&raw)).await {
+                                        Ok(record) => format!("{e} ({})", record.decision),
+                                        Err(also) => also,
+                                    },
+                                ),
+                            }
+                        })
                     }))
                     .map_err(panic_text)
-                    .and_then(|r| r.map_err(|e| e.to_string()));
+                    .and_then(|r| r);
                     match result {
                         Ok(outcome) => {
                             if outcome.parse_error.is_some() {

@@ -41,6 +41,7 @@ pub fn table_row(v: &Value) -> String {
         .unwrap_or_default();
     let reply = match serde_json::from_value::<RespondResult>(v["auto_reply"].clone()) {
         Ok(RespondResult::Sent { to, .. }) => format!("sent to {to}"),
+        Ok(RespondResult::Unconfirmed { to, .. }) => format!("unconfirmed to {to}"),
         Ok(RespondResult::Suppressed { reason }) => format!("no: {reason}"),
         Err(_) => "-".into(),
     };

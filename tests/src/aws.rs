@@ -895,7 +895,7 @@ impl Stack {
         }
         let event: SqsEvent =
             serde_json::from_value(self.sqs_event(queue_key, &records)).expect("a valid SQS event");
-        let response = handler::handle_batch(app.clone(), event).await;
+        let response = handler::handle_batch(app.clone(), event, None).await;
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()

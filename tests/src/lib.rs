@@ -37,7 +37,7 @@ impl Harness {
     pub fn new(config: Config) -> Harness {
         let (ports, world, state) = memory_ports();
         Harness {
-            engine: Engine::new(Arc::new(config), ports),
+            engine: Engine::with_rules(Arc::new(config), ports),
             world,
             state,
         }
@@ -53,6 +53,7 @@ impl Harness {
             },
         );
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("runtime");
         rt.block_on(self.engine.run_all(env, raw))

@@ -616,24 +616,28 @@ async fn a_vanished_raw_object_is_audited_not_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_ses_refuses_quarantines_the_message() {
+async fn a_refused_sender_identity_waits_in_the_dlq_not_the_quarantine() {
     let Some(mut stack) = Stack::create("refused").await else {
         return;
     };
-    // An address of a domain with no SES identity: SES answers MessageRejected.
+    // An address of a domain with no SES identity: SES refuses the sender. That is a
+    // configuration error (as the sandbox refusing a recipient is): nothing about the
+    // message is wrong, so it is retried and ends in the route DLQ, whose alarm fires,
+    // ready to be redriven once the identity is verified.
     stack.from_address = format!("mailroom-{}@unverified.example", stack.name);
     let id = stack.put_mail("sales.eml").await;
     let pipeline = stack.pipeline().await;
     stack.run_until_idle(&pipeline).await;
 
-    let quarantined = format!("quarantine/{id}.eml");
-    assert_eq!(
-        stack.audit_decision(&id, Stage::Route).await,
-        Some(format!("quarantined as {quarantined}"))
-    );
-    assert_eq!(stack.objects("quarantine/").await, vec![quarantined]);
+    assert!(stack.objects("quarantine/").await.is_empty());
+    assert_eq!(stack.audit_decision(&id, Stage::Route).await, None);
     assert!(stack.sent_mail().await.is_empty());
-    stack.assert_no_dead_letters().await;
+    let mut dead = stack.dead_letters().await;
+    let route = dead.remove("route").unwrap_or_default();
+    assert_eq!(route.len(), 1, "{route:?}");
+    let env: Envelope = serde_json::from_str(&route[0]).expect("an envelope");
+    assert_eq!(env.id, id);
+    assert!(dead.values().all(Vec::is_empty), "{dead:?}");
 }
 
 /// A tiny category model, trained here on mail written for the test: quotes and seat

@@ -36,6 +36,14 @@ pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// The SESv2 client, without the SDK's automatic retries (see [`SesSender`]).
+pub fn ses_client(sdk: &SdkConfig) -> aws_sdk_sesv2::Client {
+    let conf = aws_sdk_sesv2::config::Builder::from(sdk)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_sesv2::Client::from_conf(conf)
+}
+
 impl App {
     pub async fn new(settings: Settings, sdk: &SdkConfig) -> Result<App, String> {
         let s3 = s3_client(sdk);
@@ -60,7 +68,7 @@ impl App {
             }),
             queues: Arc::new(SqsDelivery::new(sqs, settings.deliver_queue_prefix.clone())),
             sender: Arc::new(SesSender {
-                client: aws_sdk_sesv2::Client::new(sdk),
+                client: ses_client(sdk),
             }),
         };
         let metrics = Metrics {
@@ -71,6 +79,7 @@ impl App {
             key: settings.config_key.clone(),
             from_address: settings.from_address.clone(),
             stage: settings.stage,
+            effect_lease: settings.effect_lease,
         };
         let config = ConfigSource::load(
             s3,

@@ -29,6 +29,8 @@ pub struct ConfigLocation {
     pub from_address: Option<String>,
     /// The function's stage: only its models are loaded.
     pub stage: Stage,
+    /// How long an attempt holds a claimed effect.
+    pub effect_lease: std::time::Duration,
 }
 
 pub struct ConfigSource {
@@ -171,9 +173,8 @@ async fn build(
         versions.push((key, etag));
     }
     let (filter, classifier) = models.into_stages()?;
-    let mut engine = Engine::new(Arc::new(config), ports.clone());
-    engine.filter = filter;
-    engine.classifier = classifier;
+    let engine = Engine::new(Arc::new(config), filter, classifier, ports.clone())
+        .with_effect_lease(at.effect_lease);
     Ok((engine, versions))
 }
 

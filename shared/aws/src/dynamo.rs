@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use mailroom_core::model::{AuditRecord, Stage};
 use mailroom_core::ports::{AuditLog, Claim, PortResult, StateStore};
 
@@ -38,6 +38,11 @@ fn n(v: u64) -> AttributeValue {
 fn secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 fn msg_pk(id: &str) -> AttributeValue {
@@ -85,6 +90,7 @@ impl StateStore for DynamoState {
         &self,
         id: &str,
         effect: &str,
+        owner: &str,
         lease: Duration,
         now: SystemTime,
     ) -> PortResult<Claim> {
@@ -94,9 +100,12 @@ impl StateStore for DynamoState {
             ("pk".to_string(), msg_pk(id)),
             ("sk".to_string(), sk.clone()),
             ("done".to_string(), AttributeValue::Bool(false)),
-            ("lease_until".to_string(), n(secs(now + lease))),
+            ("lease_until_ms".to_string(), n(millis(now + lease))),
+            ("owner".to_string(), s(owner)),
+            ("released".to_string(), AttributeValue::Bool(false)),
             ("expires_at".to_string(), self.expires()),
         ]);
+        // Free, given back, or held by a lease that ran out; the old item tells which.
         let put = self
             .client
             .put_item()
@@ -104,13 +113,19 @@ impl StateStore for DynamoState {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk) OR (#done = :false AND #lease < :now)")
             .expression_attribute_names("#done", "done")
-            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_names("#lease", "lease_until_ms")
             .expression_attribute_values(":false", AttributeValue::Bool(false))
-            .expression_attribute_values(":now", n(secs(now)))
+            .expression_attribute_values(":now", n(millis(now)))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match put {
-            Ok(_) => Ok(Claim::Acquired),
+            Ok(out) => Ok(match out.attributes {
+                Some(old) if !matches!(old.get("released"), Some(AttributeValue::Bool(true))) => {
+                    Claim::Orphaned
+                }
+                _ => Claim::Acquired,
+            }),
             Err(e) if code(&e) == Some(CONDITION_FAILED) => {
                 let got = self
                     .client
@@ -123,12 +138,15 @@ impl StateStore for DynamoState {
                     .await
                     .map_err(|e| port_error(&what, &e, &[]))?;
                 let item = got.item.unwrap_or_default();
+                let text = |k: &str| match item.get(k) {
+                    Some(AttributeValue::S(v)) => v.clone(),
+                    _ => String::new(),
+                };
                 if matches!(item.get("done"), Some(AttributeValue::Bool(true))) {
-                    let note = match item.get("note") {
-                        Some(AttributeValue::S(note)) => note.clone(),
-                        _ => String::new(),
-                    };
-                    Ok(Claim::Done(note))
+                    Ok(Claim::Done(text("note")))
+                } else if text("owner") == owner {
+                    // Our own write, whose answer was lost and whose retry found it.
+                    Ok(Claim::Acquired)
                 } else {
                     Ok(Claim::Busy)
                 }
@@ -155,20 +173,24 @@ impl StateStore for DynamoState {
         Ok(())
     }
 
-    async fn release_effect(&self, id: &str, effect: &str) -> PortResult<()> {
-        // Expire the lease rather than delete, so a done effect is never lost to a race.
+    async fn release_effect(&self, id: &str, effect: &str, owner: &str) -> PortResult<()> {
+        // Mark it given back rather than delete it, so a done effect is never lost to a race.
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", msg_pk(id))
             .key("sk", s(format!("effect#{effect}")))
-            .update_expression("SET #lease = :zero")
-            .condition_expression("#done = :false")
-            .expression_attribute_names("#lease", "lease_until")
+            .update_expression("SET #lease = :zero, #released = :true")
+            .condition_expression("#done = :false AND #owner = :owner")
+            .expression_attribute_names("#lease", "lease_until_ms")
+            .expression_attribute_names("#released", "released")
             .expression_attribute_names("#done", "done")
+            .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
         match out {
@@ -213,6 +235,33 @@ impl StateStore for DynamoState {
             Err(e) if code(&e) == Some(CONDITION_FAILED) => Ok(false),
             Err(e) => Err(port_error(
                 &format!("taking rate-limit slot {key}"),
+                &e,
+                &[],
+            )),
+        }
+    }
+
+    async fn release_rate_limit(&self, key: &str, owner: &str) -> PortResult<()> {
+        // Expired rather than deleted: the role needs no DeleteItem.
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("rl#{key}")))
+            .key("sk", s("rl"))
+            .update_expression("SET #until = :zero")
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if code(&e) == Some(CONDITION_FAILED) => Ok(()),
+            Err(e) => Err(port_error(
+                &format!("freeing rate-limit slot {key}"),
                 &e,
                 &[],
             )),

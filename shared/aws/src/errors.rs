@@ -1,19 +1,20 @@
-//! Maps AWS SDK errors onto the core's retryable / permanent split. Only errors that are
-//! about the message itself are permanent (it is quarantined); everything else, including
-//! access and configuration errors, is retried and ends in the dead-letter queue, where an
-//! alarm fires and nothing is lost.
+//! Maps AWS SDK errors onto the core's split. Only errors that are about the message itself
+//! are permanent (it is quarantined). A call that may have taken effect although it failed
+//! (a broken connection after the request went out, a timeout, a server error) is
+//! `Unknown`; everything else, including throttling, access and configuration errors, is
+//! retryable and ends in the dead-letter queue, where an alarm fires and nothing is lost.
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use mailroom_core::ports::PortError;
 
-pub(crate) fn port_error<E, R>(
+pub(crate) fn port_error<E>(
     what: &str,
-    e: &SdkError<E, R>,
+    e: &SdkError<E, HttpResponse>,
     permanent_codes: &[&str],
 ) -> PortError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let detail = format!("{what}: {}", describe(e));
     match e {
@@ -25,8 +26,34 @@ where
         {
             PortError::Permanent(detail)
         }
+        SdkError::ServiceError(se)
+            if se.raw().status().is_server_error()
+                && !se.err().code().is_some_and(is_throttling) =>
+        {
+            PortError::Unknown(detail)
+        }
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => PortError::Unknown(detail),
+        SdkError::DispatchFailure(d) if !d.is_user() => PortError::Unknown(detail),
         _ => PortError::Retryable(detail),
     }
+}
+
+/// The throttling codes of the services mailroom calls: the request was refused, nothing
+/// happened.
+pub(crate) fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "ProvisionedThroughputExceededException"
+            | "RequestLimitExceeded"
+            | "LimitExceededException"
+            | "SlowDown"
+    )
 }
 
 /// The service error code, when the call reached the service.

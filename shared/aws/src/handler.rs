@@ -1,49 +1,94 @@
 //! The SQS batch handler every function shares. Each record is handled on its own task, one
 //! after another (one raw message in memory at a time), and reported on its own:
 //!
-//! - done, or a permanent failure that quarantined the message: acknowledged;
+//! - done, or a permanent failure that the shared failure path quarantined: acknowledged;
 //! - a retryable failure, a poison body, or a panic: returned in `batchItemFailures`, so
 //!   the queue retries only that record and its redrive policy ends it in the DLQ.
+//!
+//! The handler watches the invocation's deadline. It starts no record once less than
+//! [`START_RESERVE`] is left, and stops one that runs into [`FINISH_MARGIN`] before the
+//! deadline; both are reported as failures, and the batch's answer goes out before Lambda's
+//! timeout, so the records already done are acknowledged instead of the whole batch coming
+//! back (and using up its healthy records' receive counts).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use mailroom_core::model::{AuditRecord, Envelope, Stage};
-use mailroom_core::pipeline::{Engine, StageError};
+use mailroom_core::model::{Envelope, Stage};
+use mailroom_core::pipeline::Engine;
 use tracing::Instrument;
 
 use crate::app::App;
 use crate::events;
 
-/// Handles one SQS batch.
-pub async fn handle_batch(app: Arc<App>, event: SqsEvent) -> SqsBatchResponse {
+/// No record is started with less than this left before the deadline.
+pub const START_RESERVE: Duration = Duration::from_secs(2);
+/// A record still running this close to the deadline is stopped and retried.
+pub const FINISH_MARGIN: Duration = Duration::from_millis(500);
+
+/// Handles one SQS batch; `deadline` is the invocation's (none: no limit).
+pub async fn handle_batch(
+    app: Arc<App>,
+    event: SqsEvent,
+    deadline: Option<Instant>,
+) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
+    let mut out_of_time = false;
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let span = tracing::info_span!("record", sqs_message_id = %id, stage = %app.stage());
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if out_of_time || left.is_some_and(|l| l < START_RESERVE) {
+            out_of_time = true;
+            span.in_scope(|| {
+                tracing::warn!(
+                    "not started: the invocation's deadline is near; the queue will retry it"
+                )
+            });
+            response.batch_item_failures.push(failure(id));
+            continue;
+        }
         let task = tokio::spawn(handle_record(app.clone(), record).instrument(span.clone()));
-        let failed = match task.await {
-            Ok(Ok(())) => false,
-            Ok(Err(reason)) => {
+        let abort = task.abort_handle();
+        let joined = match left {
+            Some(left) => tokio::time::timeout(left.saturating_sub(FINISH_MARGIN), task).await,
+            None => Ok(task.await),
+        };
+        let failed = match joined {
+            Ok(Ok(Ok(()))) => false,
+            Ok(Ok(Err(reason))) => {
                 span.in_scope(
                     || tracing::warn!(reason = %reason, "record failed; the queue will retry it"),
                 );
                 true
             }
-            Err(join) => {
+            Ok(Err(join)) => {
                 span.in_scope(
                     || tracing::error!(error = %join, "record panicked; the queue will retry it"),
                 );
                 true
             }
+            Err(_) => {
+                abort.abort();
+                out_of_time = true;
+                span.in_scope(|| {
+                    tracing::warn!("stopped at the invocation's deadline; the queue will retry it")
+                });
+                true
+            }
         };
         if failed {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            response.batch_item_failures.push(f);
+            response.batch_item_failures.push(failure(id));
         }
     }
     response
+}
+
+fn failure(id: String) -> BatchItemFailure {
+    let mut f = BatchItemFailure::default();
+    f.item_identifier = id;
+    f
 }
 
 async fn handle_record(app: Arc<App>, record: SqsMessage) -> Result<(), String> {
@@ -69,7 +114,12 @@ async fn run_one(engine: &Engine, stage: Stage, env: Envelope) -> Result<(), Str
             Ok(())
         }
         Err(e) if e.is_retryable() => Err(e.to_string()),
-        Err(e) => quarantine(engine, stage, &env, &e).await,
+        Err(e) => {
+            tracing::error!(error = %e, "permanent failure; quarantining the message");
+            let record = engine.quarantine_failure(&env, &e, None).await?;
+            tracing::info!(decision = %record.decision, "failure handled");
+            Ok(())
+        }
     }
 }
 
@@ -97,51 +147,4 @@ fn summary(stage: Stage, env: &Envelope) -> String {
             .map(|x| serde_json::to_string(x).unwrap_or_default()),
     }
     .unwrap_or_default()
-}
-
-/// A permanent failure: keep the raw mail under the quarantine prefix and audit why, then
-/// acknowledge. If even that fails, the record is retried (and ends in the DLQ).
-async fn quarantine(
-    engine: &Engine,
-    stage: Stage,
-    env: &Envelope,
-    error: &StageError,
-) -> Result<(), String> {
-    tracing::error!(error = %error, "permanent failure; quarantining the message");
-    let key = format!("{}{}.eml", engine.config.routing.quarantine_prefix, env.id);
-    let decision = match engine.ports.raw.get_raw(&env.raw).await {
-        Ok(raw) => {
-            engine
-                .ports
-                .objects
-                .copy_raw(&env.raw, &key, &raw)
-                .await
-                .map_err(|e| format!("{error}; then quarantining failed: {e}"))?;
-            format!("quarantined as {key}")
-        }
-        Err(e) if !e.is_retryable() => format!("failed: raw mail unavailable ({e})"),
-        Err(e) => {
-            return Err(format!(
-                "{error}; then reading it for quarantine failed: {e}"
-            ));
-        }
-    };
-    let record = AuditRecord {
-        id: env.id.clone(),
-        stage,
-        decision,
-        reasons: vec![error.to_string()],
-        decided_by: vec!["error".into()],
-        sender: None,
-        at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    };
-    engine
-        .ports
-        .audit
-        .append(&record)
-        .await
-        .map_err(|e| format!("{error}; then auditing the quarantine failed: {e}"))
 }

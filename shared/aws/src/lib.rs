@@ -41,10 +41,23 @@ pub async fn run(stage: Stage) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
             let app = app.clone();
+            let deadline = deadline_instant(event.context.deadline);
             async move {
-                Ok::<_, lambda_runtime::Error>(handler::handle_batch(app, event.payload).await)
+                Ok::<_, lambda_runtime::Error>(
+                    handler::handle_batch(app, event.payload, Some(deadline)).await,
+                )
             }
         },
     ))
     .await
+}
+
+/// The invocation deadline (milliseconds since the epoch, as Lambda gives it) as an
+/// instant on this process's clock.
+fn deadline_instant(deadline_ms: u64) -> std::time::Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    std::time::Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }

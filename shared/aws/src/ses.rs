@@ -1,12 +1,14 @@
 //! SESv2: sending forwards and auto-replies as raw MIME.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_sesv2::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_sesv2::error::BoxError;
+use aws_sdk_sesv2::error::{BoxError, ProvideErrorMetadata, SdkError};
+use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
 use base64::Engine as _;
@@ -14,53 +16,93 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use mailroom_core::ports::{MailSender, OutgoingMail, PortError, PortResult};
 
-use crate::errors::port_error;
+type HttpResponse = aws_sdk_sesv2::config::http::HttpResponse;
+
+use crate::errors::{describe, is_throttling, port_error};
 
 /// Stands in for the message in the serialised request until [`RawBody`] writes it.
 const MARKER: &[u8] = b"mailroom: the raw message goes here";
 
+/// Sends through SESv2. The client is built without the SDK's automatic retries: a send
+/// that failed after the request went out may have been sent, and only the pipeline knows
+/// whether such a send may be repeated (see `pipeline::effects`). Throttling, which means
+/// nothing was sent, is retried here.
 pub struct SesSender {
     pub client: Client,
 }
+
+/// Attempts at a throttled send, and the pause before each retry.
+const THROTTLE_BACKOFF: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
 
 #[async_trait]
 impl MailSender for SesSender {
     async fn send(&self, mail: OutgoingMail) -> PortResult<String> {
         let what = format!("sending mail from {} to {}", mail.from, mail.to.join(" "));
+        let mut pauses = THROTTLE_BACKOFF.iter();
+        loop {
+            match self.send_once(&mail).await {
+                Ok(id) => return Ok(id),
+                Err(e) => {
+                    let throttled = matches!(&e, SdkError::ServiceError(se)
+                        if se.err().code().is_some_and(is_throttling));
+                    match pauses.next() {
+                        Some(pause) if throttled => tokio::time::sleep(*pause).await,
+                        _ => return Err(classify(&what, &e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl SesSender {
+    async fn send_once(
+        &self,
+        mail: &OutgoingMail,
+    ) -> Result<String, SdkError<SendEmailError, HttpResponse>> {
         let raw = RawMessage::builder()
             .data(Blob::new(MARKER))
             .build()
-            .map_err(|e| PortError::Permanent(format!("{what}: {e}")))?;
+            .map_err(SdkError::construction_failure)?;
         let out = self
             .client
             .send_email()
             .from_email_address(&mail.from)
             .destination(
                 Destination::builder()
-                    .set_to_addresses(Some(mail.to))
+                    .set_to_addresses(Some(mail.to.clone()))
                     .build(),
             )
             .content(EmailContent::builder().raw(raw).build())
             .customize()
             .interceptor(RawBody {
-                raw: Mutex::new(Some(mail.raw)),
+                raw: Mutex::new(Some(mail.raw.clone())),
             })
             .send()
-            .await
-            // A message SES refuses will be refused again: quarantine it instead of retrying.
-            .map_err(|e| {
-                port_error(
-                    &what,
-                    &e,
-                    &[
-                        "MessageRejected",
-                        "BadRequestException",
-                        "MailFromDomainNotVerifiedException",
-                    ],
-                )
-            })?;
+            .await?;
         Ok(out.message_id.unwrap_or_default())
     }
+}
+
+/// A message SES refuses for its content will be refused again: it is quarantined. A
+/// refused identity (an unverified sender, or a recipient while the account is in the SES
+/// sandbox) is a configuration error: retried, so the message waits in the dead-letter
+/// queue (whose alarm fires) until the identity is fixed, instead of being quarantined.
+fn classify(what: &str, e: &SdkError<SendEmailError, HttpResponse>) -> PortError {
+    if let SdkError::ServiceError(se) = e {
+        let message = se.err().meta().message().unwrap_or_default();
+        let identity = message.contains("not verified")
+            || message.starts_with("Did not have authority to send from");
+        let code = se.err().code().unwrap_or_default();
+        if (code == "MessageRejected" && identity) || code == "MailFromDomainNotVerifiedException" {
+            return PortError::Retryable(format!(
+                "{what}: SES refused an identity, a configuration error (verify the sender's \
+                 identity in SES, or request production access to leave the sandbox): {}",
+                describe(e)
+            ));
+        }
+    }
+    port_error(what, e, &["MessageRejected", "BadRequestException"])
 }
 
 /// Writes the raw message into the SendEmail request body itself. The SDK would base64 it

@@ -11,6 +11,10 @@ pub const FROM_ADDRESS: &str = "MAILROOM_FROM_ADDRESS";
 pub const DELIVER_QUEUE_PREFIX: &str = "MAILROOM_DELIVER_QUEUE_PREFIX";
 pub const RETENTION_DAYS: &str = "MAILROOM_RETENTION_DAYS";
 pub const CONFIG_REFRESH_SECONDS: &str = "MAILROOM_CONFIG_REFRESH_SECONDS";
+/// How long an attempt holds a claimed effect, in milliseconds (default: the core's
+/// `EFFECT_LEASE`). Must stay above the function timeout and below the queue's visibility
+/// timeout; tests shorten it together with their redelivery delay.
+pub const EFFECT_LEASE_MS: &str = "MAILROOM_EFFECT_LEASE_MS";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
@@ -36,6 +40,8 @@ pub struct Settings {
     pub retention_days: u64,
     /// How often the config's ETag is checked for a change (default 60 s).
     pub config_refresh_seconds: u64,
+    /// How long an attempt holds a claimed effect.
+    pub effect_lease: std::time::Duration,
 }
 
 impl Settings {
@@ -94,8 +100,22 @@ impl Settings {
                 why: format!("{v:?} is not a number of seconds"),
             })?,
         };
+        let effect_lease = match get(EFFECT_LEASE_MS) {
+            None => mailroom_core::pipeline::EFFECT_LEASE,
+            Some(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(std::time::Duration::from_millis)
+                .ok_or_else(|| SettingsError::Invalid {
+                    name: EFFECT_LEASE_MS,
+                    why: format!("{v:?} is not a positive number of milliseconds"),
+                })?,
+        };
         Ok(Settings {
             stage,
+            effect_lease,
             bucket: required(BUCKET)?,
             table: required(TABLE)?,
             config_key: get(CONFIG_KEY)

@@ -81,7 +81,7 @@ fn config() -> Config {
 }
 
 fn engine(config: &Arc<Config>) -> Engine {
-    Engine::new(config.clone(), memory_ports().0)
+    Engine::with_rules(config.clone(), memory_ports().0)
 }
 
 fn stages(c: &mut Criterion) {

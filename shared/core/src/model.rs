@@ -249,6 +249,15 @@ pub enum RespondResult {
         template: String,
         reference: String,
     },
+    /// The reply was handed to the sender but its outcome is unknown (the connection broke,
+    /// the function stopped before recording it). Auto-replies are sent at most once, so it
+    /// is not repeated.
+    Unconfirmed {
+        to: String,
+        template: String,
+        reference: String,
+        reason: String,
+    },
     Suppressed {
         reason: String,
     },

@@ -8,19 +8,29 @@ use bytes::Bytes;
 
 use crate::model::{AuditRecord, Envelope, RawRef, Stage};
 
-/// Why a port call failed. `Retryable` failures (throttling, 5xx, timeouts) are retried by
-/// the queue; `Permanent` ones send the message to quarantine.
+/// Why a port call failed. `Retryable` failures (throttling, a refusal before anything
+/// happened) are retried by the queue; `Permanent` ones send the message to quarantine.
+/// `Unknown` is a call whose outcome is not known (the connection broke after the request
+/// went out, a timeout, a server error): it may have taken effect, which decides whether an
+/// effect may be repeated (see the pipeline's effects). It is retried like `Retryable`.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
     #[error("retryable: {0}")]
     Retryable(String),
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
     #[error("{0}")]
     Permanent(String),
 }
 
 impl PortError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, PortError::Retryable(_))
+        matches!(self, PortError::Retryable(_) | PortError::Unknown(_))
+    }
+
+    /// Whether the call may have taken effect although it failed.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, PortError::Unknown(_))
     }
 }
 
@@ -50,8 +60,13 @@ pub trait ObjectStore: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// This caller owns the effect now and must [`StateStore::complete_effect`] or
-    /// [`StateStore::release_effect`] it.
+    /// [`StateStore::release_effect`] it. Nobody tried it before, or an earlier attempt
+    /// gave it back (it failed before taking effect).
     Acquired,
+    /// This caller owns the effect now, but an earlier holder's lease ran out before it
+    /// completed or gave the effect back (it was killed, timed out, or could not record the
+    /// completion): the effect may have happened.
+    Orphaned,
     /// The effect was already carried out; the stored note says how.
     Done(String),
     /// Another invocation holds an unexpired lease: retry later.
@@ -66,18 +81,24 @@ pub trait StateStore: Send + Sync {
     /// recorded (a duplicate delivery), in which case nothing is written.
     async fn record_stage(&self, id: &str, stage: Stage, summary: &str) -> PortResult<bool>;
 
-    /// Claims the effect `effect` of message `id` (for example `route/forward/0`) for `lease`.
+    /// Claims the effect `effect` of message `id` (for example
+    /// `route/forward/team@corp.example`) for `lease`, as `owner` (a token unique to this
+    /// attempt: a claim whose write succeeded but whose answer was lost and retried is
+    /// recognised as the caller's own, not another's).
     async fn claim_effect(
         &self,
         id: &str,
         effect: &str,
+        owner: &str,
         lease: Duration,
         now: SystemTime,
     ) -> PortResult<Claim>;
     /// Marks a claimed effect as done, with a short note (what was sent, to whom).
     async fn complete_effect(&self, id: &str, effect: &str, note: &str) -> PortResult<()>;
-    /// Gives a claimed effect back after a failure, so that a retry can claim it again.
-    async fn release_effect(&self, id: &str, effect: &str) -> PortResult<()>;
+    /// Gives a claim of `owner` back after a failure that did not take effect (or, for an
+    /// effect that may be repeated, one whose outcome is unknown), so that a retry claims it
+    /// as [`Claim::Acquired`] at once.
+    async fn release_effect(&self, id: &str, effect: &str, owner: &str) -> PortResult<()>;
 
     /// Takes the rate-limit slot `key` until `until` for `owner` (a message id). Succeeds when
     /// the slot is free, expired, or already held by the same owner (a retry of the same
@@ -89,6 +110,9 @@ pub trait StateStore: Send + Sync {
         until: SystemTime,
         now: SystemTime,
     ) -> PortResult<bool>;
+
+    /// Frees the slot `key` if `owner` holds it (its reply could never be sent).
+    async fn release_rate_limit(&self, key: &str, owner: &str) -> PortResult<()>;
 }
 
 /// The audit trail. One record per message and stage: appending a second record for the

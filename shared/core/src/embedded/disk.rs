@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
-use super::{EffectRow, SlotRow, decide_claim, decide_slot};
+use super::{EffectRow, SlotRow, decide_claim, decide_release, decide_slot};
 use crate::model::{AuditRecord, Stage};
 use crate::ports::{AuditLog, Claim, PortError, PortResult, StateStore};
 
@@ -169,35 +169,30 @@ impl StateStore for DiskState {
         &self,
         id: &str,
         effect: &str,
+        owner: &str,
         lease: Duration,
         now: SystemTime,
     ) -> PortResult<Claim> {
         self.update("effects", &key2(id, effect), |cur| {
             let existing: Option<EffectRow> = cur.and_then(|v| serde_json::from_str(&v).ok());
-            let (claim, row) = decide_claim(existing.as_ref(), lease, now);
+            let (claim, row) = decide_claim(existing.as_ref(), owner, lease, now);
             (claim, row.and_then(|r| json(&r)))
         })
     }
 
     async fn complete_effect(&self, id: &str, effect: &str, note: &str) -> PortResult<()> {
         self.update("effects", &key2(id, effect), |_| {
-            (
-                (),
-                json(&EffectRow {
-                    done: true,
-                    lease_until: 0,
-                    note: note.to_string(),
-                }),
-            )
+            ((), json(&EffectRow::done(note)))
         })
     }
 
-    async fn release_effect(&self, id: &str, effect: &str) -> PortResult<()> {
+    async fn release_effect(&self, id: &str, effect: &str, owner: &str) -> PortResult<()> {
         self.update("effects", &key2(id, effect), |cur| {
-            let done = cur
-                .and_then(|v| serde_json::from_str::<EffectRow>(&v).ok())
-                .is_some_and(|r| r.done);
-            ((), if done { None } else { Some(None) })
+            let existing: Option<EffectRow> = cur.and_then(|v| serde_json::from_str(&v).ok());
+            (
+                (),
+                decide_release(existing.as_ref(), owner).and_then(|r| json(&r)),
+            )
         })
     }
 
@@ -214,6 +209,15 @@ impl StateStore for DiskState {
                 Some(row) => (true, json(&row)),
                 None => (false, None),
             }
+        })
+    }
+
+    async fn release_rate_limit(&self, key: &str, owner: &str) -> PortResult<()> {
+        self.update("rate_limits", key, |cur| {
+            let held = cur
+                .and_then(|v| serde_json::from_str::<SlotRow>(&v).ok())
+                .is_some_and(|row| row.owner == owner);
+            ((), held.then_some(None))
         })
     }
 }
@@ -247,7 +251,7 @@ mod tests {
             assert!(s.record_stage("m1", Stage::Filter, "accept").await.unwrap());
             assert!(!s.record_stage("m1", Stage::Filter, "accept").await.unwrap());
             assert_eq!(
-                s.claim_effect("m1", "respond/reply", Duration::from_secs(60), t0)
+                s.claim_effect("m1", "respond/reply", "a1", Duration::from_secs(60), t0)
                     .await
                     .unwrap(),
                 Claim::Acquired
@@ -265,7 +269,7 @@ mod tests {
         let s = DiskState::open(&dir).unwrap();
         assert!(!s.record_stage("m1", Stage::Filter, "accept").await.unwrap());
         assert_eq!(
-            s.claim_effect("m1", "respond/reply", Duration::from_secs(60), t0)
+            s.claim_effect("m1", "respond/reply", "a2", Duration::from_secs(60), t0)
                 .await
                 .unwrap(),
             Claim::Done("sent".into())

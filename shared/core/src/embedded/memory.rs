@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::{EffectRow, SlotRow, decide_claim, decide_slot};
+use super::{EffectRow, SlotRow, decide_claim, decide_release, decide_slot};
 use crate::model::{AuditRecord, Envelope, RawRef, Stage};
 use crate::pipeline::Ports;
 use crate::ports::{
@@ -81,12 +81,13 @@ impl StateStore for MemoryState {
         &self,
         id: &str,
         effect: &str,
+        owner: &str,
         lease: Duration,
         now: SystemTime,
     ) -> PortResult<Claim> {
         let mut t = self.inner.lock().expect("state lock");
         let key = (id.to_string(), effect.to_string());
-        let (claim, row) = decide_claim(t.effects.get(&key), lease, now);
+        let (claim, row) = decide_claim(t.effects.get(&key), owner, lease, now);
         if let Some(row) = row {
             t.effects.insert(key, row);
         }
@@ -95,22 +96,16 @@ impl StateStore for MemoryState {
 
     async fn complete_effect(&self, id: &str, effect: &str, note: &str) -> PortResult<()> {
         let mut t = self.inner.lock().expect("state lock");
-        t.effects.insert(
-            (id.to_string(), effect.to_string()),
-            EffectRow {
-                done: true,
-                lease_until: 0,
-                note: note.to_string(),
-            },
-        );
+        t.effects
+            .insert((id.to_string(), effect.to_string()), EffectRow::done(note));
         Ok(())
     }
 
-    async fn release_effect(&self, id: &str, effect: &str) -> PortResult<()> {
+    async fn release_effect(&self, id: &str, effect: &str, owner: &str) -> PortResult<()> {
         let mut t = self.inner.lock().expect("state lock");
         let key = (id.to_string(), effect.to_string());
-        if t.effects.get(&key).is_some_and(|r| !r.done) {
-            t.effects.remove(&key);
+        if let Some(row) = decide_release(t.effects.get(&key), owner) {
+            t.effects.insert(key, row);
         }
         Ok(())
     }
@@ -130,6 +125,14 @@ impl StateStore for MemoryState {
             }
             None => Ok(false),
         }
+    }
+
+    async fn release_rate_limit(&self, key: &str, owner: &str) -> PortResult<()> {
+        let mut t = self.inner.lock().expect("state lock");
+        if t.slots.get(key).is_some_and(|row| row.owner == owner) {
+            t.slots.remove(key);
+        }
+        Ok(())
     }
 }
 

@@ -17,33 +17,72 @@ fn secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// A once-only effect as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EffectRow {
     pub done: bool,
-    /// While not done: the claim is held until this time (seconds since the epoch).
-    pub lease_until: u64,
+    /// While not done: the claim is held until this time (milliseconds since the epoch).
+    pub lease_until_ms: u64,
+    /// The attempt that holds (or last held) the claim.
+    #[serde(default)]
+    pub owner: String,
+    /// The last holder gave the claim back: its attempt did not take effect.
+    #[serde(default)]
+    pub released: bool,
     pub note: String,
+}
+
+impl EffectRow {
+    pub fn done(note: &str) -> EffectRow {
+        EffectRow {
+            done: true,
+            lease_until_ms: 0,
+            owner: String::new(),
+            released: false,
+            note: note.to_string(),
+        }
+    }
 }
 
 /// Decides a claim from what is stored; returns the row to write when the claim succeeds.
 pub fn decide_claim(
     existing: Option<&EffectRow>,
+    owner: &str,
     lease: Duration,
     now: SystemTime,
 ) -> (Claim, Option<EffectRow>) {
+    let held = EffectRow {
+        done: false,
+        lease_until_ms: millis(now + lease),
+        owner: owner.to_string(),
+        released: false,
+        note: String::new(),
+    };
     match existing {
+        None => (Claim::Acquired, Some(held)),
         Some(row) if row.done => (Claim::Done(row.note.clone()), None),
-        Some(row) if row.lease_until > secs(now) => (Claim::Busy, None),
-        _ => (
-            Claim::Acquired,
-            Some(EffectRow {
-                done: false,
-                lease_until: secs(now + lease),
-                note: String::new(),
-            }),
-        ),
+        Some(row) if row.owner == owner => (Claim::Acquired, None),
+        Some(row) if row.lease_until_ms > millis(now) => (Claim::Busy, None),
+        Some(row) if row.released => (Claim::Acquired, Some(held)),
+        Some(_) => (Claim::Orphaned, Some(held)),
     }
+}
+
+/// The row after `owner` gives its claim back; `None` when it no longer holds it.
+pub fn decide_release(existing: Option<&EffectRow>, owner: &str) -> Option<EffectRow> {
+    existing
+        .filter(|row| !row.done && row.owner == owner)
+        .map(|row| EffectRow {
+            lease_until_ms: 0,
+            released: true,
+            ..row.clone()
+        })
 }
 
 /// A rate-limit slot as stored.
@@ -75,29 +114,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn claims_follow_done_lease_and_expiry() {
+    fn claims_follow_done_lease_release_and_expiry() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let lease = Duration::from_secs(60);
-        let (c, row) = decide_claim(None, lease, t0);
+        let (c, row) = decide_claim(None, "a1", lease, t0);
         assert_eq!(c, Claim::Acquired);
         let row = row.unwrap();
+        let later = |s| t0 + Duration::from_secs(s);
         assert_eq!(
-            decide_claim(Some(&row), lease, t0 + Duration::from_secs(30)).0,
+            decide_claim(Some(&row), "a2", lease, later(30)).0,
             Claim::Busy
         );
+        // The holder's own retried claim (its first answer was lost) is still its own.
         assert_eq!(
-            decide_claim(Some(&row), lease, t0 + Duration::from_secs(61)).0,
+            decide_claim(Some(&row), "a1", lease, later(30)).0,
             Claim::Acquired
         );
-        let done = EffectRow {
-            done: true,
-            lease_until: 0,
-            note: "sent x".into(),
-        };
+        // A lease that ran out without completion or release: the effect may have happened.
         assert_eq!(
-            decide_claim(Some(&done), lease, t0).0,
+            decide_claim(Some(&row), "a2", lease, later(61)).0,
+            Claim::Orphaned
+        );
+        // Given back: the next attempt starts clean, at once.
+        let released = decide_release(Some(&row), "a1").unwrap();
+        assert_eq!(
+            decide_claim(Some(&released), "a2", lease, later(1)).0,
+            Claim::Acquired
+        );
+        assert!(
+            decide_release(Some(&row), "a2").is_none(),
+            "only the holder releases"
+        );
+        let done = EffectRow::done("sent x");
+        assert_eq!(
+            decide_claim(Some(&done), "a3", lease, t0).0,
             Claim::Done("sent x".into())
         );
+        assert!(decide_release(Some(&done), "a1").is_none());
     }
 
     #[test]

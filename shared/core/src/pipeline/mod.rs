@@ -1,0 +1,620 @@
+//! Runs stages against the ports: the one place where decisions become effects.
+//!
+//! Each stage decides in [`stages`] and returns its typed result with its audit entry;
+//! [`effects`] carries out sends and deliveries once; [`failure`] is the failure path
+//! (quarantine and audit) that the Lambda handler and `mailroom run` share. Stage records
+//! and audit entries are conditional writes, so a duplicate delivery writes no second
+//! transition.
+
+pub mod effects;
+pub mod failure;
+mod stages;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::classify::Classifier;
+use crate::config::Config;
+use crate::filter::Filter;
+use crate::mail::{Mail, MailError, strip_mbox_from_line};
+use crate::model::{AuditRecord, Envelope, Stage};
+use crate::ports::{
+    AuditLog, MailSender, ObjectStore, PortError, QueueDelivery, RawMailSource, StagePublisher,
+    StateStore,
+};
+use crate::route::forward::ForwardPlan;
+use crate::route::headers::HeaderEdit;
+
+pub use effects::EFFECT_LEASE;
+use effects::{Effects, Ran, Repeat, effect_key};
+pub use stages::Audit;
+
+/// What a stage decided, before its audit record is written; the route stage's rewritten
+/// copies are still to be made.
+struct Decided {
+    audit: Audit,
+    sender: Option<String>,
+    deferred: Vec<Deferred>,
+}
+
+/// A route action that writes a rewritten copy of the message: worked out from the parse,
+/// carried out on the raw bytes once the parse (with its decoded attachments) is dropped.
+enum Deferred {
+    Forward {
+        /// The action's position in the route result, where its note goes.
+        index: usize,
+        to: Vec<String>,
+        plan: ForwardPlan,
+    },
+    /// A store with tag headers added (an untagged store is a server-side copy).
+    Store {
+        index: usize,
+        key: String,
+        edit: HeaderEdit,
+    },
+}
+
+impl Deferred {
+    /// Whether it needs the message bytes at all.
+    fn rewrites(&self) -> bool {
+        match self {
+            Deferred::Forward { plan, .. } => !plan.chunks.is_empty(),
+            Deferred::Store { .. } => true,
+        }
+    }
+
+    fn edit(&self) -> &HeaderEdit {
+        match self {
+            Deferred::Forward { plan, .. } => &plan.edit,
+            Deferred::Store { edit, .. } => edit,
+        }
+    }
+}
+
+/// The raw message at the end of a stage: borrowed when one parse serves all stages (local
+/// runs), owned in an invocation, where the last forward rewrites it in place instead of
+/// copying it.
+enum Raw<'r> {
+    Borrowed(&'r [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Raw<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Raw::Borrowed(b) => b,
+            Raw::Owned(b) => b,
+        }
+    }
+}
+
+/// A stage failure, with the message and stage it happened in.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// Try again later: the queue redelivers the message.
+    #[error("message {id}, stage {stage}: {detail} (will retry)")]
+    Retryable {
+        id: String,
+        stage: Stage,
+        detail: String,
+    },
+    /// Retrying cannot help: the message goes to quarantine.
+    #[error("message {id}, stage {stage}: {detail}")]
+    Permanent {
+        id: String,
+        stage: Stage,
+        detail: String,
+    },
+}
+
+impl StageError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StageError::Retryable { .. })
+    }
+
+    /// The stage it happened in.
+    pub fn stage(&self) -> Stage {
+        match self {
+            StageError::Retryable { stage, .. } | StageError::Permanent { stage, .. } => *stage,
+        }
+    }
+
+    fn from_port(id: &str, stage: Stage, what: &str, e: PortError) -> StageError {
+        let (id, detail) = (id.to_string(), format!("{what}: {e}"));
+        if e.is_retryable() {
+            StageError::Retryable { id, stage, detail }
+        } else {
+            StageError::Permanent { id, stage, detail }
+        }
+    }
+}
+
+/// The adapters a pipeline runs against.
+#[derive(Clone)]
+pub struct Ports {
+    pub raw: Arc<dyn RawMailSource>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub state: Arc<dyn StateStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub publisher: Arc<dyn StagePublisher>,
+    pub queues: Arc<dyn QueueDelivery>,
+    pub sender: Arc<dyn MailSender>,
+}
+
+/// The stages, their config and ports. Built once per process (per Lambda cold start, and
+/// again when the config or a model changes).
+pub struct Engine {
+    config: Arc<Config>,
+    filter: Filter,
+    classifier: Classifier,
+    ports: Ports,
+    lease: Duration,
+}
+
+/// What a local run reports for one message.
+#[derive(Debug)]
+pub struct Outcome {
+    pub envelope: Envelope,
+    /// The message's own headers, when it parsed.
+    pub headline: Option<Headline>,
+    /// Why the input could not be parsed as mail (it was quarantined).
+    pub parse_error: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Headline {
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub subject: String,
+}
+
+/// A content-derived message id for mail that has no SES id (local runs): the same bytes
+/// always get the same id, so a re-run is recognised as a duplicate.
+pub fn content_id(raw: &[u8]) -> String {
+    let digest = Sha256::digest(raw);
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// The engine for a config, the filter and classifier built for it (with its models),
+    /// and the ports to carry effects out through.
+    pub fn new(
+        config: Arc<Config>,
+        filter: Filter,
+        classifier: Classifier,
+        ports: Ports,
+    ) -> Engine {
+        Engine {
+            config,
+            filter,
+            classifier,
+            ports,
+            lease: EFFECT_LEASE,
+        }
+    }
+
+    /// The engine with the rule-based filter and classifier only (no models).
+    pub fn with_rules(config: Arc<Config>, ports: Ports) -> Engine {
+        Engine::new(config, Filter::new(), Classifier::default(), ports)
+    }
+
+    /// How long an attempt holds a claimed effect ([`EFFECT_LEASE`] unless set).
+    pub fn with_effect_lease(mut self, lease: Duration) -> Engine {
+        self.lease = lease;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    fn effects(&self) -> Effects<'_> {
+        Effects {
+            state: self.ports.state.as_ref(),
+            lease: self.lease,
+        }
+    }
+
+    /// Runs one stage on an envelope (one Lambda invocation's work for one record), then
+    /// publishes the updated envelope to the next stage.
+    pub async fn run_stage(&self, stage: Stage, mut env: Envelope) -> Result<Envelope, StageError> {
+        let raw = self
+            .ports
+            .raw
+            .get_raw(&env.raw)
+            .await
+            .map_err(|e| StageError::from_port(&env.id, stage, "reading raw mail", e))?;
+        let decided = {
+            let parsed = self.parse(&raw, &env);
+            self.decide(stage, &mut env, &raw, parsed.as_ref()).await?
+        };
+        // The parse (with any decoded attachments) is gone: forwards take the raw bytes.
+        self.finish(stage, &mut env, decided, Raw::Owned(raw))
+            .await?;
+        if let Some(next) = stage.next() {
+            self.ports
+                .publisher
+                .publish(next, &env)
+                .await
+                .map_err(|e| {
+                    StageError::from_port(&env.id, stage, "publishing to the next stage", e)
+                })?;
+        }
+        Ok(env)
+    }
+
+    /// Runs every stage in process on raw bytes already in memory (local runs). The raw
+    /// mail is parsed once for all four stages.
+    pub async fn run_all(&self, mut env: Envelope, raw: &[u8]) -> Result<Outcome, StageError> {
+        let parsed = self.parse(raw, &env);
+        for stage in Stage::ALL {
+            let decided = self.decide(stage, &mut env, raw, parsed.as_ref()).await?;
+            self.finish(stage, &mut env, decided, Raw::Borrowed(raw))
+                .await?;
+        }
+        let headline = parsed.as_ref().ok().map(|m| Headline {
+            message_id: m.message_id.clone(),
+            from: m.from.clone(),
+            subject: m.subject.clone(),
+        });
+        Ok(Outcome {
+            envelope: env,
+            headline,
+            parse_error: parsed.err().map(|e| e.to_string()),
+        })
+    }
+
+    /// Parses unless the message is over the size limit (then it is never parsed).
+    fn parse<'r>(&self, raw: &'r [u8], env: &Envelope) -> Result<Mail<'r>, MailError> {
+        let max = self.config.filter.max_message_size.0;
+        if raw.len() as u64 > max {
+            return Err(MailError::NotMail(format!("oversize: {} bytes", raw.len())));
+        }
+        Mail::parse_with_receipt(raw, env.receipt.as_ref())
+    }
+
+    /// Runs a stage's decision and its effects, except the route stage's rewritten copies,
+    /// which [`Engine::finish`] makes once the parse can be dropped.
+    async fn decide(
+        &self,
+        stage: Stage,
+        env: &mut Envelope,
+        raw: &[u8],
+        mail: Result<&Mail<'_>, &MailError>,
+    ) -> Result<Decided, StageError> {
+        let sender = mail.ok().and_then(|m| m.from.clone());
+        let (audit, deferred) = match stage {
+            Stage::Filter => {
+                let s = self.filter_stage(raw, mail);
+                env.results.filter = Some(s.result);
+                (s.audit, Vec::new())
+            }
+            Stage::Classify => {
+                let s = self.classify_stage(env, mail)?;
+                env.results.classify = Some(s.result);
+                (s.audit, Vec::new())
+            }
+            Stage::Route => {
+                let (s, deferred) = self.route_stage(env, raw, mail).await?;
+                env.results.route = Some(s.result);
+                (s.audit, deferred)
+            }
+            Stage::Respond => {
+                let s = self.respond_stage(env, mail).await?;
+                env.results.respond = Some(s.result);
+                (s.audit, Vec::new())
+            }
+        };
+        Ok(Decided {
+            audit,
+            sender,
+            deferred,
+        })
+    }
+
+    /// Makes the pending rewritten copies, then writes the audit record and the stage
+    /// transition.
+    async fn finish(
+        &self,
+        stage: Stage,
+        env: &mut Envelope,
+        mut decided: Decided,
+        raw: Raw<'_>,
+    ) -> Result<(), StageError> {
+        let mut deferred = std::mem::take(&mut decided.deferred);
+        // Forwards last: the last one takes the raw buffer, and a forward is the costliest
+        // to copy (SES needs it base64-encoded on top).
+        deferred.sort_by_key(|d| matches!(d, Deferred::Forward { .. }));
+        let count = deferred.len();
+        let mut raw = Some(raw);
+        for (i, action) in deferred.into_iter().enumerate() {
+            let rewritten = if !action.rewrites() {
+                Vec::new()
+            } else if i + 1 == count {
+                // The last one takes an owned message and rewrites it in place.
+                match raw.take() {
+                    Some(Raw::Owned(bytes)) => action.edit().apply_owned(bytes),
+                    Some(Raw::Borrowed(bytes)) => action.edit().apply(strip_mbox_from_line(bytes)),
+                    None => Vec::new(),
+                }
+            } else {
+                raw.as_ref()
+                    .map(|r| action.edit().apply(strip_mbox_from_line(r.bytes())))
+                    .unwrap_or_default()
+            };
+            let (index, note) = self.carry_out(&env.id, action, rewritten).await?;
+            decided.audit.reasons[index] = note;
+        }
+        drop(raw);
+        let record = decided.audit.record(&env.id, stage, decided.sender);
+        // Audit first, then the transition: both are idempotent, and a crash in between
+        // leaves an audit entry the retry finds rather than a transition without one.
+        self.ports
+            .audit
+            .append(&record)
+            .await
+            .map_err(|e| StageError::from_port(&env.id, stage, "appending audit record", e))?;
+        self.ports
+            .state
+            .record_stage(&env.id, stage, &record.decision)
+            .await
+            .map_err(|e| StageError::from_port(&env.id, stage, "recording stage state", e))?;
+        Ok(())
+    }
+
+    /// Sends a deferred forward or writes a deferred store, given the rewritten message.
+    async fn carry_out(
+        &self,
+        id: &str,
+        action: Deferred,
+        rewritten: Vec<u8>,
+    ) -> Result<(usize, String), StageError> {
+        match action {
+            Deferred::Forward { index, to, plan } => {
+                let mut sent = Vec::new();
+                for out in plan.messages(rewritten) {
+                    let key = effect_key(Stage::Route, "forward", &out.to.join(","));
+                    let to = out.to.join(" ");
+                    let sender = &self.ports.sender;
+                    let ran = self
+                        .effects()
+                        .once(id, Stage::Route, &key, Repeat::AtLeastOnce, || async move {
+                            sender
+                                .send(out)
+                                .await
+                                .map(|provider_id| format!("sent {provider_id}"))
+                                .map_err(|e| port_context(e, &format!("sending to {to}")))
+                        })
+                        .await?;
+                    sent.push(match ran {
+                        Ran::Before(note) | Ran::Now(note) | Ran::Unconfirmed(note) => note,
+                    });
+                }
+                Ok((
+                    index,
+                    format!("forwarded to {}: {}", to.join(" "), sent.join(" ")),
+                ))
+            }
+            Deferred::Store { index, key, .. } => {
+                self.ports
+                    .objects
+                    .put_object(&key, rewritten)
+                    .await
+                    .map_err(|e| {
+                        StageError::from_port(id, Stage::Route, &format!("storing under {key}"), e)
+                    })?;
+                Ok((index, format!("stored as {key}")))
+            }
+        }
+    }
+}
+
+/// The same error, with what was being done in front.
+fn port_context(e: PortError, what: &str) -> PortError {
+    match e {
+        PortError::Retryable(m) => PortError::Retryable(format!("{what}: {m}")),
+        PortError::Unknown(m) => PortError::Unknown(format!("{what}: {m}")),
+        PortError::Permanent(m) => PortError::Permanent(format!("{what}: {m}")),
+    }
+}
+
+/// The audit record a stage writes.
+impl Audit {
+    fn record(self, id: &str, stage: Stage, sender: Option<String>) -> AuditRecord {
+        AuditRecord {
+            id: id.to_string(),
+            stage,
+            decision: self.decision,
+            reasons: self.reasons,
+            decided_by: self.decided_by,
+            sender,
+            at: epoch_secs(SystemTime::now()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::embedded::memory::{MemoryState, memory_ports};
+    use crate::model::{Action, RawRef, RespondResult, Verdict};
+    use crate::ports::{OutgoingMail, PortResult};
+
+    const CONFIG: &str = r#"
+[mailroom]
+domains = ["example.com"]
+
+[[classify.rules]]
+name = "support"
+category = "support"
+when = { recipient = "support@" }
+
+[[route]]
+name = "support"
+when = { category = "support" }
+actions = [{ forward = ["team@corp.example"] }]
+
+[[respond.templates]]
+name = "support"
+category = "support"
+subject = ""
+body = "Thanks {{ sender_name }}, reference {{ reference }}."
+"#;
+
+    fn mail(n: u32, from: &str) -> Vec<u8> {
+        format!("From: Ann <{from}>\r\nTo: support@example.com\r\nSubject: question {n}\r\nMessage-ID: <q{n}@x.example>\r\n\r\nHello, question {n}.\r\n").into_bytes()
+    }
+
+    /// A sender that fails its first `failures` sends, as a throttled SES would.
+    #[derive(Default)]
+    struct Flaky {
+        failures: AtomicUsize,
+        sent: Mutex<Vec<OutgoingMail>>,
+    }
+
+    #[async_trait]
+    impl MailSender for Flaky {
+        async fn send(&self, mail: OutgoingMail) -> PortResult<String> {
+            if self.failures.load(Ordering::SeqCst) > 0 {
+                self.failures.fetch_sub(1, Ordering::SeqCst);
+                return Err(PortError::Retryable("Throttling: rate exceeded".into()));
+            }
+            self.sent.lock().unwrap().push(mail);
+            Ok("ok".into())
+        }
+    }
+
+    fn engine(sender: Arc<dyn MailSender>) -> (Engine, Arc<MemoryState>) {
+        let (mut ports, _, state) = memory_ports();
+        ports.sender = sender;
+        (
+            Engine::with_rules(
+                Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap()),
+                ports,
+            ),
+            state,
+        )
+    }
+
+    fn env(raw: &[u8]) -> Envelope {
+        Envelope::new(
+            content_id(raw),
+            RawRef {
+                bucket: "t".into(),
+                key: "k".into(),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn one_reply_per_sender_and_template_per_period() {
+        let sender = Arc::new(Flaky::default());
+        let (engine, _) = engine(sender.clone());
+        let (a, b) = (
+            mail(1, "ann@customer.example"),
+            mail(2, "ann@customer.example"),
+        );
+        let first = engine.run_all(env(&a), &a).await.unwrap();
+        assert!(matches!(
+            first.envelope.results.respond,
+            Some(RespondResult::Sent { .. })
+        ));
+        let second = engine.run_all(env(&b), &b).await.unwrap();
+        match second.envelope.results.respond {
+            Some(RespondResult::Suppressed { reason }) => {
+                assert!(reason.starts_with("rate limited"), "{reason}")
+            }
+            other => panic!("expected a rate-limited reply, got {other:?}"),
+        }
+        // Two forwards (one per message) and one reply.
+        assert_eq!(sender.sent.lock().unwrap().len(), 3);
+        let c = mail(3, "bob@customer.example");
+        let third = engine.run_all(env(&c), &c).await.unwrap();
+        assert!(
+            matches!(
+                third.envelope.results.respond,
+                Some(RespondResult::Sent { .. })
+            ),
+            "another sender gets a reply"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_is_retryable_and_the_retry_sends_exactly_once() {
+        let sender = Arc::new(Flaky {
+            failures: AtomicUsize::new(1),
+            ..Default::default()
+        });
+        let (engine, state) = engine(sender.clone());
+        let raw = mail(1, "ann@customer.example");
+        let err = engine.run_all(env(&raw), &raw).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("Throttling"), "{err}");
+        // The redelivery: the forward and the reply go out once each, and each stage is
+        // recorded once.
+        engine.run_all(env(&raw), &raw).await.unwrap();
+        engine.run_all(env(&raw), &raw).await.unwrap();
+        assert_eq!(sender.sent.lock().unwrap().len(), 2);
+        assert_eq!(state.stage_records(&content_id(&raw)).len(), 4);
+        assert_eq!(state.audit_records().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn an_effect_held_by_another_invocation_is_retried_not_repeated() {
+        let sender = Arc::new(Flaky::default());
+        let (engine, state) = engine(sender.clone());
+        let raw = mail(1, "ann@customer.example");
+        let id = content_id(&raw);
+        // Another invocation claimed the forward a moment ago and has not finished.
+        state
+            .claim_effect(
+                &id,
+                "route/forward/team@corp.example",
+                "another",
+                EFFECT_LEASE,
+                SystemTime::now(),
+            )
+            .await
+            .unwrap();
+        let err = engine.run_all(env(&raw), &raw).await.unwrap_err();
+        assert!(
+            err.is_retryable() && err.to_string().contains("another invocation"),
+            "{err}"
+        );
+        assert!(sender.sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unparseable_input_is_quarantined_with_its_reason() {
+        let sender = Arc::new(Flaky::default());
+        let (engine, _) = engine(sender);
+        let raw = b"\x00\x01binary".to_vec();
+        let out = engine.run_all(env(&raw), &raw).await.unwrap();
+        assert_eq!(
+            out.envelope.results.filter.as_ref().unwrap().verdict,
+            Verdict::Quarantine
+        );
+        assert_eq!(
+            out.envelope.results.route.as_ref().unwrap().actions,
+            vec![Action::Quarantine]
+        );
+        assert!(out.parse_error.unwrap().contains("not an e-mail message"));
+    }
+}

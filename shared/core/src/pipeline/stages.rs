@@ -1,0 +1,377 @@
+//! What each stage decides, as its typed result with its audit entry. The route stage also
+//! carries out what it can while the message is parsed (deliveries, untagged stores,
+//! quarantine copies) and plans the rewritten copies; the respond stage sends its reply.
+
+use std::time::SystemTime;
+
+use super::effects::{Ran, Repeat, UNCONFIRMED, effect_key};
+use super::{Deferred, Engine, StageError, port_context};
+use crate::classify::Classifier;
+use crate::config::STORE_ROOT;
+use crate::filter;
+use crate::mail::{Mail, MailError};
+use crate::model::{
+    Action, ClassifyResult, DecidedBy, Envelope, FilterResult, RespondResult, RouteResult, Stage,
+};
+use crate::ports::PortError;
+use crate::route::forward::ForwardPlan;
+use crate::route::headers::HeaderEdit;
+use crate::{respond, route};
+
+/// A stage's audit entry before it is written: the decision, the reasons (one note per
+/// route action), and the rules or models that decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audit {
+    pub decision: String,
+    pub reasons: Vec<String>,
+    pub decided_by: Vec<String>,
+}
+
+/// A stage's typed result and the audit entry that goes with it.
+pub(super) struct Staged<R> {
+    pub result: R,
+    pub audit: Audit,
+}
+
+fn decided(by: &DecidedBy) -> String {
+    match by {
+        DecidedBy::Rule(n) => format!("rule:{n}"),
+        DecidedBy::Model(n) => format!("model:{n}"),
+        DecidedBy::Default => "default".into(),
+    }
+}
+
+enum Executed {
+    Done(String),
+    Later(Deferred),
+}
+
+impl Engine {
+    pub(super) fn filter_stage(
+        &self,
+        raw: &[u8],
+        mail: Result<&Mail<'_>, &MailError>,
+    ) -> Staged<FilterResult> {
+        let result = match mail {
+            Ok(mail) => self.filter.run(mail, &self.config),
+            Err(_) if raw.len() as u64 > self.config.filter.max_message_size.0 => {
+                filter::oversize(raw.len() as u64, &self.config)
+            }
+            Err(e) => filter::unparseable(&e.to_string()),
+        };
+        let audit = Audit {
+            decision: result.verdict.as_str().to_string(),
+            reasons: result
+                .reasons
+                .iter()
+                .map(|r| format!("{}: {}", r.tag, r.detail))
+                .collect(),
+            decided_by: vec![format!("scorer:{}", result.scorer)],
+        };
+        Staged { result, audit }
+    }
+
+    pub(super) fn classify_stage(
+        &self,
+        env: &Envelope,
+        mail: Result<&Mail<'_>, &MailError>,
+    ) -> Result<Staged<ClassifyResult>, StageError> {
+        let filter = require_filter(env, Stage::Classify)?;
+        let result = match mail {
+            Ok(mail) => self.classifier.run(mail, filter, &self.config),
+            Err(_) => Classifier::unparsed(&self.config),
+        };
+        let audit = Audit {
+            decision: format!(
+                "category={} priority={}",
+                result.category,
+                result.priority.as_str()
+            ),
+            reasons: result
+                .language
+                .iter()
+                .map(|l| format!("language={l}"))
+                .collect(),
+            decided_by: vec![decided(&result.category_by), decided(&result.priority_by)],
+        };
+        Ok(Staged { result, audit })
+    }
+
+    pub(super) async fn route_stage(
+        &self,
+        env: &Envelope,
+        raw: &[u8],
+        mail: Result<&Mail<'_>, &MailError>,
+    ) -> Result<(Staged<RouteResult>, Vec<Deferred>), StageError> {
+        let filter = require_filter(env, Stage::Route)?;
+        let result = match (mail, &env.results.classify) {
+            (Ok(mail), Some(classify)) => route::decide(mail, filter, classify, &self.config),
+            (Ok(_), None) => {
+                return Err(StageError::Permanent {
+                    id: env.id.clone(),
+                    stage: Stage::Route,
+                    detail: "envelope has no classify result".into(),
+                });
+            }
+            (Err(_), _) => route::decide_unparsed(filter, &self.config),
+        };
+        let tags: Vec<(String, String)> = result
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Tag { header, value } => Some((header.clone(), value.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut notes = Vec::new();
+        let mut deferred = Vec::new();
+        for (index, action) in result.actions.iter().enumerate() {
+            match self.execute(env, raw, mail, index, action, &tags).await? {
+                Executed::Done(note) => notes.push(note),
+                Executed::Later(action) => {
+                    // Filled in when it is carried out.
+                    notes.push(String::new());
+                    deferred.push(action);
+                }
+            }
+        }
+        let audit = Audit {
+            decision: result
+                .actions
+                .iter()
+                .map(Action::kind)
+                .collect::<Vec<_>>()
+                .join(","),
+            reasons: notes,
+            decided_by: result.rules.clone(),
+        };
+        Ok((Staged { result, audit }, deferred))
+    }
+
+    /// Carries out one route action, or plans it (forwards, tagged stores). Writes to fixed
+    /// keys are naturally idempotent; deliveries are claimed so a duplicate does not repeat
+    /// them.
+    async fn execute(
+        &self,
+        env: &Envelope,
+        raw: &[u8],
+        mail: Result<&Mail<'_>, &MailError>,
+        index: usize,
+        action: &Action,
+        tags: &[(String, String)],
+    ) -> Result<Executed, StageError> {
+        let id = &env.id;
+        let port = |what: &str| {
+            let what = what.to_string();
+            move |e: PortError| StageError::from_port(id, Stage::Route, &what, e)
+        };
+        match action {
+            Action::Forward(to) => Ok(match mail {
+                Ok(mail) => Executed::Later(Deferred::Forward {
+                    index,
+                    to: to.clone(),
+                    plan: ForwardPlan::new(mail, &self.config.mailroom, to, tags),
+                }),
+                Err(_) => Executed::Done("forward skipped: message could not be parsed".into()),
+            }),
+            Action::Deliver(queue) => {
+                let key = effect_key(Stage::Route, "deliver", queue);
+                let body = serde_json::to_string(env).expect("envelopes serialise");
+                let queues = &self.ports.queues;
+                let ran = self
+                    .effects()
+                    .once(id, Stage::Route, &key, Repeat::AtLeastOnce, || async {
+                        queues
+                            .deliver(queue, &body)
+                            .await
+                            .map(|()| format!("delivered to queue {queue}"))
+                            .map_err(|e| port_context(e, &format!("delivering to queue {queue}")))
+                    })
+                    .await?;
+                Ok(Executed::Done(match ran {
+                    Ran::Before(note) | Ran::Now(note) | Ran::Unconfirmed(note) => note,
+                }))
+            }
+            Action::Store(prefix) => {
+                let key = format!("{STORE_ROOT}{prefix}{id}.eml");
+                if !tags.is_empty() {
+                    return Ok(Executed::Later(Deferred::Store {
+                        index,
+                        key,
+                        edit: route::headers::tag_edit(HeaderEdit::new(), tags),
+                    }));
+                }
+                let original = mail.map(|m| m.raw).unwrap_or(raw);
+                self.ports
+                    .objects
+                    .copy_raw(&env.raw, &key, original)
+                    .await
+                    .map_err(port(&format!("storing under {key}")))?;
+                Ok(Executed::Done(format!("stored as {key}")))
+            }
+            Action::Quarantine => {
+                let key = format!("{}{id}.eml", self.config.routing.quarantine_prefix);
+                self.ports
+                    .objects
+                    .copy_raw(&env.raw, &key, raw)
+                    .await
+                    .map_err(port(&format!("quarantining as {key}")))?;
+                Ok(Executed::Done(format!("quarantined as {key}")))
+            }
+            Action::Tag { header, .. } => Ok(Executed::Done(format!("tagged {header}"))),
+            Action::Drop => Ok(Executed::Done("dropped".into())),
+        }
+    }
+
+    pub(super) async fn respond_stage(
+        &self,
+        env: &Envelope,
+        mail: Result<&Mail<'_>, &MailError>,
+    ) -> Result<Staged<RespondResult>, StageError> {
+        let result = match mail {
+            Err(e) => RespondResult::Suppressed {
+                reason: format!("message could not be parsed: {e}"),
+            },
+            Ok(mail) => self.reply(env, mail).await?,
+        };
+        let audit = match &result {
+            RespondResult::Sent {
+                template,
+                reference,
+                ..
+            } => Audit {
+                decision: "sent".to_string(),
+                reasons: vec![format!("reference {reference}")],
+                decided_by: vec![format!("template:{template}")],
+            },
+            RespondResult::Unconfirmed {
+                template,
+                reference,
+                reason,
+                ..
+            } => Audit {
+                decision: "unconfirmed".to_string(),
+                reasons: vec![format!("reference {reference}"), reason.clone()],
+                decided_by: vec![format!("template:{template}")],
+            },
+            RespondResult::Suppressed { reason } => Audit {
+                decision: "suppressed".to_string(),
+                reasons: vec![reason.clone()],
+                decided_by: vec![],
+            },
+        };
+        Ok(Staged { result, audit })
+    }
+
+    /// The auto-reply: take the sender's rate-limit slot, render, then send at most once.
+    /// The slot is owned by this message id, so a retry takes it again while a different
+    /// message from the same sender is refused; it is freed when the reply can never be
+    /// sent.
+    async fn reply(&self, env: &Envelope, mail: &Mail<'_>) -> Result<RespondResult, StageError> {
+        let id = &env.id;
+        let stage = Stage::Respond;
+        let plan = match respond::plan(mail, &env.results, &self.config) {
+            Ok(plan) => plan,
+            Err(reason) => return Ok(RespondResult::Suppressed { reason }),
+        };
+        let period = self.config.respond.period.0;
+        let t = SystemTime::now();
+        let slot = format!("reply#{}", plan.rate_limit_key);
+        let state = &self.ports.state;
+        match state.acquire_rate_limit(&slot, id, t + period, t).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(RespondResult::Suppressed {
+                    reason: format!(
+                        "rate limited: {} already got template {:?} within {}",
+                        plan.to,
+                        plan.template,
+                        humantime::format_duration(period)
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(StageError::from_port(
+                    id,
+                    stage,
+                    "taking the reply rate-limit slot",
+                    e,
+                ));
+            }
+        }
+        let free_slot = || async {
+            // A slot that stays taken only delays this sender's next reply.
+            let _ = state.release_rate_limit(&slot, id).await;
+        };
+
+        let reference = respond::reference_for(id, &self.config.respond.reference_prefix);
+        let out = match respond::render(mail, &plan, &env.results, &self.config, &reference) {
+            Ok(out) => out,
+            Err(reason) => {
+                free_slot().await;
+                return Err(StageError::Permanent {
+                    id: id.clone(),
+                    stage,
+                    detail: format!("rendering template {:?}: {reason}", plan.template),
+                });
+            }
+        };
+        let sent = RespondResult::Sent {
+            to: plan.to.clone(),
+            template: plan.template.clone(),
+            reference: reference.clone(),
+        };
+        let note = serde_json::to_string(&sent).expect("results serialise");
+        let sender = &self.ports.sender;
+        let to = plan.to.clone();
+        let ran = self
+            .effects()
+            .once(
+                id,
+                stage,
+                "respond/reply",
+                Repeat::AtMostOnce,
+                || async move {
+                    sender
+                        .send(out)
+                        .await
+                        .map(|_| note)
+                        .map_err(|e| port_context(e, &format!("sending auto-reply to {to}")))
+                },
+            )
+            .await;
+        let unconfirmed = |reason: String| RespondResult::Unconfirmed {
+            to: plan.to.clone(),
+            template: plan.template.clone(),
+            reference: reference.clone(),
+            reason,
+        };
+        match ran {
+            Ok(Ran::Now(_)) => Ok(sent),
+            Ok(Ran::Unconfirmed(reason)) => Ok(unconfirmed(reason)),
+            Ok(Ran::Before(note)) => Ok(match note.strip_prefix(UNCONFIRMED) {
+                Some(reason) => unconfirmed(reason.to_string()),
+                None => serde_json::from_str(&note).unwrap_or(RespondResult::Suppressed {
+                    reason: format!("already handled: {note}"),
+                }),
+            }),
+            Err(e) => {
+                if !e.is_retryable() {
+                    free_slot().await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn require_filter(env: &Envelope, stage: Stage) -> Result<&FilterResult, StageError> {
+    env.results
+        .filter
+        .as_ref()
+        .ok_or_else(|| StageError::Permanent {
+            id: env.id.clone(),
+            stage,
+            detail: "envelope has no filter result".into(),
+        })
+}
