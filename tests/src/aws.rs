@@ -81,13 +81,22 @@ pub fn endpoint_or_skip() -> Option<String> {
 }
 
 /// An SDK config for the emulator with dummy credentials, built explicitly rather than
-/// through the process environment (tests run on parallel threads).
-pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+/// through the process environment (tests run on parallel threads). The access key id
+/// names who calls: the proxy records it with every call, and the IAM check evaluates each
+/// principal's calls against its policy.
+pub async fn sdk_config(endpoint: &str, access_key_id: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
+        // The SDK's three attempts, as deployed, without its second-long pauses: the fault
+        // tests make them fail on purpose.
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_initial_backoff(Duration::from_millis(5))
+                .with_max_backoff(Duration::from_millis(50)),
+        )
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing",
+            access_key_id,
             "testing",
             None,
             None,
@@ -96,6 +105,9 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
         .load()
         .await
 }
+
+/// Who a stack's calls are evaluated as: a function's role, or the operator policy.
+pub const OPERATOR: &str = "operator";
 
 /// A GET on the emulator's own HTTP API (`/moto-api/...`): HTTP/1.0, so the body is
 /// neither chunked nor kept alive.
@@ -194,13 +206,16 @@ pub struct QueueSettings {
 #[derive(Debug, Deserialize)]
 pub struct QueueSpec {
     pub key: String,
+    pub logical_id: String,
     pub name_suffix: String,
+    pub dlq_logical_id: String,
     pub dlq_name_suffix: String,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct FunctionSpec {
     pub key: String,
+    pub logical_id: String,
     pub name_suffix: String,
     pub binary: String,
     pub source_queue: String,
@@ -327,7 +342,10 @@ pub struct QueuePair {
 /// A stack's resources on the emulator, with clients to inspect them.
 pub struct Stack {
     pub name: String,
+    /// The proxy every client of this stack goes through (see [`crate::proxy`]).
     pub endpoint: String,
+    /// The emulator itself, for its own API (sent mail).
+    pub moto: String,
     pub sdk: SdkConfig,
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
@@ -347,6 +365,13 @@ pub struct Stack {
     pub from_address: String,
     /// Sets `MAILROOM_CONFIG_REFRESH_SECONDS` for apps and functions built afterwards.
     pub config_refresh_seconds: Option<u64>,
+    /// Sets `MAILROOM_EFFECT_LEASE_MS` for apps and functions built afterwards.
+    pub effect_lease_ms: Option<u64>,
+    /// How long a failed record waits before the event source mapping receives it again
+    /// (SQS's visibility timeout, scaled down; none by default). Tests that shorten the
+    /// effect lease keep it above the lease, as the template keeps the visibility timeout
+    /// above the lease.
+    pub redelivery_delay: Duration,
 }
 
 /// The four stages' apps, built once like four warm Lambda functions.
@@ -398,7 +423,8 @@ pub struct Received {
 impl Stack {
     /// Creates a stack named after the test, or returns `None` (skip) without an emulator.
     pub async fn create(label: &str) -> Option<Stack> {
-        let endpoint = endpoint_or_skip()?;
+        let moto = endpoint_or_skip()?;
+        let endpoint = crate::proxy::proxy(&moto).endpoint.clone();
         let label: String = label
             .to_ascii_lowercase()
             .chars()
@@ -406,7 +432,7 @@ impl Stack {
             .take(14)
             .collect();
         let name = format!("mr-{label}-{:08x}", random_u64() as u32);
-        let sdk = sdk_config(&endpoint).await;
+        let sdk = sdk_config(&endpoint, &format!("{name}:harness")).await;
         let r = resources();
         let qs = &r.queue_settings;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -596,6 +622,7 @@ impl Stack {
         let stack = Stack {
             name,
             endpoint,
+            moto,
             s3,
             sqs,
             dynamo,
@@ -610,6 +637,8 @@ impl Stack {
             tickets_url,
             from_address,
             config_refresh_seconds: None,
+            effect_lease_ms: None,
+            redelivery_delay: Duration::ZERO,
         };
         stack.upload_config(&config_text()).await;
         Some(stack)
@@ -657,6 +686,12 @@ impl Stack {
                 s.to_string(),
             ));
         }
+        if let Some(ms) = self.effect_lease_ms {
+            env.push((
+                mailroom_aws::settings::EFFECT_LEASE_MS.to_string(),
+                ms.to_string(),
+            ));
+        }
         env
     }
 
@@ -667,13 +702,23 @@ impl Stack {
             .unwrap_or_else(|e| panic!("settings of {stage}: {e}"))
     }
 
-    /// One stage's app, as a cold start builds it.
+    /// One stage's app, as a cold start builds it, calling as that function.
     pub async fn app(&self, stage: Stage) -> Arc<App> {
         Arc::new(
-            App::new(self.settings(stage), &self.sdk)
+            App::new(self.settings(stage), &self.sdk_as(stage.as_str()).await)
                 .await
                 .unwrap_or_else(|e| panic!("starting the {stage} app: {e}")),
         )
+    }
+
+    /// The access key id of a principal of this stack (`filter`, ..., [`OPERATOR`]).
+    pub fn principal(&self, who: &str) -> String {
+        format!("{}:{who}", self.name)
+    }
+
+    /// An SDK config whose calls are made (and evaluated) as `who`.
+    pub async fn sdk_as(&self, who: &str) -> SdkConfig {
+        sdk_config(&self.endpoint, &self.principal(who)).await
     }
 
     pub async fn pipeline(&self) -> Pipeline {
@@ -920,6 +965,9 @@ impl Stack {
                 self.delete(&url, m).await;
             }
         }
+        if !failed.is_empty() && !self.redelivery_delay.is_zero() {
+            tokio::time::sleep(self.redelivery_delay).await;
+        }
         PumpReport {
             received: records.iter().map(|m| m.message_id.clone()).collect(),
             bodies: records.into_iter().map(|m| m.body).collect(),
@@ -1120,13 +1168,19 @@ impl Stack {
         out.body.collect().await.expect("object body").to_vec()
     }
 
-    /// Everything this stack sent through SES (the emulator keeps sent mail; this stack's
-    /// sends are the ones from its own From address), oldest first.
+    /// Everything this stack's functions sent through SES and the emulator accepted (as the
+    /// proxy saw it), oldest first.
     pub async fn sent_mail(&self) -> Vec<SentMail> {
-        sent_mail(&self.endpoint)
-            .await
+        crate::proxy::proxy(&self.moto)
+            .sent(&format!("{}:", self.name))
             .into_iter()
-            .filter(|m| m.source == self.from_address)
+            .enumerate()
+            .map(|(i, m)| SentMail {
+                id: i.to_string(),
+                source: m.from,
+                destinations: m.to,
+                raw: String::from_utf8_lossy(&m.raw).into_owned(),
+            })
             .collect()
     }
 
@@ -1201,7 +1255,7 @@ impl Stack {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_ACCESS_KEY_ID", self.principal(stage.as_str()))
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", REGION)
             .env("AWS_CONFIG_FILE", "/dev/null")
@@ -1225,6 +1279,163 @@ impl Stack {
         )
     }
 }
+
+impl Stack {
+    /// What the template's references resolve to for this stack.
+    pub fn bindings(&self) -> crate::iam::Bindings {
+        let r = resources();
+        let mut b = crate::iam::Bindings::default();
+        let domain = self
+            .from_address
+            .rsplit('@')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        for (k, v) in [
+            ("AWS::Partition", "aws".to_string()),
+            ("AWS::Region", REGION.to_string()),
+            ("AWS::AccountId", self.account.clone()),
+            ("AWS::StackName", self.name.clone()),
+            ("AWS::URLSuffix", "amazonaws.com".to_string()),
+            ("DomainName", domain.clone()),
+            ("FromAddress", self.from_address.clone()),
+            ("ConfigKey", r.bucket.config_key.clone()),
+            ("RetentionDays", RETENTION_DAYS.to_string()),
+            ("LogLevel", "info".to_string()),
+            ("MailBucket", self.bucket.clone()),
+            ("StateTable", self.table.clone()),
+            ("InboundTopic", self.topic_arn.clone()),
+            ("EmailIdentity", domain),
+            ("ReceiptRuleSet", format!("{}{}", self.name, "-rules")),
+        ] {
+            b.refs.insert(k.to_string(), v);
+        }
+        let mut att = |res: &str, attr: &str, v: String| {
+            b.attrs.insert((res.to_string(), attr.to_string()), v);
+        };
+        att("MailBucket", "Arn", format!("arn:aws:s3:::{}", self.bucket));
+        att(
+            "StateTable",
+            "Arn",
+            format!("arn:aws:dynamodb:{REGION}:{}:table/{}", self.account, self.table),
+        );
+        for q in &r.queues {
+            let pair = self.queue(&q.key);
+            let dlq_name = pair.dlq_arn.rsplit(':').next().unwrap_or_default().to_string();
+            att(&q.logical_id, "Arn", pair.arn.clone());
+            att(&q.logical_id, "QueueName", pair.name.clone());
+            att(&q.dlq_logical_id, "Arn", pair.dlq_arn.clone());
+            att(&q.dlq_logical_id, "QueueName", dlq_name);
+            b.refs.insert(q.logical_id.clone(), pair.url.clone());
+            b.refs.insert(q.dlq_logical_id.clone(), pair.dlq_url.clone());
+        }
+        for f in &r.functions {
+            let group = format!("/aws/lambda/{}{}", self.name, f.name_suffix);
+            let lid = f.logical_id.replace("Function", "LogGroup");
+            att(
+                &lid,
+                "Arn",
+                format!("arn:aws:logs:{REGION}:{}:log-group:{group}:*", self.account),
+            );
+            b.refs.insert(lid, group);
+        }
+        b
+    }
+
+    /// Every AWS call this stack's functions (and its operator) made so far, each need
+    /// evaluated against the template: the function's role, or the operator policy.
+    /// Returns the calls IAM would deny, one line each.
+    pub fn denied_calls(&self) -> Vec<String> {
+        let template = crate::iam::template();
+        let bindings = self.bindings();
+        let r = resources();
+        let mut policies = BTreeMap::new();
+        for f in &r.functions {
+            let role = crate::iam::role_of_function(&template, &f.logical_id);
+            policies.insert(
+                self.principal(&f.key),
+                (role.clone(), crate::iam::policy_of(&template, &role, &bindings)),
+            );
+        }
+        policies.insert(
+            self.principal(OPERATOR),
+            (
+                OPERATOR_POLICY.to_string(),
+                crate::iam::policy_of(&template, OPERATOR_POLICY, &bindings),
+            ),
+        );
+        let mut denied = Vec::new();
+        for call in crate::proxy::proxy(&self.moto).calls(&format!("{}:", self.name)) {
+            let Some((policy, statements)) = policies.get(&call.principal) else {
+                continue;
+            };
+            for need in &call.needs {
+                if let Err(why) = crate::iam::evaluate(statements, need) {
+                    denied.push(format!(
+                        "{} {} ({} on {} {:?}): {why} in {policy}",
+                        call.principal.rsplit(':').next().unwrap_or_default(),
+                        call.operation,
+                        need.action,
+                        need.resource,
+                        need.context
+                    ));
+                }
+            }
+        }
+        denied.sort();
+        denied.dedup();
+        denied
+    }
+
+    /// Arms a fault for `who`'s calls of `operation`: the `skip + 1`th to `skip + times`th
+    /// from now. Returns the rule's id for [`Stack::disarm`].
+    pub fn arm(
+        &self,
+        who: &str,
+        operation: &str,
+        skip: usize,
+        times: usize,
+        fault: crate::proxy::Fault,
+    ) -> u64 {
+        crate::proxy::proxy(&self.moto).arm(crate::proxy::FaultRule {
+            principal: self.principal(who),
+            operation: operation.to_string(),
+            skip,
+            times,
+            fault,
+        })
+    }
+
+    /// Disarms a fault rule; returns how many calls it faulted.
+    pub fn disarm(&self, rule: u64) -> usize {
+        crate::proxy::proxy(&self.moto).disarm(rule)
+    }
+
+    /// Every call `who` made through the proxy so far.
+    pub fn calls_of(&self, who: &str) -> Vec<crate::proxy::Call> {
+        let principal = self.principal(who);
+        crate::proxy::proxy(&self.moto)
+            .calls(&principal)
+            .into_iter()
+            .filter(|c| c.principal == principal)
+            .collect()
+    }
+
+    /// Asserts that IAM would allow every call made so far (and that there were some).
+    pub fn assert_calls_allowed(&self) {
+        let calls = crate::proxy::proxy(&self.moto).calls(&format!("{}:", self.name));
+        assert!(
+            calls.iter().any(|c| !c.principal.ends_with(":harness")),
+            "no function made a call through the proxy"
+        );
+        let denied = self.denied_calls();
+        assert!(denied.is_empty(), "calls IAM would deny:\n{}", denied.join("\n"));
+    }
+}
+
+/// The managed policy the README tells operators to attach (push-config, and the operator
+/// commands).
+pub const OPERATOR_POLICY: &str = "OperatorPolicy";
 
 async fn create_queue(
     sqs: &aws_sdk_sqs::Client,
@@ -1368,8 +1579,7 @@ pub fn ses_notification(
 pub struct SentMail {
     pub id: String,
     pub source: String,
-    /// As the emulator records them: the given destinations plus the addresses of the
-    /// message's To/Cc/Bcc headers.
+    /// The envelope recipients of the send.
     pub destinations: Vec<String>,
     pub raw: String,
 }
@@ -1409,52 +1619,6 @@ impl SentMail {
     pub fn sent_to(&self, address: &str) -> bool {
         self.destinations.iter().any(|d| d.contains(address))
     }
-}
-
-/// All mail the emulator's SES sent, from its model dump (`/moto-api/data.json`, the
-/// `ses.RawMessage` entries that SESv2 `SendEmail` with raw content records).
-pub async fn sent_mail(endpoint: &str) -> Vec<SentMail> {
-    // moto's dump checks each attribute, then serialises them all again: an S3 object put
-    // by a concurrent test in between makes it fail with a 500. Ask again.
-    let mut attempt = 0;
-    let body = loop {
-        match http_get(endpoint, "/moto-api/data.json").await {
-            Ok(body) => break body,
-            Err(e) if attempt < 10 && e.contains(" 500 ") => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("reading sent mail: {e}"),
-        }
-    };
-    let data: Value = serde_json::from_slice(&body).expect("data.json is JSON");
-    let s = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    data.pointer("/ses/RawMessage")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .map(|m| SentMail {
-                    id: s(m, "id"),
-                    source: s(m, "source"),
-                    destinations: m
-                        .get("destinations")
-                        .and_then(Value::as_array)
-                        .map(|d| {
-                            d.iter()
-                                .filter_map(|x| x.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    raw: s(m, "raw_data"),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 // ------------------------------------------------------------------ function binaries

@@ -1,6 +1,8 @@
 //! The shared harness of mailroom's integration tests.
 
 pub mod aws;
+pub mod iam;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use mailroom_core::model::{Envelope, Stage};
 use mailroom_tests::aws::{
-    RETENTION_DAYS, Reported, RuntimeApi, SentMail, Stack, config_text, fixture, function_binary,
-    resources, ses_message_id, source_queue,
+    OPERATOR, RETENTION_DAYS, Reported, RuntimeApi, SentMail, Stack, config_text, fixture,
+    function_binary, resources, ses_message_id, source_queue,
 };
 
 const STAGE_KEYS: [&str; 8] = [
@@ -227,6 +227,7 @@ async fn happy_path_through_all_four_stages() {
         env.results.classify.as_ref().map(|c| c.category.as_str()),
         Some("support")
     );
+    stack.assert_calls_allowed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,6 +298,7 @@ async fn duplicate_deliveries_send_nothing_twice() {
         1,
         "the delivery was repeated"
     );
+    stack.assert_calls_allowed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,6 +361,7 @@ async fn a_poison_record_ends_in_the_dlq_alone() {
         dead.values().all(Vec::is_empty),
         "other dead letters: {dead:?}"
     );
+    stack.assert_calls_allowed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,6 +391,7 @@ async fn unparseable_input_is_quarantined_and_acknowledged() {
         "the inbound queue is not empty"
     );
     assert!(stack.sent_mail().await.is_empty());
+    stack.assert_calls_allowed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,6 +451,7 @@ async fn config_changes_apply_and_bad_configs_are_refused() {
         assert_all_stages(&stack, id).await;
     }
     stack.assert_no_dead_letters().await;
+    stack.assert_calls_allowed();
 }
 
 /// Runs one stage's compiled binary for one invocation: a genuine record of its queue (the
@@ -510,6 +515,7 @@ async fn function_binary_serves_one_batch(stage: Stage) {
         let env: Envelope = serde_json::from_str(&published[0]).expect("an envelope");
         assert_eq!(env.id, id);
     }
+    stack.assert_calls_allowed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -613,6 +619,7 @@ async fn a_vanished_raw_object_is_audited_not_retried() {
             .await
             .is_empty()
     );
+    stack.assert_calls_allowed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,6 +645,7 @@ async fn a_refused_sender_identity_waits_in_the_dlq_not_the_quarantine() {
     let env: Envelope = serde_json::from_str(&route[0]).expect("an envelope");
     assert_eq!(env.id, id);
     assert!(dead.values().all(Vec::is_empty), "{dead:?}");
+    stack.assert_calls_allowed();
 }
 
 /// A tiny category model, trained here on mail written for the test: quotes and seat
@@ -763,8 +771,9 @@ async fn models_load_from_s3_beside_the_config() {
 
     // push-config uploads the model beside the config, the config last.
     let model = sales_or_billing_model();
+    let operator = mailroom_aws::app::s3_client(&stack.sdk_as(OPERATOR).await);
     let pushed = mailroom_aws::config_source::push_config(
-        &stack.s3,
+        &operator,
         &stack.bucket,
         config_key,
         &with_model,
@@ -821,6 +830,7 @@ async fn models_load_from_s3_beside_the_config() {
         vec![format!("store/unrouted/{last}.eml")]
     );
     stack.assert_no_dead_letters().await;
+    stack.assert_calls_allowed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -879,4 +889,5 @@ async fn recipient_rules_follow_the_envelope_not_the_headers() {
         describe(&sent)
     );
     stack.assert_no_dead_letters().await;
+    stack.assert_calls_allowed();
 }

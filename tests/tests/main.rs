@@ -3,4 +3,5 @@
 
 mod aws;
 mod edge_cases;
+mod faults;
 mod golden;

@@ -117,11 +117,25 @@ impl Effects<'_> {
         Fut: Future<Output = Result<String, PortError>>,
     {
         let owner = attempt_token();
-        let claim = self
+        let claim = match self
             .state
             .claim_effect(id, key, &owner, self.lease, SystemTime::now())
             .await
-            .map_err(|e| StageError::from_port(id, stage, &format!("claiming effect {key}"), e))?;
+        {
+            Ok(claim) => claim,
+            Err(e) => {
+                // The claim may have been written although its answer was lost. Nothing was
+                // carried out under it, so give it back: the retry then starts clean instead
+                // of waiting for the lease and finding it orphaned.
+                let _ = self.state.release_effect(id, key, &owner).await;
+                return Err(StageError::from_port(
+                    id,
+                    stage,
+                    &format!("claiming effect {key}"),
+                    e,
+                ));
+            }
+        };
         match claim {
             Claim::Done(note) => return Ok(Ran::Before(note)),
             Claim::Busy => {
