@@ -109,42 +109,6 @@ pub async fn sdk_config(endpoint: &str, access_key_id: &str) -> SdkConfig {
 /// Who a stack's calls are evaluated as: a function's role, or the operator policy.
 pub const OPERATOR: &str = "operator";
 
-/// A GET on the emulator's own HTTP API (`/moto-api/...`): HTTP/1.0, so the body is
-/// neither chunked nor kept alive.
-pub async fn http_get(endpoint: &str, path: &str) -> Result<Vec<u8>, String> {
-    let host = endpoint
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{endpoint} is not an http:// URL"))?
-        .trim_end_matches('/');
-    let fetch = async {
-        let mut sock = TcpStream::connect(host)
-            .await
-            .map_err(|e| format!("connecting to {host}: {e}"))?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: */*\r\n\r\n");
-        sock.write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        sock.read_to_end(&mut out)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(out)
-    };
-    let out = tokio::time::timeout(Duration::from_secs(30), fetch)
-        .await
-        .map_err(|_| format!("GET {path}: timed out"))??;
-    let split = find(&out, b"\r\n\r\n").ok_or_else(|| format!("GET {path}: no HTTP header end"))?;
-    let status = String::from_utf8_lossy(&out[..split])
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    if !status.contains(" 200 ") {
-        return Err(format!("GET {path}: {status}"));
-    }
-    Ok(out[split + 4..].to_vec())
-}
-
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -1317,17 +1281,26 @@ impl Stack {
         att(
             "StateTable",
             "Arn",
-            format!("arn:aws:dynamodb:{REGION}:{}:table/{}", self.account, self.table),
+            format!(
+                "arn:aws:dynamodb:{REGION}:{}:table/{}",
+                self.account, self.table
+            ),
         );
         for q in &r.queues {
             let pair = self.queue(&q.key);
-            let dlq_name = pair.dlq_arn.rsplit(':').next().unwrap_or_default().to_string();
+            let dlq_name = pair
+                .dlq_arn
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             att(&q.logical_id, "Arn", pair.arn.clone());
             att(&q.logical_id, "QueueName", pair.name.clone());
             att(&q.dlq_logical_id, "Arn", pair.dlq_arn.clone());
             att(&q.dlq_logical_id, "QueueName", dlq_name);
             b.refs.insert(q.logical_id.clone(), pair.url.clone());
-            b.refs.insert(q.dlq_logical_id.clone(), pair.dlq_url.clone());
+            b.refs
+                .insert(q.dlq_logical_id.clone(), pair.dlq_url.clone());
         }
         for f in &r.functions {
             let group = format!("/aws/lambda/{}{}", self.name, f.name_suffix);
@@ -1354,7 +1327,10 @@ impl Stack {
             let role = crate::iam::role_of_function(&template, &f.logical_id);
             policies.insert(
                 self.principal(&f.key),
-                (role.clone(), crate::iam::policy_of(&template, &role, &bindings)),
+                (
+                    role.clone(),
+                    crate::iam::policy_of(&template, &role, &bindings),
+                ),
             );
         }
         policies.insert(
@@ -1429,7 +1405,11 @@ impl Stack {
             "no function made a call through the proxy"
         );
         let denied = self.denied_calls();
-        assert!(denied.is_empty(), "calls IAM would deny:\n{}", denied.join("\n"));
+        assert!(
+            denied.is_empty(),
+            "calls IAM would deny:\n{}",
+            denied.join("\n")
+        );
     }
 }
 
@@ -1751,6 +1731,12 @@ struct ApiState {
     events: VecDeque<(String, String)>,
     reported: Vec<Reported>,
     requests: Vec<String>,
+    /// How long each invocation may run (Lambda-Runtime-Deadline-Ms); 30 s unless set.
+    deadline: Option<Duration>,
+    /// When the last invocation was handed out, and its deadline.
+    handed_out: Option<(Instant, Instant)>,
+    /// When each report arrived.
+    reported_at: Vec<Instant>,
 }
 
 /// The Lambda Runtime API (`/2018-06-01/runtime/...`) on 127.0.0.1, over hand-parsed
@@ -1818,6 +1804,24 @@ impl RuntimeApi {
             .events
             .push_back((id.clone(), event.to_string()));
         id
+    }
+
+    /// Gives the next invocations `deadline` to run, instead of 30 s.
+    pub fn set_deadline(&self, deadline: Duration) {
+        self.state.lock().unwrap().deadline = Some(deadline);
+    }
+
+    /// How long before the last invocation's deadline its first report arrived (negative
+    /// seconds: after it). `None` before a report.
+    pub fn reported_before_deadline(&self) -> Option<f64> {
+        let s = self.state.lock().unwrap();
+        let (_, deadline) = s.handed_out?;
+        let at = *s.reported_at.first()?;
+        Some(if at <= deadline {
+            (deadline - at).as_secs_f64()
+        } else {
+            -(at - deadline).as_secs_f64()
+        })
     }
 
     /// Everything reported so far.
@@ -1961,11 +1965,17 @@ async fn serve_connection(
                     std::future::pending::<()>().await;
                     return;
                 };
+                let budget = state
+                    .lock()
+                    .unwrap()
+                    .deadline
+                    .unwrap_or(Duration::from_secs(30));
+                state.lock().unwrap().handed_out = Some((Instant::now(), Instant::now() + budget));
                 let deadline = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .expect("time")
                     .as_millis()
-                    + 30_000;
+                    + budget.as_millis();
                 let headers = [
                     ("Lambda-Runtime-Aws-Request-Id", id),
                     ("Lambda-Runtime-Deadline-Ms", deadline.to_string()),
@@ -1975,10 +1985,14 @@ async fn serve_connection(
                 respond(&mut sock, "200 OK", &headers, &event).await
             }
             ("POST", ["invocation", id, "response"]) => {
-                state.lock().unwrap().reported.push(Reported::Response {
-                    request_id: id.to_string(),
-                    body,
-                });
+                {
+                    let mut s = state.lock().unwrap();
+                    s.reported_at.push(Instant::now());
+                    s.reported.push(Reported::Response {
+                        request_id: id.to_string(),
+                        body,
+                    });
+                }
                 respond(&mut sock, "202 Accepted", &[], accepted).await
             }
             ("POST", ["invocation", id, "error"]) => {

@@ -149,7 +149,10 @@ impl Bindings {
             Value::String(s) => (s.as_str(), Map::new()),
             Value::Array(a) => (
                 a.first().and_then(Value::as_str).unwrap_or_default(),
-                a.get(1).and_then(Value::as_object).cloned().unwrap_or_default(),
+                a.get(1)
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default(),
             ),
             _ => return Err(format!("bad Fn::Sub {arg}")),
         };
@@ -162,11 +165,7 @@ impl Bindings {
                 .ok_or_else(|| format!("unclosed ${{ in {template}"))?;
             let name = &rest[start + 2..start + end];
             let value = match vars.get(name) {
-                Some(v) => self
-                    .resolve(v)?
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                Some(v) => self.resolve(v)?.as_str().unwrap_or_default().to_string(),
                 None => match name.split_once('.') {
                     Some((res, attr)) => self.get_att(res, attr)?,
                     None => self.get_ref(name)?,
@@ -363,7 +362,10 @@ mod tests {
             resource: r.into(),
             context: BTreeMap::new(),
         };
-        assert_eq!(evaluate(&st, &need("s3:GetObject", "arn:aws:s3:::b/k")), Ok("A".into()));
+        assert_eq!(
+            evaluate(&st, &need("s3:GetObject", "arn:aws:s3:::b/k")),
+            Ok("A".into())
+        );
         assert!(evaluate(&st, &need("s3:DeleteObject", "arn:aws:s3:::b/k")).is_err());
         let mut list = need("s3:ListBucket", "arn:aws:s3:::b");
         assert!(evaluate(&st, &list).is_err(), "no s3:prefix in the call");
@@ -378,9 +380,12 @@ mod tests {
         let mut b = Bindings::default();
         b.refs.insert("AWS::Partition".into(), "aws".into());
         b.refs.insert("AWS::StackName".into(), "s".into());
-        b.attrs
-            .insert(("MailBucket".into(), "Arn".into()), "arn:aws:s3:::s-mail".into());
-        let v = serde_json::json!({"Fn::Sub": "${MailBucket.Arn}/raw/* ${AWS::StackName}-deliver-*"});
+        b.attrs.insert(
+            ("MailBucket".into(), "Arn".into()),
+            "arn:aws:s3:::s-mail".into(),
+        );
+        let v =
+            serde_json::json!({"Fn::Sub": "${MailBucket.Arn}/raw/* ${AWS::StackName}-deliver-*"});
         assert_eq!(
             b.resolve(&v).unwrap(),
             Value::String("arn:aws:s3:::s-mail/raw/* s-deliver-*".into())

@@ -47,6 +47,9 @@ pub enum Fault {
     LostResponse,
     /// The call is held this long, then forwarded.
     Delay(Duration),
+    /// The call never completes and never reaches the emulator (the caller is killed or
+    /// times out while it waits).
+    Hang,
 }
 
 impl Fault {
@@ -67,6 +70,7 @@ impl Fault {
             Fault::Reset => "reset".into(),
             Fault::LostResponse => "lost-response".into(),
             Fault::Delay(d) => format!("delay-{}ms", d.as_millis()),
+            Fault::Hang => "hang".into(),
         }
     }
 }
@@ -167,7 +171,8 @@ fn start(upstream: String) -> Proxy {
                     .await
                     .expect("binding the proxy");
                 let addr = listener.local_addr().expect("local address");
-                tx.send(format!("http://{addr}")).expect("the harness waits");
+                tx.send(format!("http://{addr}"))
+                    .expect("the harness waits");
                 let client: Client<HttpConnector, Full<Bytes>> =
                     Client::builder(TokioExecutor::new()).build_http();
                 loop {
@@ -296,6 +301,10 @@ async fn handle(
             return Err(closed());
         }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Hang) => {
+            record(0, Vec::new());
+            std::future::pending::<()>().await;
+        }
         Some(f @ (Fault::Internal | Fault::Unavailable | Fault::Throttle)) => {
             let response = fault_response(&service, f);
             record(response.status().as_u16(), Vec::new());
@@ -315,11 +324,15 @@ async fn handle(
     let mut needs = needs;
     // Without s3:ListBucket, S3 answers a missing key with 403 instead of 404: a 404 the
     // caller relies on needs it, for the key as prefix.
-    if service == "s3" && status == 404 && matches!(operation.as_str(), "GetObject" | "HeadObject")
+    if service == "s3"
+        && status == 404
+        && matches!(operation.as_str(), "GetObject" | "HeadObject")
         && let Some(bucket_need) = needs.first().cloned()
     {
         let (bucket, key) = split_object_arn(&bucket_need.resource);
-        needs.push(Need::new("s3:ListBucket", format!("arn:aws:s3:::{bucket}")).with("s3:prefix", key));
+        needs.push(
+            Need::new("s3:ListBucket", format!("arn:aws:s3:::{bucket}")).with("s3:prefix", key),
+        );
     }
     if fault == Some(Fault::LostResponse) {
         record(0, needs);
@@ -334,13 +347,22 @@ fn accepted_send(principal: &str, body: &[u8]) -> Option<Sent> {
     use base64::Engine as _;
     let v: Value = serde_json::from_slice(body).ok()?;
     let data = v["Content"]["Raw"]["Data"].as_str()?;
-    let raw = base64::engine::general_purpose::STANDARD.decode(data).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()?;
     Some(Sent {
         principal: principal.to_string(),
-        from: v["FromEmailAddress"].as_str().unwrap_or_default().to_string(),
+        from: v["FromEmailAddress"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         to: v["Destination"]["ToAddresses"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default(),
         raw,
     })
@@ -508,10 +530,7 @@ fn describe(
         "sns" => {
             let form = query_params(&String::from_utf8_lossy(body));
             let action = form.get("Action").cloned().unwrap_or_else(|| "?".into());
-            let arn = form
-                .get("TopicArn")
-                .cloned()
-                .unwrap_or_else(|| "*".into());
+            let arn = form.get("TopicArn").cloned().unwrap_or_else(|| "*".into());
             let needs = vec![Need::new(&format!("sns:{action}"), arn)];
             (action, needs)
         }
@@ -545,7 +564,9 @@ fn describe(
 }
 
 fn describe_s3(parts: &hyper::http::request::Parts, path_and_query: &str) -> (String, Vec<Need>) {
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
     let params = query_params(query);
     let path = decode_path(path.trim_start_matches('/'));
     let (bucket, key) = match path.split_once('/') {

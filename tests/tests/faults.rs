@@ -26,7 +26,10 @@ fn matrix_config() -> String {
         r#"actions = [{ deliver = "tickets" }]"#,
         r#"actions = [{ forward = ["desk@corp.example"] }, { deliver = "tickets" }, { store = "support/" }]"#,
     );
-    assert_ne!(changed, config, "the test config changed shape; update this test");
+    assert_ne!(
+        changed, config,
+        "the test config changed shape; update this test"
+    );
     changed
 }
 
@@ -195,7 +198,9 @@ async fn run_cell(stack: &Stack, cell: &Cell, n: usize) -> Result<String, String
     if c.replies == 0 && reply != "unconfirmed" {
         return Err(format!("no reply, and respond recorded {reply:?}"));
     }
-    Ok(format!("{faulted} faulted, counts {got:?}, respond {reply}"))
+    Ok(format!(
+        "{faulted} faulted, counts {got:?}, respond {reply}"
+    ))
 }
 
 /// Runs every cell of one stage; returns how many ran.

@@ -5,3 +5,4 @@ mod aws;
 mod edge_cases;
 mod faults;
 mod golden;
+mod lifecycle;
