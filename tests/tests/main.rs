@@ -4,5 +4,6 @@
 mod aws;
 mod edge_cases;
 mod faults;
+mod fuzz;
 mod golden;
 mod lifecycle;
