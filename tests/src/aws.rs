@@ -122,6 +122,7 @@ pub struct Resources {
     pub topic: TopicSpec,
     pub table: TableSpec,
     pub queue_settings: QueueSettings,
+    pub function_settings: FunctionSettings,
     pub queues: Vec<QueueSpec>,
     pub deliver_queue_name_prefix: String,
     /// Setting key (`bucket`, `table`, ...) to environment variable name.
@@ -165,6 +166,11 @@ pub struct QueueSettings {
     pub receive_wait_seconds: u32,
     pub message_retention_seconds: u32,
     pub dlq_retention_seconds: u32,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionSettings {
+    pub timeout_seconds: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -72,6 +72,17 @@ fn resources_json_names_what_the_functions_read() {
         r.metrics.config_rejected,
         mailroom_aws::metrics::CONFIG_REJECTED
     );
+    // A live attempt is never overtaken (the lease outlasts an invocation), and the
+    // redelivery after a killed one finds the lease run out (the visibility timeout is
+    // longer), so it decides by the effect's semantics instead of waiting.
+    let lease = mailroom_core::pipeline::EFFECT_LEASE.as_secs();
+    let timeout = r.function_settings.timeout_seconds;
+    let visibility = u64::from(r.queue_settings.visibility_timeout_seconds);
+    assert!(
+        timeout < lease && lease < visibility,
+        "function timeout {timeout} s < effect lease {lease} s < visibility timeout {visibility} s"
+    );
+    assert!(mailroom_aws::handler::START_RESERVE.as_secs() < timeout);
     for stage in Stage::ALL {
         let f = r.function(stage);
         assert_eq!(f.binary, format!("mailroom-{stage}"));

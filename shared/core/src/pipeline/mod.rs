@@ -576,6 +576,58 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
         assert_eq!(state.audit_records().len(), 4);
     }
 
+    /// A sender that refuses every message for good, as SES refuses content.
+    struct Refusing;
+
+    #[async_trait]
+    impl MailSender for Refusing {
+        async fn send(&self, _mail: OutgoingMail) -> PortResult<String> {
+            Err(PortError::Permanent("MessageRejected: content refused".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_can_never_be_sent_frees_its_rate_limit_slot() {
+        let (mut ports, _, state) = memory_ports();
+        ports.sender = Arc::new(Refusing);
+        let config = Config::from_toml(&CONFIG.replace("[[route]]\nname = \"support\"\nwhen = { category = \"support\" }\nactions = [{ forward = [\"team@corp.example\"] }]\n", "[[route]]\nname = \"support\"\nwhen = { category = \"support\" }\nactions = [\"drop\"]\n"), "t.toml").unwrap();
+        let engine = Engine::with_rules(Arc::new(config), ports);
+        let raw = mail(1, "ann@customer.example");
+        let err = engine.run_all(env(&raw), &raw).await.unwrap_err();
+        assert!(!err.is_retryable() && err.stage() == Stage::Respond, "{err}");
+        // The slot was freed: another message from the sender may take it.
+        let now = SystemTime::now();
+        let free = state
+            .acquire_rate_limit(
+                "reply#ann@customer.example#support",
+                "another message",
+                now + Duration::from_secs(60),
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(free, "the slot is still held by a reply that was never sent");
+
+        // A passing failure keeps it: the retry sends the reply.
+        let (mut ports, _, state) = memory_ports();
+        ports.sender = Arc::new(Flaky {
+            failures: AtomicUsize::new(1),
+            ..Default::default()
+        });
+        let engine = Engine::with_rules(engine.config.clone(), ports);
+        assert!(engine.run_all(env(&raw), &raw).await.unwrap_err().is_retryable());
+        let held = !state
+            .acquire_rate_limit(
+                "reply#ann@customer.example#support",
+                "another message",
+                now + Duration::from_secs(60),
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(held, "a retryable failure must keep the slot for its retry");
+    }
+
     #[tokio::test]
     async fn an_effect_held_by_another_invocation_is_retried_not_repeated() {
         let sender = Arc::new(Flaky::default());
