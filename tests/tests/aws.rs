@@ -902,3 +902,32 @@ async fn recipient_rules_follow_the_envelope_not_the_headers() {
     stack.assert_no_dead_letters().await;
     stack.assert_calls_allowed();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_cannot_be_rendered_quarantines_the_message_from_respond() {
+    let Some(stack) = Stack::create("respond-q").await else {
+        return;
+    };
+    // A template that compiles but names a value the reply context does not have: every
+    // attempt fails the same way, so respond takes the failure path (its role may write the
+    // quarantine, as the IAM check below proves).
+    let broken = config_text().replace(
+        "we received your message and opened ticket {{ reference }}.",
+        "we received your message about {{ no_such_value.field }}.",
+    );
+    assert_ne!(broken, config_text(), "the test config changed shape");
+    stack.upload_config(&broken).await;
+    let id = stack.put_mail("support.eml").await;
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+
+    let quarantined = format!("quarantine/{id}.eml");
+    assert_eq!(
+        stack.audit_decision(&id, Stage::Respond).await,
+        Some(format!("quarantined as {quarantined}"))
+    );
+    assert_eq!(stack.objects("quarantine/").await, vec![quarantined]);
+    assert!(replies(&stack.sent_mail().await).is_empty());
+    stack.assert_no_dead_letters().await;
+    stack.assert_calls_allowed();
+}

@@ -582,7 +582,9 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
     #[async_trait]
     impl MailSender for Refusing {
         async fn send(&self, _mail: OutgoingMail) -> PortResult<String> {
-            Err(PortError::Permanent("MessageRejected: content refused".into()))
+            Err(PortError::Permanent(
+                "MessageRejected: content refused".into(),
+            ))
         }
     }
 
@@ -594,7 +596,10 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
         let engine = Engine::with_rules(Arc::new(config), ports);
         let raw = mail(1, "ann@customer.example");
         let err = engine.run_all(env(&raw), &raw).await.unwrap_err();
-        assert!(!err.is_retryable() && err.stage() == Stage::Respond, "{err}");
+        assert!(
+            !err.is_retryable() && err.stage() == Stage::Respond,
+            "{err}"
+        );
         // The slot was freed: another message from the sender may take it.
         let now = SystemTime::now();
         let free = state
@@ -606,7 +611,10 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
             )
             .await
             .unwrap();
-        assert!(free, "the slot is still held by a reply that was never sent");
+        assert!(
+            free,
+            "the slot is still held by a reply that was never sent"
+        );
 
         // A passing failure keeps it: the retry sends the reply.
         let (mut ports, _, state) = memory_ports();
@@ -615,7 +623,13 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
             ..Default::default()
         });
         let engine = Engine::with_rules(engine.config.clone(), ports);
-        assert!(engine.run_all(env(&raw), &raw).await.unwrap_err().is_retryable());
+        assert!(
+            engine
+                .run_all(env(&raw), &raw)
+                .await
+                .unwrap_err()
+                .is_retryable()
+        );
         let held = !state
             .acquire_rate_limit(
                 "reply#ann@customer.example#support",
