@@ -232,3 +232,93 @@ fn bad_inputs_are_reported_per_message_and_the_run_goes_on() {
             .contains("cannot read")
     );
 }
+
+#[test]
+fn a_notification_beside_a_message_counts_and_a_broken_one_is_reported() {
+    let dir = temp("receipt");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let mail =
+        "From: ann@partner.example\nTo: accounts@partner.example\nSubject: remittance\n\nhello\n";
+    std::fs::write(input.join("blind.eml"), mail).unwrap();
+    std::fs::write(
+        input.join("blind.json"),
+        r#"{"notificationType":"Received","mail":{"messageId":"m1","source":"ann@partner.example"},
+            "receipt":{"recipients":["billing@example.com"],"virusVerdict":{"status":"FAIL"}}}"#,
+    )
+    .unwrap();
+    std::fs::write(input.join("broken.eml"), mail).unwrap();
+    std::fs::write(input.join("broken.json"), "{\"notificationType\": ").unwrap();
+    let out = mailroom(&[
+        "run",
+        "--config",
+        "examples/mailroom.toml",
+        "--format",
+        "jsonl",
+        "--state",
+        dir.join("s").to_str().unwrap(),
+        "--outbox",
+        dir.join("o").to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 2, "the .json files are not inputs: {rows:#?}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the broken notification fails its message"
+    );
+    let blind = rows
+        .iter()
+        .find(|r| r["source"].as_str().unwrap().ends_with("blind.eml"))
+        .unwrap();
+    // The receipt's verdict and recipients count: a virus verdict rejects, and the
+    // billing@ envelope recipient classifies.
+    assert_eq!(blind["verdict"], "reject", "{blind}");
+    assert_eq!(blind["category"], "billing", "{blind}");
+    let broken = rows
+        .iter()
+        .find(|r| r["source"].as_str().unwrap().ends_with("broken.eml"))
+        .unwrap();
+    let error = broken["error"].as_str().unwrap();
+    assert!(
+        error.contains("broken.json") && error.contains("not an SES receipt notification"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_message_no_stage_can_handle_is_quarantined_by_run_as_by_the_functions() {
+    let dir = temp("failure");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A reply template that compiles but cannot render: respond fails for good.
+    let config = std::fs::read_to_string(repo().join("examples/mailroom.toml"))
+        .unwrap()
+        .replace("{{ reference }}", "{{ no_such_value.field }}");
+    let config_path = dir.join("mailroom.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let state = dir.join("s");
+    let out = mailroom(&[
+        "run",
+        "--config",
+        config_path.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--state",
+        state.to_str().unwrap(),
+        "--outbox",
+        dir.join("o").to_str().unwrap(),
+        "examples/mail/01-support-request.eml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let rows = jsonl(&out);
+    let error = rows[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("stage respond") && error.contains("quarantined as quarantine/"),
+        "{error}"
+    );
+    let quarantined: Vec<_> = std::fs::read_dir(state.join("objects/quarantine"))
+        .unwrap()
+        .collect();
+    assert_eq!(quarantined.len(), 1, "{error}");
+}
