@@ -252,6 +252,22 @@ pub fn config_text() -> String {
     String::from_utf8(fixture("mailroom.toml")).expect("the config is UTF-8")
 }
 
+/// The support rule's actions in [`every_effect_config`].
+pub const EVERY_EFFECT: &str = r#"actions = [{ forward = ["desk@corp.example"] }, { deliver = "tickets" }, { store = "support/" }]"#;
+
+/// The test config with a support rule that forwards to desk@, delivers to tickets and
+/// stores, so that one support message (which also gets an auto-reply) exercises every
+/// effect.
+pub fn every_effect_config() -> String {
+    let config = config_text();
+    let changed = config.replace(r#"actions = [{ deliver = "tickets" }]"#, EVERY_EFFECT);
+    assert_ne!(
+        changed, config,
+        "the test config changed shape; update this helper"
+    );
+    changed
+}
+
 // ------------------------------------------------------------------ randomness
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -838,6 +854,23 @@ impl Stack {
         all
     }
 
+    /// Makes a received message visible again at once (its visibility timeout is over).
+    pub async fn make_visible(&self, queue_url: &str, m: &Received) {
+        self.sqs
+            .change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(&m.receipt_handle)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "making a message of {queue_url} visible: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            });
+    }
+
     pub async fn delete(&self, queue_url: &str, m: &Received) {
         self.sqs
             .delete_message()
@@ -918,19 +951,7 @@ impl Stack {
             .collect();
         for m in &records {
             if failed.contains(&m.message_id.as_str()) {
-                self.sqs
-                    .change_message_visibility()
-                    .queue_url(&url)
-                    .receipt_handle(&m.receipt_handle)
-                    .visibility_timeout(0)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "releasing a failed record: {}",
-                            aws_sdk_sqs::error::DisplayErrorContext(&e)
-                        )
-                    });
+                self.make_visible(&url, m).await;
             } else {
                 self.delete(&url, m).await;
             }

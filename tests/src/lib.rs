@@ -63,6 +63,44 @@ impl Harness {
     }
 }
 
+/// A small text model trained on `docs` (label, subject, body), as `mailroom train` would
+/// train one on labelled folders: the bytes of its model file.
+pub fn tiny_model(name: &str, labels: &[&str], docs: &[(&str, &str, &str)]) -> Vec<u8> {
+    use mailroom_core::Mail;
+    use mailroom_core::learn::{FeatureConfig, Learner, TrainOptions, features, train};
+    let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+    let config = FeatureConfig {
+        bits: 12,
+        ..FeatureConfig::default()
+    };
+    let (x, y): (Vec<_>, Vec<_>) = docs
+        .iter()
+        .enumerate()
+        .map(|(i, (label, subject, body))| {
+            let raw = format!(
+                "From: sender{i}@customer.example\r\nTo: info@example.com\r\nSubject: {subject}\r\nMessage-ID: <{i}@customer.example>\r\n\r\n{body}\r\n"
+            );
+            let mail = Mail::parse(raw.as_bytes()).expect("test mail parses");
+            let label = labels
+                .iter()
+                .position(|l| l == label)
+                .unwrap_or_else(|| panic!("{label} is not one of the labels"));
+            (features::extract(&mail, &config), label)
+        })
+        .unzip();
+    let rows: Vec<usize> = (0..x.len()).collect();
+    train::train(
+        name,
+        &labels,
+        config,
+        &x,
+        &y,
+        &rows,
+        &TrainOptions::for_learner(Learner::Svm),
+    )
+    .to_bytes()
+}
+
 /// Headers whose values are generated per send (replies' Date and Message-ID), masked so
 /// golden files stay stable.
 fn masked(name: &str, auto_reply: bool) -> bool {

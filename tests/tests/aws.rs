@@ -662,8 +662,6 @@ async fn a_refused_sender_identity_waits_in_the_dlq_not_the_quarantine() {
 /// A tiny category model, trained here on mail written for the test: quotes and seat
 /// counts are sales, invoices and refunds are billing.
 fn sales_or_billing_model() -> Vec<u8> {
-    use mailroom_core::Mail;
-    use mailroom_core::learn::{FeatureConfig, Learner, TrainOptions, features, train};
     let docs = [
         (
             "sales",
@@ -716,34 +714,7 @@ fn sales_or_billing_model() -> Vec<u8> {
             "The VAT number on our invoice is wrong, please correct the invoice.",
         ),
     ];
-    let labels = vec!["billing".to_string(), "sales".to_string()];
-    let config = FeatureConfig {
-        bits: 12,
-        ..FeatureConfig::default()
-    };
-    let (x, y): (Vec<_>, Vec<_>) = docs
-        .iter()
-        .enumerate()
-        .map(|(i, (label, subject, body))| {
-            let raw = format!(
-                "From: buyer{i}@customer.example\r\nTo: info@example.com\r\nSubject: {subject}\r\nMessage-ID: <{i}@customer.example>\r\n\r\n{body}\r\n"
-            );
-            let mail = Mail::parse(raw.as_bytes()).expect("test mail parses");
-            let label = labels.iter().position(|l| l == label).unwrap();
-            (features::extract(&mail, &config), label)
-        })
-        .unzip();
-    let rows: Vec<usize> = (0..x.len()).collect();
-    train::train(
-        "sales-or-billing",
-        &labels,
-        config,
-        &x,
-        &y,
-        &rows,
-        &TrainOptions::for_learner(Learner::Svm),
-    )
-    .to_bytes()
+    mailroom_tests::tiny_model("sales-or-billing", &["billing", "sales"], &docs)
 }
 
 /// Mail to an address no classify rule knows, so only a model can call it sales.

@@ -15,23 +15,8 @@
 //! sender of its own (so the reply rate limit does not carry over).
 
 use mailroom_core::model::{Envelope, RespondResult, Stage};
-use mailroom_tests::aws::{Stack, config_text, fixture, ses_message_id};
+use mailroom_tests::aws::{Stack, every_effect_config, fixture, ses_message_id};
 use mailroom_tests::proxy::Fault;
-
-/// The support rule forwards, delivers and stores, and support mail gets an auto-reply: one
-/// message exercises every effect.
-fn matrix_config() -> String {
-    let config = config_text();
-    let changed = config.replace(
-        r#"actions = [{ deliver = "tickets" }]"#,
-        r#"actions = [{ forward = ["desk@corp.example"] }, { deliver = "tickets" }, { store = "support/" }]"#,
-    );
-    assert_ne!(
-        changed, config,
-        "the test config changed shape; update this test"
-    );
-    changed
-}
 
 /// The support fixture from a sender of its own.
 fn support_mail(n: usize) -> Vec<u8> {
@@ -206,7 +191,7 @@ async fn run_cell(stack: &Stack, cell: &Cell, n: usize) -> Result<String, String
 /// Runs every cell of one stage; returns how many ran.
 async fn matrix_for(stage: Stage) -> Option<usize> {
     let mut stack = Stack::create(&format!("faults-{stage}")).await?;
-    stack.upload_config(&matrix_config()).await;
+    stack.upload_config(&every_effect_config()).await;
     // The deployed relation, scaled down: a redelivery comes after the lease has run out
     // (the visibility timeout, 240 s, is above the lease, 60 s).
     stack.effect_lease_ms = Some(400);

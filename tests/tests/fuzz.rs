@@ -345,62 +345,38 @@ fn notifications_events_and_envelopes_decode_or_fail_cleanly() {
 
 /// A small spam model, trained here.
 fn model_bytes() -> Vec<u8> {
-    use mailroom_core::learn::{FeatureConfig, Learner, TrainOptions, features, train};
-    let labels = vec!["ham".to_string(), "spam".to_string()];
-    let config = FeatureConfig {
-        bits: 10,
-        ..FeatureConfig::default()
-    };
-    let texts = [
-        (
-            0,
-            "Meeting notes",
-            "Here are the notes from our meeting on Tuesday.",
-        ),
-        (
-            0,
-            "Invoice 118",
-            "Please find the invoice for October attached.",
-        ),
-        (0, "Lunch?", "Are you free for lunch tomorrow at noon?"),
-        (
-            1,
-            "WIN $$$ NOW",
-            "Click here to claim your free prize, limited offer!!!",
-        ),
-        (
-            1,
-            "Cheap meds",
-            "Buy cheap pills online, no prescription, best prices.",
-        ),
-        (
-            1,
-            "You won",
-            "Congratulations, you won a lottery, send your bank details.",
-        ),
-    ];
-    let (x, y): (Vec<_>, Vec<_>) = texts
-        .iter()
-        .enumerate()
-        .map(|(i, (label, subject, body))| {
-            let raw = format!(
-                "From: s{i}@sender.example\r\nSubject: {subject}\r\nMessage-ID: <{i}@x>\r\n\r\n{body}\r\n"
-            );
-            let mail = Mail::parse(raw.as_bytes()).expect("test mail parses");
-            (features::extract(&mail, &config), *label)
-        })
-        .unzip();
-    let rows: Vec<usize> = (0..x.len()).collect();
-    train::train(
+    mailroom_tests::tiny_model(
         "fuzz",
-        &labels,
-        config,
-        &x,
-        &y,
-        &rows,
-        &TrainOptions::for_learner(Learner::Svm),
+        &["ham", "spam"],
+        &[
+            (
+                "ham",
+                "Meeting notes",
+                "Here are the notes from our meeting on Tuesday.",
+            ),
+            (
+                "ham",
+                "Invoice 118",
+                "Please find the invoice for October attached.",
+            ),
+            ("ham", "Lunch?", "Are you free for lunch tomorrow at noon?"),
+            (
+                "spam",
+                "WIN $$$ NOW",
+                "Click here to claim your free prize, limited offer!!!",
+            ),
+            (
+                "spam",
+                "Cheap meds",
+                "Buy cheap pills online, no prescription, best prices.",
+            ),
+            (
+                "spam",
+                "You won",
+                "Congratulations, you won a lottery, send your bank details.",
+            ),
+        ],
     )
-    .to_bytes()
 }
 
 #[test]

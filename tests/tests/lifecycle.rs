@@ -7,23 +7,10 @@ use std::time::Duration;
 
 use mailroom_core::model::{Envelope, Stage};
 use mailroom_tests::aws::{
-    Received, Reported, RuntimeApi, SentMail, Stack, config_text, function_binary, source_queue,
+    EVERY_EFFECT, Received, Reported, RuntimeApi, SentMail, Stack, every_effect_config,
+    function_binary, source_queue,
 };
 use mailroom_tests::proxy::Fault;
-
-/// Support mail forwards to desk@, delivers to tickets, stores, and gets an auto-reply.
-fn every_effect_config() -> String {
-    let config = config_text();
-    let changed = config.replace(
-        r#"actions = [{ deliver = "tickets" }]"#,
-        r#"actions = [{ forward = ["desk@corp.example"] }, { deliver = "tickets" }, { store = "support/" }]"#,
-    );
-    assert_ne!(
-        changed, config,
-        "the test config changed shape; update this test"
-    );
-    changed
-}
 
 fn forwards(sent: &[SentMail]) -> usize {
     sent.iter()
@@ -173,14 +160,8 @@ async fn killed_after_a_send(stack: &Stack, stage: Stage, completion: usize) -> 
     // The record comes back once its visibility timeout (here: now) is over, after the lease.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stack
-        .sqs
-        .change_message_visibility()
-        .queue_url(&stack.queue(source_queue(stage)).url)
-        .receipt_handle(&record.receipt_handle)
-        .visibility_timeout(0)
-        .send()
-        .await
-        .expect("making the record visible again");
+        .make_visible(&stack.queue(source_queue(stage)).url, &record)
+        .await;
     let pipeline = stack.pipeline().await;
     stack.run_until_idle(&pipeline).await;
     id
@@ -277,15 +258,7 @@ async fn two_invocations_of_one_message_at_once_carry_out_each_effect_once() {
         if resp.batch_item_failures.is_empty() {
             stack.delete(&url, r).await;
         } else {
-            stack
-                .sqs
-                .change_message_visibility()
-                .queue_url(&url)
-                .receipt_handle(&r.receipt_handle)
-                .visibility_timeout(0)
-                .send()
-                .await
-                .expect("releasing the failed twin");
+            stack.make_visible(&url, r).await;
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -326,7 +299,7 @@ async fn a_config_reload_between_two_attempts_neither_skips_nor_repeats_an_effec
     // rule's actions in another order, so every action has another position.
     let reordered = every_effect_config()
         .replace(
-            r#"actions = [{ forward = ["desk@corp.example"] }, { deliver = "tickets" }, { store = "support/" }]"#,
+            EVERY_EFFECT,
             r#"actions = [{ store = "support/" }, { deliver = "tickets" }, { forward = ["desk@corp.example"] }]"#,
         )
         .replace(
