@@ -90,8 +90,17 @@ check(tp.get("TableName") == stack_name(t["name_suffix"]), "table name")
 pk, sk = t["partition_key"], t["sort_key"]
 check(tp.get("KeySchema") == [{"AttributeName": pk["name"], "KeyType": "HASH"},
                               {"AttributeName": sk["name"], "KeyType": "RANGE"}], "table key schema")
+index_attrs = sorted({a for i in t["indexes"] for a in (i["partition_key"], i["sort_key"])})
 check(sorted(tp.get("AttributeDefinitions", []), key=str) == sorted(
-    [{"AttributeName": k["name"], "AttributeType": k["type"]} for k in (pk, sk)], key=str), "table attributes")
+    [{"AttributeName": k["name"], "AttributeType": k["type"]} for k in (pk, sk)]
+    + [{"AttributeName": a, "AttributeType": "S"} for a in index_attrs], key=str), "table attributes")
+gsis = {g["IndexName"]: g for g in tp.get("GlobalSecondaryIndexes", [])}
+check(set(gsis) == {i["name"] for i in t["indexes"]}, f"table indexes {sorted(gsis)}")
+for i in t["indexes"]:
+    g = gsis.get(i["name"], {})
+    check(g.get("KeySchema") == [{"AttributeName": i["partition_key"], "KeyType": "HASH"},
+                                 {"AttributeName": i["sort_key"], "KeyType": "RANGE"}], f"index {i['name']} keys")
+    check(g.get("Projection") == {"ProjectionType": "ALL"}, f"index {i['name']} projection")
 check(tp.get("TimeToLiveSpecification") == {"AttributeName": t["ttl_attribute"], "Enabled": True}, "table TTL")
 
 # SES rule set and rule (the rule name is also spelled out in the bucket policy).

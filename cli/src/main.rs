@@ -2,6 +2,7 @@
 
 mod input;
 mod learn;
+mod operate;
 mod output;
 #[cfg(feature = "aws")]
 mod push;
@@ -60,6 +61,20 @@ enum Command {
     },
     /// Validate a config file: exit 1 with the line and column of the first problem.
     Check { file: PathBuf },
+    /// Quarantined mail: list it.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+    /// Search the messages a run processed, newest first.
+    Search {
+        #[command(flatten)]
+        store: operate::StoreArgs,
+        #[command(flatten)]
+        filters: operate::Filters,
+        #[command(flatten)]
+        more: operate::SearchFilters,
+    },
     /// Validate a config and the models it names, and upload them to the bucket the
     /// functions read them from (models relative to the config key, the config last).
     #[cfg(feature = "aws")]
@@ -98,8 +113,40 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// One row per quarantined message: id, date, sender, recipients, subject, score and
+    /// reasons, newest first.
+    List {
+        #[command(flatten)]
+        store: operate::StoreArgs,
+        #[command(flatten)]
+        filters: operate::Filters,
+        /// A piece of a reason tag, case-insensitive (SPAM, VIRUS, DMARC).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Quarantine {
+            command:
+                QuarantineCommand::List {
+                    store,
+                    filters,
+                    reason,
+                },
+        } => exit(operate::quarantine_list(
+            &store,
+            &filters,
+            reason.as_deref(),
+        )),
+        Command::Search {
+            store,
+            filters,
+            more,
+        } => exit(operate::search(&store, &filters, &more)),
         Command::Check { file } => match load_checked(&file) {
             Ok(c) => {
                 println!(
@@ -208,6 +255,7 @@ fn run(
         }),
         state: state.clone(),
         audit: state.clone(),
+        index: state.clone(),
         publisher: Arc::new(InProcess),
         queues: Arc::new(DirQueues {
             root: state_dir.join("queues"),

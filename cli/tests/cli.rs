@@ -322,3 +322,146 @@ fn a_message_no_stage_can_handle_is_quarantined_by_run_as_by_the_functions() {
         .collect();
     assert_eq!(quarantined.len(), 1, "{error}");
 }
+
+#[test]
+fn the_quarantine_and_a_search_list_what_a_run_decided() {
+    let dir = temp("operate");
+    let state = dir.join("state");
+    let run = mailroom(&[
+        "run",
+        "--config",
+        "examples/mailroom.toml",
+        "--state",
+        state.to_str().unwrap(),
+        "--outbox",
+        dir.join("outbox").to_str().unwrap(),
+        "examples/mail",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let list = |args: &[&str]| {
+        let mut all = vec![
+            args[0],
+            "--state",
+            state.to_str().unwrap(),
+            "--format",
+            "jsonl",
+        ];
+        all.extend_from_slice(&args[1..]);
+        let out = mailroom(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            jsonl(&out),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The SES spam FAIL is the one quarantined example.
+    let out = mailroom(&[
+        "quarantine",
+        "list",
+        "--state",
+        state.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let q = &rows[0];
+    for key in [
+        "id",
+        "at",
+        "sender",
+        "recipients",
+        "subject",
+        "score",
+        "reasons",
+    ] {
+        assert!(q.get(key).is_some(), "no {key} in {q}");
+    }
+    assert!(
+        q["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "SES_SPAM_FAIL"),
+        "{q}"
+    );
+    assert!(
+        q["quarantined"]
+            .as_str()
+            .unwrap()
+            .starts_with("quarantine/")
+    );
+
+    let (by_recipient, _) = list(&["search", "--recipient", "billing@example.com"]);
+    assert!(by_recipient.len() >= 2, "{by_recipient:#?}");
+    assert!(by_recipient.iter().all(|r| {
+        r["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "billing@example.com")
+    }));
+    let (blind, _) = list(&["search", "--subject", "REMITTANCE", "--category", "billing"]);
+    assert_eq!(blind.len(), 1, "{blind:#?}");
+
+    // Pages: two rows, then the rest, nothing twice.
+    let (first, more) = list(&["search", "--limit", "2"]);
+    assert_eq!(first.len(), 2);
+    let cursor = more
+        .lines()
+        .find_map(|l| l.strip_prefix("more: --page "))
+        .expect("a cursor after a full page")
+        .to_string();
+    let (rest, _) = list(&["search", "--limit", "100", "--page", &cursor]);
+    let mut ids: Vec<&str> = first
+        .iter()
+        .chain(&rest)
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a row on two pages");
+    let eml = std::fs::read_dir(repo().join("examples/mail"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "eml")
+        })
+        .count();
+    assert_eq!(n, eml, "every message is listed once");
+
+    let missing = mailroom(&[
+        "quarantine",
+        "list",
+        "--state",
+        dir.join("nowhere").to_str().unwrap(),
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no state store"));
+    let bad = mailroom(&[
+        "search",
+        "--state",
+        state.to_str().unwrap(),
+        "--since",
+        "last tuesday",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a date"));
+}

@@ -157,6 +157,14 @@ pub struct TableSpec {
     pub partition_key: KeySpec,
     pub sort_key: KeySpec,
     pub ttl_attribute: String,
+    pub indexes: Vec<IndexSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IndexSpec {
+    pub name: String,
+    pub partition_key: String,
+    pub sort_key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -503,22 +511,46 @@ impl Stack {
                 .build()
                 .expect("key schema")
         };
-        dynamo
+        let string_key = |name: &str| KeySpec {
+            name: name.to_string(),
+            kind: "S".to_string(),
+        };
+        let mut create = dynamo
             .create_table()
             .table_name(&table)
             .attribute_definitions(attr(&t.partition_key))
             .attribute_definitions(attr(&t.sort_key))
             .key_schema(key(&t.partition_key, KeyType::Hash))
             .key_schema(key(&t.sort_key, KeyType::Range))
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "creating table {table}: {}",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-                )
-            });
+            .billing_mode(BillingMode::PayPerRequest);
+        let mut defined: Vec<String> = Vec::new();
+        for i in &t.indexes {
+            for a in [&i.partition_key, &i.sort_key] {
+                if !defined.contains(a) {
+                    create = create.attribute_definitions(attr(&string_key(a)));
+                    defined.push(a.clone());
+                }
+            }
+            create = create.global_secondary_indexes(
+                aws_sdk_dynamodb::types::GlobalSecondaryIndex::builder()
+                    .index_name(&i.name)
+                    .key_schema(key(&string_key(&i.partition_key), KeyType::Hash))
+                    .key_schema(key(&string_key(&i.sort_key), KeyType::Range))
+                    .projection(
+                        aws_sdk_dynamodb::types::Projection::builder()
+                            .projection_type(aws_sdk_dynamodb::types::ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .expect("an index"),
+            );
+        }
+        create.send().await.unwrap_or_else(|e| {
+            panic!(
+                "creating table {table}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            )
+        });
         dynamo
             .update_time_to_live()
             .table_name(&table)

@@ -902,3 +902,81 @@ async fn a_reply_that_cannot_be_rendered_quarantines_the_message_from_respond() 
     stack.assert_no_dead_letters().await;
     stack.assert_calls_allowed();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_list_the_quarantine_and_search_by_sender_and_recipient() {
+    use mailroom_core::operate::Query;
+    use mailroom_core::ports::MessageIndex;
+    let Some(stack) = Stack::create("index").await else {
+        return;
+    };
+    let spam = stack.put_mail("spam-fail.eml").await;
+    let support = stack.put_mail("support.eml").await;
+    let sales = stack.put_mail("sales.eml").await;
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+
+    // The operator reads the index with its own credentials, as `mailroom` does.
+    let index = mailroom_aws::dynamo::DynamoState {
+        client: aws_sdk_dynamodb::Client::new(&stack.sdk_as(OPERATOR).await),
+        table: stack.table.clone(),
+        retention: Duration::from_secs(RETENTION_DAYS * 86_400),
+    };
+    let ids = |page: mailroom_core::operate::Page| -> Vec<String> {
+        page.rows.into_iter().map(|r| r.id).collect()
+    };
+    let quarantine = index
+        .query(&Query {
+            quarantined_only: true,
+            ..Query::default()
+        })
+        .await
+        .expect("the quarantine");
+    assert_eq!(quarantine.rows.len(), 1, "{quarantine:?}");
+    let row = &quarantine.rows[0];
+    assert_eq!(row.id, spam);
+    assert_eq!(row.quarantined, Some(format!("quarantine/{spam}.eml")));
+    assert!(
+        row.reasons.contains(&"SES_SPAM_FAIL".to_string()),
+        "{row:?}"
+    );
+    let by_sender = index
+        .query(&Query {
+            sender: Some("Nora@Client.example".into()),
+            ..Query::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(by_sender), std::slice::from_ref(&support));
+    let by_recipient = index
+        .query(&Query {
+            recipient: Some("sales+spring@example.com".into()),
+            ..Query::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(by_recipient), std::slice::from_ref(&sales));
+    // Everything, newest first, two to a page.
+    let first = index
+        .query(&Query {
+            limit: 2,
+            ..Query::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.rows.len(), 2);
+    let rest = index
+        .query(&Query {
+            limit: 2,
+            before: first.next.clone(),
+            ..Query::default()
+        })
+        .await
+        .unwrap();
+    let mut all: Vec<String> = ids(first).into_iter().chain(ids(rest)).collect();
+    all.sort();
+    let mut want = vec![spam, support, sales];
+    want.sort();
+    assert_eq!(all, want);
+    stack.assert_calls_allowed();
+}

@@ -61,7 +61,8 @@ impl App {
             raw: mail.clone(),
             objects: mail,
             state: state.clone(),
-            audit: state,
+            audit: state.clone(),
+            index: state,
             publisher: Arc::new(SqsPublisher {
                 client: sqs.clone(),
                 next_queue_url: settings.next_queue_url.clone(),

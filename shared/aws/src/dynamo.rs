@@ -50,7 +50,7 @@ fn msg_pk(id: &str) -> AttributeValue {
 }
 
 impl DynamoState {
-    fn expires(&self) -> AttributeValue {
+    pub(crate) fn expires(&self) -> AttributeValue {
         n(secs(SystemTime::now() + self.retention))
     }
 

@@ -7,6 +7,7 @@ pub mod dynamo;
 mod errors;
 pub mod events;
 pub mod handler;
+pub mod index;
 pub mod metrics;
 pub mod s3;
 pub mod ses;

@@ -11,6 +11,7 @@ pub mod learn;
 pub mod mail;
 pub mod matcher;
 pub mod model;
+pub mod operate;
 pub mod pipeline;
 pub mod ports;
 pub mod receipt;

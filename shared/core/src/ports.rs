@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::model::{AuditRecord, Envelope, RawRef, Stage};
+use crate::operate::{MessageSummary, Page, Query};
 
 /// Why a port call failed. `Retryable` failures (throttling, a refusal before anything
 /// happened) are retried by the queue; `Permanent` ones send the message to quarantine.
@@ -120,6 +121,18 @@ pub trait StateStore: Send + Sync {
 #[async_trait]
 pub trait AuditLog: Send + Sync {
     async fn append(&self, record: &AuditRecord) -> PortResult<()>;
+}
+
+/// The operators' index of messages: one summary per message, listed newest first by
+/// arrival time, sender, recipient or quarantine without scanning the store.
+#[async_trait]
+pub trait MessageIndex: Send + Sync {
+    /// Writes (or replaces) a message's summary and its index entries.
+    async fn record(&self, summary: &MessageSummary) -> PortResult<()>;
+    /// A message's summary, when it has one.
+    async fn get(&self, id: &str) -> PortResult<Option<MessageSummary>>;
+    /// One page of the rows that hold every condition of `query`, newest first.
+    async fn query(&self, query: &Query) -> PortResult<Page>;
 }
 
 /// Hands an envelope to the next stage (an SQS queue in AWS).

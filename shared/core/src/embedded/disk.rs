@@ -12,12 +12,17 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use super::{EffectRow, SlotRow, decide_claim, decide_release, decide_slot};
 use crate::model::{AuditRecord, Stage};
-use crate::ports::{AuditLog, Claim, PortError, PortResult, StateStore};
+use crate::operate::{MessageSummary, Page, Query, collect_page, index_keys, index_range};
+use crate::ports::{AuditLog, Claim, MessageIndex, PortError, PortResult, StateStore};
 
 const STAGES: TableDefinition<&str, &str> = TableDefinition::new("stages");
 const EFFECTS: TableDefinition<&str, &str> = TableDefinition::new("effects");
 const SLOTS: TableDefinition<&str, &str> = TableDefinition::new("rate_limits");
 const AUDIT: TableDefinition<&str, &str> = TableDefinition::new("audit");
+/// Message summaries by id, and the operators' index of them (see
+/// [`crate::operate::index_keys`]): key to message id.
+const SUMMARIES: TableDefinition<&str, &str> = TableDefinition::new("summaries");
+const INDEX: TableDefinition<&str, &str> = TableDefinition::new("index");
 
 /// The state store. Writes collect in memory and reach the file in one transaction per
 /// [`DiskState::flush`] (called every few thousand writes and at the end of a run): a
@@ -44,6 +49,8 @@ fn table(name: &'static str) -> TableDefinition<'static, &'static str, &'static 
         "stages" => STAGES,
         "effects" => EFFECTS,
         "rate_limits" => SLOTS,
+        "summaries" => SUMMARIES,
+        "index" => INDEX,
         _ => AUDIT,
     }
 }
@@ -59,7 +66,7 @@ impl DiskState {
         let db = Database::create(&path)
             .map_err(|e| format!("cannot open state store {}: {e}", path.display()))?;
         let tx = db.begin_write().map_err(|e| e.to_string())?;
-        for t in [STAGES, EFFECTS, SLOTS, AUDIT] {
+        for t in [STAGES, EFFECTS, SLOTS, AUDIT, SUMMARIES, INDEX] {
             tx.open_table(t).map_err(|e| e.to_string())?;
         }
         tx.commit().map_err(|e| e.to_string())?;
@@ -223,6 +230,74 @@ impl StateStore for DiskState {
 }
 
 #[async_trait]
+impl MessageIndex for DiskState {
+    async fn record(&self, summary: &MessageSummary) -> PortResult<()> {
+        let old: Option<MessageSummary> = self.update("summaries", &summary.id, |cur| {
+            let old = cur.and_then(|v| serde_json::from_str(&v).ok());
+            (old, json(summary))
+        })?;
+        let new_keys = index_keys(summary);
+        for k in old
+            .iter()
+            .flat_map(index_keys)
+            .filter(|k| !new_keys.contains(k))
+        {
+            self.update("index", &k, |_| ((), Some(None)))?;
+        }
+        for k in new_keys {
+            self.update("index", &k, |_| ((), Some(Some(summary.id.clone()))))?;
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> PortResult<Option<MessageSummary>> {
+        let pending = self.pending.lock().expect("state lock");
+        Ok(self
+            .read(&pending, "summaries", id)?
+            .and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
+    async fn query(&self, query: &Query) -> PortResult<Page> {
+        self.flush()?;
+        let e = |e: redb::Error| PortError::Permanent(format!("state store (index): {e}"));
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let index = tx.open_table(INDEX).map_err(|x| e(x.into()))?;
+        let summaries = tx.open_table(SUMMARIES).map_err(|x| e(x.into()))?;
+        let (from, to) = index_range(query);
+        let mut rows = Vec::new();
+        let mut matched = 0;
+        let mut failed = None;
+        for entry in index
+            .range(from.as_str()..to.as_str())
+            .map_err(|x| e(x.into()))?
+            .rev()
+        {
+            let id = match entry {
+                Ok((_, id)) => id.value().to_string(),
+                Err(x) => {
+                    failed = Some(e(x.into()));
+                    break;
+                }
+            };
+            if let Some(v) = summaries.get(id.as_str()).map_err(|x| e(x.into()))?
+                && let Ok(row) = serde_json::from_str::<MessageSummary>(v.value())
+                && query.matches(&row)
+            {
+                rows.push(row);
+                matched += 1;
+                if matched == query.page_size() {
+                    break;
+                }
+            }
+        }
+        if let Some(x) = failed {
+            return Err(x);
+        }
+        Ok(collect_page(rows.into_iter(), query))
+    }
+}
+
+#[async_trait]
 impl AuditLog for DiskState {
     async fn append(&self, record: &AuditRecord) -> PortResult<()> {
         self.update(
@@ -279,6 +354,118 @@ mod tests {
                 .await
                 .unwrap()
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The operators' index at 100,000 messages: `cargo test -p mailroom-core --release --lib
+/// index_at_100k -- --ignored --nocapture` prints how long writing them and each query
+/// take (a measurement, not a check of speed).
+#[cfg(test)]
+mod scale {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::model::{RawRef, Verdict};
+    use crate::operate::{MessageSummary, Query};
+
+    #[tokio::test]
+    #[ignore]
+    async fn index_at_100k() {
+        let dir = std::env::temp_dir().join(format!("mailroom-index-100k-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = DiskState::open(&dir).unwrap();
+        let n = 100_000u64;
+        let started = Instant::now();
+        for i in 0..n {
+            let quarantined = i % 100 == 0;
+            s.record(&MessageSummary {
+                id: format!("{i:024x}"),
+                at: 1_790_000_000 + i * 30,
+                date: None,
+                sender: Some(format!("sender{}@domain{}.example", i % 5_000, i % 300)),
+                recipients: vec![format!("team{}@example.com", i % 40)],
+                subject: format!("Message number {i} about invoice {}", i % 977),
+                message_id: Some(format!("<{i}@x.example>")),
+                verdict: if quarantined {
+                    Verdict::Quarantine
+                } else {
+                    Verdict::Accept
+                },
+                score: (i % 13) as f32,
+                reasons: if quarantined {
+                    vec!["SES_SPAM_FAIL".into()]
+                } else {
+                    vec![]
+                },
+                category: Some(["billing", "support", "sales"][(i % 3) as usize].into()),
+                quarantined: quarantined.then(|| format!("quarantine/{i}.eml")),
+                raw: RawRef {
+                    bucket: "local".into(),
+                    key: format!("{i}.eml"),
+                },
+            })
+            .await
+            .unwrap();
+        }
+        s.flush().unwrap();
+        let wrote = started.elapsed();
+        let s = &s;
+        let time = |q: Query| async move {
+            let t = Instant::now();
+            let mut rows = 0;
+            let mut runs = 0;
+            while t.elapsed() < Duration::from_millis(300) || runs == 0 {
+                rows = s.query(&q).await.unwrap().rows.len();
+                runs += 1;
+            }
+            (t.elapsed() / runs, rows)
+        };
+        let size = std::fs::metadata(dir.join("state.redb"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        println!(
+            "index at {n} messages: written in {:.1} s, state.redb {:.1} MB",
+            wrote.as_secs_f64(),
+            size as f64 / 1e6
+        );
+        for (name, q) in [
+            (
+                "quarantine list, first page of 50",
+                Query {
+                    quarantined_only: true,
+                    ..Query::default()
+                },
+            ),
+            (
+                "search by sender",
+                Query {
+                    sender: Some("sender42@domain42.example".into()),
+                    ..Query::default()
+                },
+            ),
+            (
+                "search by recipient, first page",
+                Query {
+                    recipient: Some("team7@example.com".into()),
+                    ..Query::default()
+                },
+            ),
+            ("search by time, first page", Query::default()),
+            (
+                "search by subject, a rare word (scans the time index)",
+                Query {
+                    subject: Some("invoice 976".into()),
+                    ..Query::default()
+                },
+            ),
+        ] {
+            let (each, rows) = time(q).await;
+            println!(
+                "  {name}: {rows} rows in {:.2} ms",
+                each.as_secs_f64() * 1e3
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,10 +8,11 @@ use async_trait::async_trait;
 
 use super::{EffectRow, SlotRow, decide_claim, decide_release, decide_slot};
 use crate::model::{AuditRecord, Envelope, RawRef, Stage};
+use crate::operate::{MessageSummary, Page, Query, collect_page, index_keys, index_range};
 use crate::pipeline::Ports;
 use crate::ports::{
-    AuditLog, Claim, MailSender, ObjectStore, OutgoingMail, PortError, PortResult, QueueDelivery,
-    RawMailSource, StagePublisher, StateStore,
+    AuditLog, Claim, MailSender, MessageIndex, ObjectStore, OutgoingMail, PortError, PortResult,
+    QueueDelivery, RawMailSource, StagePublisher, StateStore,
 };
 
 /// Every port wired to one fresh [`MemoryWorld`] and [`MemoryState`], for tests and
@@ -27,6 +28,7 @@ pub fn memory_ports() -> (Ports, Arc<MemoryWorld>, Arc<MemoryState>) {
         publisher: world.clone(),
         queues: world.clone(),
         sender: world.clone(),
+        index: state.clone(),
     };
     (ports, world, state)
 }
@@ -43,6 +45,8 @@ struct Tables {
     effects: HashMap<(String, String), EffectRow>,
     slots: HashMap<String, SlotRow>,
     audit: BTreeMap<(String, Stage), AuditRecord>,
+    summaries: HashMap<String, MessageSummary>,
+    index: BTreeMap<String, String>,
 }
 
 impl MemoryState {
@@ -133,6 +137,43 @@ impl StateStore for MemoryState {
             t.slots.remove(key);
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl MessageIndex for MemoryState {
+    async fn record(&self, summary: &MessageSummary) -> PortResult<()> {
+        let mut t = self.inner.lock().expect("state lock");
+        if let Some(old) = t.summaries.insert(summary.id.clone(), summary.clone()) {
+            for k in index_keys(&old) {
+                t.index.remove(&k);
+            }
+        }
+        for k in index_keys(summary) {
+            t.index.insert(k, summary.id.clone());
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> PortResult<Option<MessageSummary>> {
+        Ok(self
+            .inner
+            .lock()
+            .expect("state lock")
+            .summaries
+            .get(id)
+            .cloned())
+    }
+
+    async fn query(&self, query: &Query) -> PortResult<Page> {
+        let t = self.inner.lock().expect("state lock");
+        let (from, to) = index_range(query);
+        let rows = t
+            .index
+            .range(from..to)
+            .rev()
+            .filter_map(|(_, id)| t.summaries.get(id).cloned());
+        Ok(collect_page(rows, query))
     }
 }
 

@@ -6,7 +6,9 @@
 use std::time::SystemTime;
 
 use super::{Engine, StageError, epoch_secs};
+use crate::mail::Mail;
 use crate::model::{AuditRecord, Envelope};
+use crate::operate::MessageSummary;
 
 impl Engine {
     /// Quarantines the message of a permanent `error` and audits it. `raw` is the message
@@ -51,6 +53,17 @@ impl Engine {
                 .copy_raw(&env.raw, &key, bytes)
                 .await
                 .map_err(|e| format!("{error}; then quarantining in stage {stage} failed: {e}"))?;
+            // Listed in the quarantine like any quarantined message.
+            let mail = Mail::parse_with_receipt(bytes, env.receipt.as_ref()).ok();
+            let summary = MessageSummary::of(
+                env,
+                mail.as_ref(),
+                epoch_secs(SystemTime::now()),
+                Some(key.clone()),
+            );
+            self.ports.index.record(&summary).await.map_err(|e| {
+                format!("{error}; then indexing the quarantined message failed: {e}")
+            })?;
         }
         let record = self.failure_record(env, error, format!("quarantined as {key}"));
         self.audit_failure(record, error).await

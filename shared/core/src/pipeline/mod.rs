@@ -20,9 +20,10 @@ use crate::config::Config;
 use crate::filter::Filter;
 use crate::mail::{Mail, MailError, strip_mbox_from_line};
 use crate::model::{AuditRecord, Envelope, Stage};
+use crate::operate::MessageSummary;
 use crate::ports::{
-    AuditLog, MailSender, ObjectStore, PortError, QueueDelivery, RawMailSource, StagePublisher,
-    StateStore,
+    AuditLog, MailSender, MessageIndex, ObjectStore, PortError, QueueDelivery, RawMailSource,
+    StagePublisher, StateStore,
 };
 use crate::route::forward::ForwardPlan;
 use crate::route::headers::HeaderEdit;
@@ -37,6 +38,8 @@ struct Decided {
     audit: Audit,
     sender: Option<String>,
     deferred: Vec<Deferred>,
+    /// The operators' summary, written once the route stage has decided.
+    summary: Option<MessageSummary>,
 }
 
 /// A route action that writes a rewritten copy of the message: worked out from the parse,
@@ -141,6 +144,7 @@ pub struct Ports {
     pub publisher: Arc<dyn StagePublisher>,
     pub queues: Arc<dyn QueueDelivery>,
     pub sender: Arc<dyn MailSender>,
+    pub index: Arc<dyn MessageIndex>,
 }
 
 /// The stages, their config and ports. Built once per process (per Lambda cold start, and
@@ -295,6 +299,7 @@ impl Engine {
         mail: Result<&Mail<'_>, &MailError>,
     ) -> Result<Decided, StageError> {
         let sender = mail.ok().and_then(|m| m.from.clone());
+        let mut summary = None;
         let (audit, deferred) = match stage {
             Stage::Filter => {
                 let s = self.filter_stage(raw, mail);
@@ -308,7 +313,18 @@ impl Engine {
             }
             Stage::Route => {
                 let (s, deferred) = self.route_stage(env, raw, mail).await?;
+                let quarantined = s
+                    .result
+                    .actions
+                    .contains(&crate::model::Action::Quarantine)
+                    .then(|| format!("{}{}.eml", self.config.routing.quarantine_prefix, env.id));
                 env.results.route = Some(s.result);
+                summary = Some(MessageSummary::of(
+                    env,
+                    mail.ok(),
+                    epoch_secs(SystemTime::now()),
+                    quarantined,
+                ));
                 (s.audit, deferred)
             }
             Stage::Respond => {
@@ -321,6 +337,7 @@ impl Engine {
             audit,
             sender,
             deferred,
+            summary,
         })
     }
 
@@ -358,6 +375,11 @@ impl Engine {
             decided.audit.reasons[index] = note;
         }
         drop(raw);
+        if let Some(summary) = &decided.summary {
+            self.ports.index.record(summary).await.map_err(|e| {
+                StageError::from_port(&env.id, stage, "recording the message summary", e)
+            })?;
+        }
         let record = decided.audit.record(&env.id, stage, decided.sender);
         // Audit first, then the transition: both are idempotent, and a crash in between
         // leaves an audit entry the retry finds rather than a transition without one.

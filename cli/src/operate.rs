@@ -1,0 +1,238 @@
+//! The operator commands over the embedded store of `mailroom run`: list the quarantine and
+//! search the messages, from the store's index (no scan), newest first, a page at a time.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use mailroom_core::embedded::disk::DiskState;
+use mailroom_core::model::Verdict;
+use mailroom_core::operate::{Cursor, MessageSummary, Query};
+use mailroom_core::ports::MessageIndex;
+
+use crate::Format;
+
+/// Where the messages are, and how to print them.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// The state folder `mailroom run` wrote (`--state` there).
+    #[arg(long, default_value = "mailroom-out/state")]
+    pub state: std::path::PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Rows per page.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// The page after this cursor (printed after a full page).
+    #[arg(long)]
+    pub page: Option<String>,
+}
+
+/// Conditions both commands take.
+#[derive(Args)]
+pub struct Filters {
+    /// Received at or after: a date (2026-11-30), a time (2026-11-30T08:00:00Z) or an age
+    /// (7d, 12h).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub sender: Option<String>,
+    #[arg(long)]
+    pub recipient: Option<String>,
+}
+
+/// Conditions of `search` only.
+#[derive(Args)]
+pub struct SearchFilters {
+    /// Received at or before (as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// A piece of the subject, case-insensitive.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// accept, quarantine or reject.
+    #[arg(long)]
+    pub verdict: Option<String>,
+    #[arg(long)]
+    pub category: Option<String>,
+    /// The Message-ID header, with or without angle brackets.
+    #[arg(long)]
+    pub message_id: Option<String>,
+}
+
+/// A time given as a date, an RFC 3339 time or an age before now.
+fn parse_time(s: &str) -> Result<u64> {
+    let t = s.trim();
+    if let Ok(age) = humantime::parse_duration(t) {
+        let now = SystemTime::now();
+        return Ok(now
+            .checked_sub(age)
+            .unwrap_or(UNIX_EPOCH)
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0));
+    }
+    let full = if t.len() == 10 {
+        format!("{t}T00:00:00Z")
+    } else {
+        t.to_string()
+    };
+    let at = humantime::parse_rfc3339_weak(&full).with_context(|| {
+        format!("{s:?} is not a date (2026-11-30), a time (2026-11-30T08:00:00Z) or an age (7d)")
+    })?;
+    Ok(at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0))
+}
+
+fn verdict(s: &str) -> Result<Verdict> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "accept" => Verdict::Accept,
+        "quarantine" => Verdict::Quarantine,
+        "reject" => Verdict::Reject,
+        other => bail!("{other:?} is not a verdict: use accept, quarantine or reject"),
+    })
+}
+
+/// Opens the state of a previous `mailroom run`; a missing one is an error that says so.
+fn open(state: &Path) -> Result<DiskState> {
+    if !state.join("state.redb").is_file() {
+        bail!(
+            "no state store at {} (run `mailroom run --state {}` first, or pass --state)",
+            state.join("state.redb").display(),
+            state.display()
+        );
+    }
+    DiskState::open(state).map_err(anyhow::Error::msg)
+}
+
+/// `mailroom quarantine list`.
+pub fn quarantine_list(store: &StoreArgs, filters: &Filters, reason: Option<&str>) -> Result<()> {
+    let query = Query {
+        quarantined_only: true,
+        reason: reason.map(str::to_string),
+        ..base_query(store, filters)?
+    };
+    print_page(store, &query)
+}
+
+/// `mailroom search`.
+pub fn search(store: &StoreArgs, filters: &Filters, more: &SearchFilters) -> Result<()> {
+    let query = Query {
+        until: more.until.as_deref().map(parse_time).transpose()?,
+        subject: more.subject.clone(),
+        verdict: more.verdict.as_deref().map(verdict).transpose()?,
+        category: more.category.clone(),
+        message_id: more.message_id.clone(),
+        ..base_query(store, filters)?
+    };
+    print_page(store, &query)
+}
+
+fn base_query(store: &StoreArgs, filters: &Filters) -> Result<Query> {
+    Ok(Query {
+        since: filters.since.as_deref().map(parse_time).transpose()?,
+        sender: filters.sender.clone(),
+        recipient: filters.recipient.clone(),
+        limit: store.limit.max(1),
+        before: store
+            .page
+            .as_deref()
+            .map(str::parse::<Cursor>)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        ..Query::default()
+    })
+}
+
+fn print_page(store: &StoreArgs, query: &Query) -> Result<()> {
+    let state = open(&store.state)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting the async runtime")?;
+    let page = runtime
+        .block_on(state.query(query))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match store.format {
+        Format::Jsonl => {
+            for row in &page.rows {
+                writeln!(out, "{}", serde_json::to_string(row)?)?;
+            }
+        }
+        Format::Table => {
+            writeln!(out, "{}", TABLE_HEADER)?;
+            for row in &page.rows {
+                writeln!(out, "{}", table_row(row))?;
+            }
+        }
+    }
+    if let Some(next) = &page.next {
+        eprintln!("more: --page {next}");
+    }
+    Ok(())
+}
+
+const TABLE_HEADER: &str = "ID                         RECEIVED              SENDER                     RECIPIENTS                 SCORE  SUBJECT / REASONS";
+
+/// Text from a message, safe for a terminal: control characters (escape sequences
+/// included) become spaces, and it is cut to `n` characters.
+fn shown(s: &str, n: usize) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() <= n {
+        clean
+    } else {
+        format!("{}…", clean.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn table_row(r: &MessageSummary) -> String {
+    let received = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(r.at))
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_string();
+    format!(
+        "{:<26} {:<21} {:<26} {:<26} {:>5.1}  {} [{}]",
+        shown(&r.id, 26),
+        received,
+        shown(r.sender.as_deref().unwrap_or("-"), 26),
+        shown(&r.recipients.join(","), 26),
+        r.score,
+        shown(&r.subject, 60),
+        shown(&r.reasons.join(" "), 60),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_dates_times_or_ages() {
+        assert_eq!(parse_time("2026-11-30").unwrap(), 1_795_996_800);
+        assert_eq!(
+            parse_time("2026-11-30T08:00:00Z").unwrap(),
+            1_795_996_800 + 8 * 3600
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(parse_time("7d").unwrap().abs_diff(now - 7 * 86_400) < 5);
+        assert!(parse_time("last tuesday").is_err());
+    }
+
+    #[test]
+    fn hostile_text_cannot_drive_the_terminal() {
+        assert_eq!(shown("a\u{1b}[2Jb\r\nc", 20), "a [2Jb  c");
+        assert_eq!(shown("abcdef", 4), "abc…");
+    }
+}

@@ -1,0 +1,348 @@
+//! What operators look messages up by: one summary per message, written by the pipeline
+//! when the route stage has decided (and by the failure path), and kept in an index by
+//! arrival time, sender, recipient and quarantine, so that listing and searching read an
+//! index instead of scanning the state or the bucket.
+//!
+//! The operator functions (list, search; show and release next) work on any store through
+//! the [`MessageIndex`](crate::ports::MessageIndex) port: the embedded state of `mailroom
+//! run`, or the DynamoDB table of a deployed stack.
+
+use serde::{Deserialize, Serialize};
+
+use crate::mail::Mail;
+use crate::model::{Envelope, RawRef, Verdict};
+
+/// One message as the operator lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageSummary {
+    /// The pipeline's id: the SES message id in AWS, a content hash locally.
+    pub id: String,
+    /// When the pipeline decided its route (seconds since the epoch): the list order.
+    pub at: u64,
+    /// The `Date` header, as the sender wrote it (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<i64>,
+    /// The `From` address, lower-cased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The recipients routing matched: the envelope's when SES reported them.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    pub verdict: Verdict,
+    pub score: f32,
+    /// The tags of the filter's findings that counted (passes left out).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// The quarantined copy's key, while the message is in quarantine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<String>,
+    pub raw: RawRef,
+}
+
+impl MessageSummary {
+    /// The summary of a message after its route stage, from its envelope and parse.
+    pub fn of(
+        env: &Envelope,
+        mail: Option<&Mail<'_>>,
+        at: u64,
+        quarantined: Option<String>,
+    ) -> Self {
+        let r = &env.results;
+        let filter = r.filter.as_ref();
+        MessageSummary {
+            id: env.id.clone(),
+            at,
+            date: mail
+                .and_then(|m| m.message.date())
+                .map(|d| d.to_timestamp()),
+            sender: mail.and_then(|m| m.from.clone()),
+            recipients: mail.map(|m| m.recipients.clone()).unwrap_or_else(|| {
+                env.receipt
+                    .as_ref()
+                    .map(|r| r.recipients.clone())
+                    .unwrap_or_default()
+            }),
+            subject: mail.map(|m| m.subject.clone()).unwrap_or_default(),
+            message_id: mail.and_then(|m| m.message_id.clone()),
+            verdict: filter.map_or(Verdict::Quarantine, |f| f.verdict),
+            score: filter.map_or(0.0, |f| f.spam_score),
+            reasons: filter
+                .map(|f| {
+                    f.reasons
+                        .iter()
+                        .filter(|x| !x.tag.ends_with("_PASS"))
+                        .map(|x| x.tag.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            category: r.classify.as_ref().map(|c| c.category.clone()),
+            quarantined,
+            raw: env.raw.clone(),
+        }
+    }
+}
+
+/// Which index a query reads: the most selective its conditions allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexKey {
+    Sender(String),
+    Recipient(String),
+    Quarantine,
+    Time,
+}
+
+/// What to list: every condition given must hold. Newest first, at most `limit` rows,
+/// older than `before` (the cursor of the previous page).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    pub quarantined_only: bool,
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    /// A case-insensitive substring of the subject.
+    pub subject: Option<String>,
+    /// A case-insensitive substring of a reason tag.
+    pub reason: Option<String>,
+    pub verdict: Option<Verdict>,
+    pub category: Option<String>,
+    pub message_id: Option<String>,
+    pub limit: usize,
+    pub before: Option<Cursor>,
+}
+
+/// Where a page ends: the last row's time and id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub at: u64,
+    pub id: String,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.at, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cursor, String> {
+        let (at, id) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?} is not a page cursor (TIME:ID)"))?;
+        Ok(Cursor {
+            at: at
+                .parse()
+                .map_err(|_| format!("{s:?} is not a page cursor (TIME:ID)"))?,
+            id: id.to_string(),
+        })
+    }
+}
+
+/// One page of a query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    pub rows: Vec<MessageSummary>,
+    /// The cursor of the next page, when there may be one.
+    pub next: Option<Cursor>,
+}
+
+impl Query {
+    /// The index to read.
+    pub fn index(&self) -> IndexKey {
+        if let Some(s) = &self.sender {
+            IndexKey::Sender(s.trim().to_ascii_lowercase())
+        } else if let Some(r) = &self.recipient {
+            IndexKey::Recipient(r.trim().to_ascii_lowercase())
+        } else if self.quarantined_only {
+            IndexKey::Quarantine
+        } else {
+            IndexKey::Time
+        }
+    }
+
+    /// Whether a row the index gave holds every condition (the index's own included).
+    pub fn matches(&self, s: &MessageSummary) -> bool {
+        let lower = |x: &str| x.to_lowercase();
+        (!self.quarantined_only || s.quarantined.is_some())
+            && self.since.is_none_or(|t| s.at >= t)
+            && self.until.is_none_or(|t| s.at <= t)
+            && self
+                .sender
+                .as_ref()
+                .is_none_or(|x| s.sender.as_deref() == Some(x.trim().to_ascii_lowercase().as_str()))
+            && self.recipient.as_ref().is_none_or(|x| {
+                let x = x.trim().to_ascii_lowercase();
+                s.recipients.contains(&x)
+            })
+            && self
+                .subject
+                .as_ref()
+                .is_none_or(|x| lower(&s.subject).contains(&lower(x)))
+            && self
+                .reason
+                .as_ref()
+                .is_none_or(|x| s.reasons.iter().any(|r| lower(r).contains(&lower(x))))
+            && self.verdict.is_none_or(|v| s.verdict == v)
+            && self.category.as_ref().is_none_or(|c| {
+                s.category
+                    .as_deref()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(c))
+            })
+            && self.message_id.as_ref().is_none_or(|m| {
+                let m = m.trim().trim_matches(['<', '>']);
+                s.message_id
+                    .as_deref()
+                    .is_some_and(|x| x.trim_matches(['<', '>']) == m)
+            })
+            && self
+                .before
+                .as_ref()
+                .is_none_or(|c| (s.at, s.id.as_str()) < (c.at, c.id.as_str()))
+    }
+
+    /// The page size, at least 1.
+    pub fn page_size(&self) -> usize {
+        if self.limit == 0 { 50 } else { self.limit }
+    }
+}
+
+/// The index key of a row in one of the four orders: `prefix` (`t`, `s`, `r`, `q`), the
+/// sender or recipient for the second and third, then the time (fixed width, so that keys
+/// sort by it) and the id.
+pub fn index_key(prefix: &str, value: Option<&str>, at: u64, id: &str) -> String {
+    match value {
+        Some(v) => format!("{prefix}\u{0}{v}\u{0}{at:020}\u{0}{id}"),
+        None => format!("{prefix}\u{0}{at:020}\u{0}{id}"),
+    }
+}
+
+/// Every index key of a summary.
+pub fn index_keys(s: &MessageSummary) -> Vec<String> {
+    let mut keys = vec![index_key("t", None, s.at, &s.id)];
+    if let Some(sender) = &s.sender {
+        keys.push(index_key("s", Some(sender), s.at, &s.id));
+    }
+    for r in &s.recipients {
+        keys.push(index_key("r", Some(r), s.at, &s.id));
+    }
+    if s.quarantined.is_some() {
+        keys.push(index_key("q", None, s.at, &s.id));
+    }
+    keys
+}
+
+/// The key range an index query reads, newest last: `(from, to)`, `to` exclusive (the
+/// page cursor, or the end of the index's keys).
+pub fn index_range(q: &Query) -> (String, String) {
+    let (prefix, value) = match q.index() {
+        IndexKey::Sender(s) => ("s", Some(s)),
+        IndexKey::Recipient(r) => ("r", Some(r)),
+        IndexKey::Quarantine => ("q", None),
+        IndexKey::Time => ("t", None),
+    };
+    let from = index_key(prefix, value.as_deref(), q.since.unwrap_or(0), "");
+    let to = match &q.before {
+        Some(c) => index_key(prefix, value.as_deref(), c.at, &c.id),
+        None => index_key(
+            prefix,
+            value.as_deref(),
+            q.until.map_or(u64::MAX, |u| u.saturating_add(1)),
+            "",
+        ),
+    };
+    (from, to)
+}
+
+/// The page of `query` from rows in index order, newest first.
+pub fn collect_page(rows: impl Iterator<Item = MessageSummary>, query: &Query) -> Page {
+    let size = query.page_size();
+    let mut out = Vec::new();
+    for row in rows {
+        if query.matches(&row) {
+            out.push(row);
+            if out.len() == size {
+                break;
+            }
+        }
+    }
+    let next = (out.len() == size).then(|| {
+        let last = out.last().expect("a full page");
+        Cursor {
+            at: last.at,
+            id: last.id.clone(),
+        }
+    });
+    Page { rows: out, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, at: u64, sender: &str, quarantined: bool) -> MessageSummary {
+        MessageSummary {
+            id: id.into(),
+            at,
+            date: None,
+            sender: Some(sender.into()),
+            recipients: vec!["billing@example.com".into()],
+            subject: "Invoice 118".into(),
+            message_id: Some("<m1@x.example>".into()),
+            verdict: if quarantined {
+                Verdict::Quarantine
+            } else {
+                Verdict::Accept
+            },
+            score: 0.0,
+            reasons: vec!["SES_SPAM_FAIL".into()],
+            category: Some("billing".into()),
+            quarantined: quarantined.then(|| format!("quarantine/{id}.eml")),
+            raw: RawRef {
+                bucket: "b".into(),
+                key: format!("raw/{id}"),
+            },
+        }
+    }
+
+    #[test]
+    fn queries_pick_an_index_and_filter_the_rest() {
+        let q = Query {
+            sender: Some(" Ann@X.example ".into()),
+            subject: Some("invoice".into()),
+            ..Query::default()
+        };
+        assert_eq!(q.index(), IndexKey::Sender("ann@x.example".into()));
+        assert!(q.matches(&row("a", 10, "ann@x.example", false)));
+        assert!(!q.matches(&row("a", 10, "bob@x.example", false)));
+        let q = Query {
+            quarantined_only: true,
+            reason: Some("spam".into()),
+            message_id: Some("m1@x.example".into()),
+            before: Some(Cursor {
+                at: 10,
+                id: "b".into(),
+            }),
+            ..Query::default()
+        };
+        assert_eq!(q.index(), IndexKey::Quarantine);
+        assert!(
+            q.matches(&row("a", 10, "x@y", true)),
+            "older than the cursor by id"
+        );
+        assert!(
+            !q.matches(&row("c", 10, "x@y", true)),
+            "the cursor's page is done"
+        );
+        assert!(!q.matches(&row("a", 9, "x@y", false)), "not quarantined");
+        assert_eq!(Query::default().index(), IndexKey::Time);
+        let c: Cursor = "1700000000:abc".parse().unwrap();
+        assert_eq!(c.to_string(), "1700000000:abc");
+        assert!("nope".parse::<Cursor>().is_err());
+    }
+}
