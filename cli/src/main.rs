@@ -66,6 +66,16 @@ enum Command {
         #[command(subcommand)]
         command: QuarantineCommand,
     },
+    /// One message: its headers, text, attachments (and what the attachment policy said)
+    /// and every stage's audit record.
+    Show {
+        id: String,
+        /// The state folder `mailroom run` wrote.
+        #[arg(long, default_value = "mailroom-out/state")]
+        state: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Search the messages a run processed, newest first.
     Search {
         #[command(flatten)]
@@ -147,6 +157,7 @@ fn main() -> ExitCode {
             filters,
             more,
         } => exit(operate::search(&store, &filters, &more)),
+        Command::Show { id, state, format } => exit(operate::show(&state, format, &id)),
         Command::Check { file } => match load_checked(&file) {
             Ok(c) => {
                 println!(

@@ -1,5 +1,6 @@
 //! The operator commands over the embedded store of `mailroom run`: list the quarantine and
-//! search the messages, from the store's index (no scan), newest first, a page at a time.
+//! search the messages, from the store's index (no scan), newest first, a page at a time,
+//! and show one message with its audit trail.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use mailroom_core::embedded::disk::DiskState;
 use mailroom_core::model::Verdict;
-use mailroom_core::operate::{Cursor, MessageSummary, Query};
-use mailroom_core::ports::MessageIndex;
+use mailroom_core::operate::{Cursor, MessageSummary, MessageView, Query};
+use mailroom_core::ports::{AuditLog, MessageIndex};
 
 use crate::Format;
 
@@ -177,6 +178,108 @@ fn print_page(store: &StoreArgs, query: &Query) -> Result<()> {
     Ok(())
 }
 
+/// `mailroom show ID`.
+pub fn show(state_dir: &Path, format: Format, id: &str) -> Result<()> {
+    let state = open(state_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting the async runtime")?;
+    let summary = runtime
+        .block_on(state.get(id))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("no message {id:?} in {}", state_dir.display()))?;
+    let audit = runtime
+        .block_on(state.records(id))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let raw = stored_copy(state_dir, &summary);
+    let view = match &raw {
+        Ok(bytes) => MessageView::of(summary, audit, bytes),
+        Err(e) => MessageView {
+            parse_error: Some(format!("raw mail unavailable: {e}")),
+            ..MessageView::of(summary, audit, b"")
+        },
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match format {
+        Format::Jsonl => writeln!(out, "{}", serde_json::to_string(&view)?)?,
+        Format::Table => write_view(&mut out, &view)?,
+    }
+    Ok(())
+}
+
+/// The message's bytes: the quarantined copy while there is one, else the input file.
+fn stored_copy(state_dir: &Path, summary: &MessageSummary) -> Result<Vec<u8>> {
+    if let Some(key) = &summary.quarantined {
+        let path = state_dir.join("objects").join(key);
+        return std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
+    }
+    let source = &summary.raw.key;
+    let file = match source.rsplit_once('#') {
+        Some((file, n)) if n.chars().all(|c| c.is_ascii_digit()) => file,
+        _ => source.as_str(),
+    };
+    crate::input::read(Path::new(file))
+        .into_iter()
+        .find(|m| m.source == *source)
+        .with_context(|| format!("{source} is no longer there"))?
+        .raw
+        .map_err(anyhow::Error::msg)
+}
+
+fn write_view(out: &mut impl Write, v: &MessageView) -> Result<()> {
+    let s = &v.summary;
+    writeln!(out, "message {}", shown(&s.id, 80))?;
+    writeln!(out, "  received   {} UTC", received(s.at))?;
+    writeln!(
+        out,
+        "  verdict    {} (score {:.1})",
+        s.verdict.as_str(),
+        s.score
+    )?;
+    if let Some(q) = &s.quarantined {
+        writeln!(out, "  quarantine {}", shown(q, 200))?;
+    }
+    if let Some(e) = &v.parse_error {
+        writeln!(out, "  ({})", shown(e, 200))?;
+    }
+    writeln!(out, "headers")?;
+    for (name, value) in &v.headers {
+        writeln!(out, "  {}: {}", shown(name, 60), shown(value, 200))?;
+    }
+    writeln!(out, "text")?;
+    for line in v.text.lines().take(200) {
+        writeln!(out, "  | {}", shown(line, 200))?;
+    }
+    writeln!(out, "attachments")?;
+    for a in &v.attachments {
+        writeln!(
+            out,
+            "  {} ({}, {} bytes): {}",
+            shown(a.name.as_deref().unwrap_or("(no name)"), 80),
+            shown(&a.content_type, 60),
+            a.size,
+            if a.policy.is_empty() {
+                "allowed".to_string()
+            } else {
+                shown(&a.policy.join("; "), 200)
+            }
+        )?;
+    }
+    writeln!(out, "audit")?;
+    for r in &v.audit {
+        writeln!(
+            out,
+            "  {:<8} {} [{}] {}",
+            r.stage.as_str(),
+            shown(&r.decision, 80),
+            shown(&r.decided_by.join(" "), 80),
+            shown(&r.reasons.join("; "), 300)
+        )?;
+    }
+    Ok(())
+}
+
 const TABLE_HEADER: &str = "ID                         RECEIVED              SENDER                     RECIPIENTS                 SCORE  SUBJECT / REASONS";
 
 /// Text from a message, safe for a terminal: control characters (escape sequences
@@ -193,12 +296,17 @@ fn shown(s: &str, n: usize) -> String {
     }
 }
 
-fn table_row(r: &MessageSummary) -> String {
-    let received = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(r.at))
+/// A time as `2026-11-30 08:00:00` (UTC).
+fn received(at: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(at))
         .to_string()
         .replace('T', " ")
         .trim_end_matches('Z')
-        .to_string();
+        .to_string()
+}
+
+fn table_row(r: &MessageSummary) -> String {
+    let received = received(r.at);
     format!(
         "{:<26} {:<21} {:<26} {:<26} {:>5.1}  {} [{}]",
         shown(&r.id, 26),

@@ -447,6 +447,67 @@ fn the_quarantine_and_a_search_list_what_a_run_decided() {
         .count();
     assert_eq!(n, eml, "every message is listed once");
 
+    // One message in full: headers, text, attachments with the policy's verdict, audit.
+    let id = q["id"].as_str().unwrap();
+    let out = mailroom(&[
+        "show",
+        id,
+        "--state",
+        state.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view = &jsonl(&out)[0];
+    assert!(
+        view["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "Subject"),
+        "{view}"
+    );
+    assert!(
+        view["text"].as_str().unwrap().contains("Claim your prize"),
+        "{view}"
+    );
+    let stages: Vec<&str> = view["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["filter", "classify", "route", "respond"]);
+    let (virus, _) = list(&["search", "--verdict", "reject", "--subject", "CV attached"]);
+    assert_eq!(virus.len(), 1, "{virus:#?}");
+    let virus_id = virus[0]["id"].as_str().unwrap().to_string();
+    let out = mailroom(&[
+        "show",
+        &virus_id,
+        "--state",
+        state.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
+    let view = &jsonl(&out)[0];
+    let attachments = view["attachments"].as_array().unwrap();
+    assert!(!attachments.is_empty(), "{view}");
+    assert!(
+        view["audit"][0]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with("VIRUS_FAIL")),
+        "{view}"
+    );
+    let unknown = mailroom(&["show", "no-such-id", "--state", state.to_str().unwrap()]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no message \"no-such-id\""));
+
     let missing = mailroom(&[
         "quarantine",
         "list",

@@ -975,8 +975,18 @@ async fn operators_list_the_quarantine_and_search_by_sender_and_recipient() {
         .unwrap();
     let mut all: Vec<String> = ids(first).into_iter().chain(ids(rest)).collect();
     all.sort();
-    let mut want = vec![spam, support, sales];
+    let mut want = vec![spam.clone(), support, sales];
     want.sort();
     assert_eq!(all, want);
+    // What `show` reads besides the message: every stage's audit record.
+    use mailroom_core::ports::AuditLog;
+    let audit = index.records(&spam).await.expect("the audit records");
+    let stages: Vec<Stage> = audit.iter().map(|r| r.stage).collect();
+    assert_eq!(stages, Stage::ALL);
+    assert_eq!(audit[2].decision, "quarantine");
+    assert_eq!(
+        audit[2].reasons,
+        [format!("quarantined as quarantine/{spam}.eml")]
+    );
     stack.assert_calls_allowed();
 }

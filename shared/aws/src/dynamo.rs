@@ -293,4 +293,57 @@ impl AuditLog for DynamoState {
         .await
         .map(|_| ())
     }
+
+    async fn records(&self, id: &str) -> PortResult<Vec<AuditRecord>> {
+        let what = format!("reading the audit records of {id}");
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :audit)")
+            .expression_attribute_values(":pk", msg_pk(id))
+            .expression_attribute_values(":audit", s("audit#"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error(&what, &e, &[]))?;
+        let text = |item: &HashMap<String, AttributeValue>, k: &str| match item.get(k) {
+            Some(AttributeValue::S(v)) => Some(v.clone()),
+            _ => None,
+        };
+        let list = |item: &HashMap<String, AttributeValue>, k: &str| match item.get(k) {
+            Some(AttributeValue::L(l)) => l
+                .iter()
+                .filter_map(|v| match v {
+                    AttributeValue::S(x) => Some(x.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut records: Vec<AuditRecord> = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                let stage = Stage::ALL
+                    .into_iter()
+                    .find(|s| Some(s.as_str()) == text(item, "stage").as_deref())?;
+                Some(AuditRecord {
+                    id: id.to_string(),
+                    stage,
+                    decision: text(item, "decision").unwrap_or_default(),
+                    reasons: list(item, "reasons"),
+                    decided_by: list(item, "decided_by"),
+                    sender: text(item, "sender"),
+                    at: match item.get("at") {
+                        Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+                        _ => 0,
+                    },
+                })
+            })
+            .collect();
+        records.sort_by_key(|r| r.stage);
+        Ok(records)
+    }
 }

@@ -121,6 +121,8 @@ pub trait StateStore: Send + Sync {
 #[async_trait]
 pub trait AuditLog: Send + Sync {
     async fn append(&self, record: &AuditRecord) -> PortResult<()>;
+    /// A message's records, in stage order.
+    async fn records(&self, id: &str) -> PortResult<Vec<AuditRecord>>;
 }
 
 /// The operators' index of messages: one summary per message, listed newest first by

@@ -309,6 +309,19 @@ impl AuditLog for DiskState {
             },
         )
     }
+
+    async fn records(&self, id: &str) -> PortResult<Vec<AuditRecord>> {
+        let pending = self.pending.lock().expect("state lock");
+        let mut out: Vec<AuditRecord> = Vec::new();
+        for stage in Stage::ALL {
+            if let Some(v) = self.read(&pending, "audit", &key2(id, stage.as_str()))? {
+                out.push(serde_json::from_str(&v).map_err(|e| {
+                    PortError::Permanent(format!("corrupt audit record of {id}: {e}"))
+                })?);
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -186,6 +186,15 @@ impl AuditLog for MemoryState {
             .or_insert_with(|| record.clone());
         Ok(())
     }
+
+    async fn records(&self, id: &str) -> PortResult<Vec<AuditRecord>> {
+        let t = self.inner.lock().expect("state lock");
+        Ok(t.audit
+            .iter()
+            .filter(|((i, _), _)| i == id)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
 }
 
 /// Raw mail, objects written, mail sent, deliveries and publications, all in memory.

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::mail::Mail;
-use crate::model::{Envelope, RawRef, Verdict};
+use crate::model::{AuditRecord, Envelope, RawRef, Stage, Verdict};
 
 /// One message as the operator lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +83,93 @@ impl MessageSummary {
             category: r.classify.as_ref().map(|c| c.category.clone()),
             quarantined,
             raw: env.raw.clone(),
+        }
+    }
+}
+
+/// What `show` gives of a message: its summary, its headers and text (never its HTML as
+/// such: HTML bodies arrive as text), its attachments with what the attachment policy said
+/// about each, and every stage's audit record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageView {
+    pub summary: MessageSummary,
+    /// Header fields in order, values unfolded.
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+    pub attachments: Vec<AttachmentView>,
+    pub audit: Vec<AuditRecord>,
+    /// Why the stored copy could not be parsed, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parse_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttachmentView {
+    pub name: Option<String>,
+    pub content_type: String,
+    pub size: usize,
+    /// The attachment policy's findings for it (blocked extension, executable, macros,
+    /// blocked archive entry); empty when it passed.
+    pub policy: Vec<String>,
+}
+
+/// The attachment policy's finding tags.
+const ATTACHMENT_TAGS: [&str; 4] = [
+    "BLOCKED_EXTENSION",
+    "EXECUTABLE",
+    "MACRO_DOCUMENT",
+    "ARCHIVE_BLOCKED_ENTRY",
+];
+
+impl MessageView {
+    /// The view of a message from its summary, its audit records and its raw bytes.
+    pub fn of(summary: MessageSummary, audit: Vec<AuditRecord>, raw: &[u8]) -> MessageView {
+        let filter_reasons: Vec<String> = audit
+            .iter()
+            .filter(|r| r.stage == Stage::Filter)
+            .flat_map(|r| r.reasons.clone())
+            .filter(|r| ATTACHMENT_TAGS.iter().any(|t| r.starts_with(t)))
+            .collect();
+        let (headers, text, attachments, parse_error) = match Mail::parse(raw) {
+            Ok(mail) => {
+                let headers = mail
+                    .message
+                    .headers_raw()
+                    .map(|(n, v)| {
+                        (
+                            n.to_string(),
+                            v.replace(['\r', '\n'], " ").trim().to_string(),
+                        )
+                    })
+                    .collect();
+                let attachments = mail
+                    .attachments()
+                    .iter()
+                    .map(|a| {
+                        let name = a.name.map(str::to_string);
+                        AttachmentView {
+                            policy: filter_reasons
+                                .iter()
+                                .filter(|r| name.as_deref().is_some_and(|n| r.contains(n)))
+                                .cloned()
+                                .collect(),
+                            name,
+                            content_type: a.content_type.clone(),
+                            size: a.contents.len(),
+                        }
+                    })
+                    .collect();
+                (headers, mail.text.clone(), attachments, None)
+            }
+            Err(e) => (Vec::new(), String::new(), Vec::new(), Some(e.to_string())),
+        };
+        MessageView {
+            summary,
+            headers,
+            text,
+            attachments,
+            audit,
+            parse_error,
         }
     }
 }
