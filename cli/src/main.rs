@@ -125,6 +125,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum QuarantineCommand {
+    /// Let a quarantined message go on as accepted mail: its forwards, deliveries and
+    /// auto-reply, once. Virus mail and blocked executables are never released.
+    Release {
+        id: String,
+        #[command(flatten)]
+        local: operate::LocalArgs,
+    },
+    /// Delete a message's quarantined copy and take it off the list.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        local: operate::LocalArgs,
+    },
     /// One row per quarantined message: id, date, sender, recipients, subject, score and
     /// reasons, newest first.
     List {
@@ -152,6 +165,12 @@ fn main() -> ExitCode {
             &filters,
             reason.as_deref(),
         )),
+        Command::Quarantine {
+            command: QuarantineCommand::Release { id, local },
+        } => exit(operate::release(&local, &id)),
+        Command::Quarantine {
+            command: QuarantineCommand::Delete { id, local },
+        } => exit(operate::delete(&local, &id)),
         Command::Search {
             store,
             filters,
@@ -236,14 +255,13 @@ fn config_dir(file: &Path) -> &Path {
     file.parent().unwrap_or(Path::new(""))
 }
 
-/// Returns whether every input was processed.
-fn run(
+/// The engine of a local run: the config (and its models) or the defaults, over the
+/// embedded state in `state_dir` and the outbox folder.
+pub(crate) fn local_engine(
     config: Option<&Path>,
-    format: Format,
     state_dir: &Path,
     outbox: &Path,
-    inputs: &[PathBuf],
-) -> Result<bool> {
+) -> Result<(Engine, Arc<DiskState>)> {
     let (config, filter, classifier) = match config {
         Some(path) => {
             let config = Config::load(path)?;
@@ -275,7 +293,21 @@ fn run(
             dir: outbox.to_path_buf(),
         }),
     };
-    let engine = Engine::new(Arc::new(config), filter, classifier, ports);
+    Ok((
+        Engine::new(Arc::new(config), filter, classifier, ports),
+        state,
+    ))
+}
+
+/// Returns whether every input was processed.
+fn run(
+    config: Option<&Path>,
+    format: Format,
+    state_dir: &Path,
+    outbox: &Path,
+    inputs: &[PathBuf],
+) -> Result<bool> {
+    let (engine, state) = local_engine(config, state_dir, outbox)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -98,6 +98,27 @@ fn verdict(s: &str) -> Result<Verdict> {
     })
 }
 
+/// The runtime the commands block on (timers on: a release may back off and retry).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The summary of `id` in a store; an unknown id is an error naming the store.
+fn find(
+    runtime: &tokio::runtime::Runtime,
+    state: &DiskState,
+    state_dir: &Path,
+    id: &str,
+) -> Result<MessageSummary> {
+    runtime
+        .block_on(state.get(id))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("no message {id:?} in {}", state_dir.display()))
+}
+
 /// Opens the state of a previous `mailroom run`; a missing one is an error that says so.
 fn open(state: &Path) -> Result<DiskState> {
     if !state.join("state.redb").is_file() {
@@ -151,9 +172,7 @@ fn base_query(store: &StoreArgs, filters: &Filters) -> Result<Query> {
 
 fn print_page(store: &StoreArgs, query: &Query) -> Result<()> {
     let state = open(&store.state)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     let page = runtime
         .block_on(state.query(query))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -178,16 +197,95 @@ fn print_page(store: &StoreArgs, query: &Query) -> Result<()> {
     Ok(())
 }
 
+/// The store and config an operator action runs with.
+#[derive(Args)]
+pub struct LocalArgs {
+    /// The config to route a released message with (the one `run` used).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "mailroom-out/state")]
+    pub state: std::path::PathBuf,
+    /// Where a released message's forwards and auto-reply are written.
+    #[arg(long, default_value = "mailroom-out/outbox")]
+    pub outbox: std::path::PathBuf,
+    /// Who acts, for the audit trail (default: $MAILROOM_OPERATOR, else $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+fn operator(by: &Option<String>) -> String {
+    by.clone()
+        .or_else(|| std::env::var("MAILROOM_OPERATOR").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .map(|b| shown(b.trim(), 80))
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "unknown operator".into())
+}
+
+/// The summary of `id` in an existing store; an unknown id is an error.
+fn summary_of(
+    local: &LocalArgs,
+    id: &str,
+) -> Result<(mailroom_core::pipeline::Engine, MessageSummary)> {
+    open(&local.state)?;
+    let (engine, state) =
+        crate::local_engine(local.config.as_deref(), &local.state, &local.outbox)?;
+    let summary = find(&runtime()?, &state, &local.state, id)?;
+    Ok((engine, summary))
+}
+
+fn report(id: &str, verb: &str, handled: mailroom_core::pipeline::release::Handled) {
+    use mailroom_core::pipeline::release::Handled;
+    match handled {
+        Handled::Done(record) => println!(
+            "{verb} {id} ({}): {}",
+            record.decided_by.join(" "),
+            shown(&record.reasons.join("; "), 400)
+        ),
+        Handled::NotInQuarantine => {
+            println!("message {id} is not in quarantine (released or deleted before): nothing done")
+        }
+    }
+}
+
+/// `mailroom quarantine release ID`.
+pub fn release(local: &LocalArgs, id: &str) -> Result<()> {
+    let (engine, summary) = summary_of(local, id)?;
+    let by = operator(&local.by);
+    let runtime = runtime()?;
+    let handled = match &summary.quarantined {
+        // Refused or nothing to do, without a copy to read.
+        None => runtime.block_on(engine.release(&summary, summary.raw.clone(), b"", &by))?,
+        Some(key) => {
+            let path = local.state.join("objects").join(key);
+            let raw = std::fs::read(&path)
+                .with_context(|| format!("reading the quarantined copy {}", path.display()))?;
+            let raw_ref = mailroom_core::model::RawRef {
+                bucket: "local".into(),
+                key: path.display().to_string(),
+            };
+            runtime.block_on(engine.release(&summary, raw_ref, &raw, &by))?
+        }
+    };
+    report(id, "released", handled);
+    Ok(())
+}
+
+/// `mailroom quarantine delete ID`.
+pub fn delete(local: &LocalArgs, id: &str) -> Result<()> {
+    let (engine, summary) = summary_of(local, id)?;
+    let by = operator(&local.by);
+    let runtime = runtime()?;
+    let handled = runtime.block_on(engine.delete_quarantined(&summary, &by))?;
+    report(id, "deleted", handled);
+    Ok(())
+}
+
 /// `mailroom show ID`.
 pub fn show(state_dir: &Path, format: Format, id: &str) -> Result<()> {
     let state = open(state_dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .context("starting the async runtime")?;
-    let summary = runtime
-        .block_on(state.get(id))
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_context(|| format!("no message {id:?} in {}", state_dir.display()))?;
+    let runtime = runtime()?;
+    let summary = find(&runtime, &state, state_dir, id)?;
     let audit = runtime
         .block_on(state.records(id))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -268,10 +366,14 @@ fn write_view(out: &mut impl Write, v: &MessageView) -> Result<()> {
     }
     writeln!(out, "audit")?;
     for r in &v.audit {
+        let stage = match &r.event {
+            Some(event) => format!("{} ({event})", r.stage),
+            None => r.stage.to_string(),
+        };
         writeln!(
             out,
-            "  {:<8} {} [{}] {}",
-            r.stage.as_str(),
+            "  {:<18} {} [{}] {}",
+            stage,
             shown(&r.decision, 80),
             shown(&r.decided_by.join(" "), 80),
             shown(&r.reasons.join("; "), 300)

@@ -526,3 +526,122 @@ fn the_quarantine_and_a_search_list_what_a_run_decided() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a date"));
 }
+
+#[test]
+fn a_released_message_goes_on_once_and_blocked_executables_stay() {
+    let dir = temp("release");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let example =
+        |name: &str| std::fs::read_to_string(repo().join("examples/mail").join(name)).unwrap();
+    // Sales mail SES called spam (a false positive), and the CV whose attachment is an
+    // executable, with a clean virus scan: both quarantined.
+    let sales = example("04-sales-plus-address.eml")
+        .replace("X-SES-Spam-Verdict: PASS", "X-SES-Spam-Verdict: FAIL");
+    let cv =
+        example("06-virus.eml").replace("X-SES-Virus-Verdict: FAIL", "X-SES-Virus-Verdict: PASS");
+    std::fs::write(input.join("sales.eml"), sales).unwrap();
+    std::fs::write(input.join("cv.eml"), cv).unwrap();
+    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
+    let local = |cmd: &[&str]| {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.extend([
+            "--config",
+            "examples/mailroom.toml",
+            "--state",
+            state.to_str().unwrap(),
+            "--outbox",
+            outbox.to_str().unwrap(),
+        ]);
+        mailroom(&args)
+    };
+    let run = local(&["run", "--format", "jsonl", input.to_str().unwrap()]);
+    let rows = jsonl(&run);
+    assert!(
+        rows.iter().all(|r| r["verdict"] == "quarantine"),
+        "{rows:#?}"
+    );
+    assert_eq!(outbox_files(&outbox), 0);
+    let id_of = |file: &str| {
+        rows.iter()
+            .find(|r| r["source"].as_str().unwrap().ends_with(file))
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (sales_id, cv_id) = (id_of("sales.eml"), id_of("cv.eml"));
+
+    let out = local(&["quarantine", "release", &sales_id, "--by", "ops-ann"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("operator:ops-ann") && said.contains("forwarded to"),
+        "{said}"
+    );
+    // The sales rule forwards to two people in one send; the rule says no auto-reply.
+    assert_eq!(outbox_files(&outbox), 1, "{said}");
+    let again = local(&["quarantine", "release", &sales_id, "--by", "ops-ann"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("not in quarantine"));
+    assert_eq!(outbox_files(&outbox), 1, "a second release sends nothing");
+    let show = mailroom(&[
+        "show",
+        &sales_id,
+        "--state",
+        state.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
+    let view = &jsonl(&show)[0];
+    let release = view["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["event"] == "release" && r["stage"] == "route")
+        .unwrap_or_else(|| panic!("no release in the audit: {view}"));
+    assert!(
+        release["decided_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == "operator:ops-ann")
+    );
+    assert!(release["at"].as_u64().unwrap() > 0);
+
+    let refused = local(&["quarantine", "release", &cv_id]);
+    assert_eq!(refused.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("never released") && why.contains("BLOCKED_EXTENSION"),
+        "{why}"
+    );
+    assert_eq!(outbox_files(&outbox), 1);
+
+    let deleted = local(&["quarantine", "delete", &cv_id, "--by", "ops-bo"]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert!(
+        !state
+            .join(format!("objects/quarantine/{cv_id}.eml"))
+            .exists()
+    );
+    let list = mailroom(&[
+        "quarantine",
+        "list",
+        "--state",
+        state.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
+    assert!(jsonl(&list).is_empty(), "both left the quarantine");
+    let unknown = local(&["quarantine", "release", "no-such-id"]);
+    assert_eq!(unknown.status.code(), Some(1));
+}

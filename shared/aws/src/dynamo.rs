@@ -275,7 +275,7 @@ impl AuditLog for DynamoState {
         let list = |v: &[String]| AttributeValue::L(v.iter().map(|x| s(x.clone())).collect());
         let mut item = HashMap::from([
             ("pk".to_string(), msg_pk(&r.id)),
-            ("sk".to_string(), s(format!("audit#{}", r.stage))),
+            ("sk".to_string(), s(format!("audit#{}", r.key()))),
             ("stage".to_string(), s(r.stage.as_str())),
             ("decision".to_string(), s(r.decision.clone())),
             ("reasons".to_string(), list(&r.reasons)),
@@ -285,6 +285,9 @@ impl AuditLog for DynamoState {
         ]);
         if let Some(sender) = &r.sender {
             item.insert("sender".to_string(), s(sender.clone()));
+        }
+        if let Some(event) = &r.event {
+            item.insert("event".to_string(), s(event.clone()));
         }
         self.put_new(
             &format!("appending audit record {} of {}", r.stage, r.id),
@@ -340,10 +343,11 @@ impl AuditLog for DynamoState {
                         Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
                         _ => 0,
                     },
+                    event: text(item, "event"),
                 })
             })
             .collect();
-        records.sort_by_key(|r| r.stage);
+        records.sort_by_key(|r| (r.stage, r.event.is_some(), r.at));
         Ok(records)
     }
 }

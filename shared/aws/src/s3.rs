@@ -74,6 +74,26 @@ impl ObjectStore for S3Mail {
             .map_err(|e| port_error(&what, &e, &["NoSuchKey"]))?;
         Ok(())
     }
+
+    async fn delete_object(&self, key: &str) -> PortResult<()> {
+        self.delete(key).await
+    }
+}
+
+impl S3Mail {
+    /// Deletes an object's current version (the bucket keeps the old one as a noncurrent
+    /// version until its lifecycle rule removes it).
+    async fn delete(&self, key: &str) -> PortResult<()> {
+        let what = format!("deleting s3://{}/{key}", self.bucket);
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| port_error(&what, &e, &[]))?;
+        Ok(())
+    }
 }
 
 /// URL-encodes a key for `x-amz-copy-source`, keeping `/`.

@@ -275,4 +275,18 @@ pub struct AuditRecord {
     pub sender: Option<String>,
     /// Seconds since the Unix epoch.
     pub at: u64,
+    /// The operator's action the record is of (`release`, `delete`); none for a stage's
+    /// own decision. A stage has one record of each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+}
+
+impl AuditRecord {
+    /// What makes the record one of its kind for its message: the stage, and the event.
+    pub fn key(&self) -> String {
+        match &self.event {
+            None => self.stage.as_str().to_string(),
+            Some(e) => format!("{}#{e}", self.stage),
+        }
+    }
 }

@@ -55,6 +55,9 @@ pub trait ObjectStore: Send + Sync {
     async fn copy_raw(&self, _raw: &RawRef, key: &str, bytes: &[u8]) -> PortResult<()> {
         self.put_object(key, bytes.to_vec()).await
     }
+
+    /// Deletes an object (a quarantined copy an operator deletes); a missing one is fine.
+    async fn delete_object(&self, key: &str) -> PortResult<()>;
 }
 
 /// Outcome of claiming a once-only effect.

@@ -300,26 +300,31 @@ impl MessageIndex for DiskState {
 #[async_trait]
 impl AuditLog for DiskState {
     async fn append(&self, record: &AuditRecord) -> PortResult<()> {
-        self.update(
-            "audit",
-            &key2(&record.id, record.stage.as_str()),
-            |cur| match cur {
-                Some(_) => ((), None),
-                None => ((), json(record)),
-            },
-        )
+        self.update("audit", &key2(&record.id, &record.key()), |cur| match cur {
+            Some(_) => ((), None),
+            None => ((), json(record)),
+        })
     }
 
     async fn records(&self, id: &str) -> PortResult<Vec<AuditRecord>> {
-        let pending = self.pending.lock().expect("state lock");
+        self.flush()?;
+        let e = |x: redb::Error| PortError::Permanent(format!("state store (audit): {x}"));
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let table = tx.open_table(AUDIT).map_err(|x| e(x.into()))?;
+        let (from, to) = (key2(id, ""), format!("{id}\u{1}"));
         let mut out: Vec<AuditRecord> = Vec::new();
-        for stage in Stage::ALL {
-            if let Some(v) = self.read(&pending, "audit", &key2(id, stage.as_str()))? {
-                out.push(serde_json::from_str(&v).map_err(|e| {
-                    PortError::Permanent(format!("corrupt audit record of {id}: {e}"))
-                })?);
-            }
+        for row in table
+            .range(from.as_str()..to.as_str())
+            .map_err(|x| e(x.into()))?
+        {
+            let (_, v) = row.map_err(|x| e(x.into()))?;
+            out.push(
+                serde_json::from_str(v.value()).map_err(|x| {
+                    PortError::Permanent(format!("corrupt audit record of {id}: {x}"))
+                })?,
+            );
         }
+        out.sort_by_key(|r| (r.stage, r.event.is_some(), r.at));
         Ok(out)
     }
 }

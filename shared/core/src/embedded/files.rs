@@ -65,6 +65,16 @@ impl ObjectStore for DirObjects {
         }
         fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))
     }
+
+    async fn delete_object(&self, key: &str) -> PortResult<()> {
+        let path = below(&self.root, key)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io(format!("deleting {}", path.display()))(e))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Named delivery queues as JSONL files below a folder, one line per delivered message.

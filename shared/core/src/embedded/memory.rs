@@ -44,7 +44,8 @@ struct Tables {
     stages: BTreeMap<(String, Stage), String>,
     effects: HashMap<(String, String), EffectRow>,
     slots: HashMap<String, SlotRow>,
-    audit: BTreeMap<(String, Stage), AuditRecord>,
+    /// By message id and [`AuditRecord::key`].
+    audit: BTreeMap<(String, String), AuditRecord>,
     summaries: HashMap<String, MessageSummary>,
     index: BTreeMap<String, String>,
 }
@@ -58,14 +59,25 @@ impl MemoryState {
             .map(|((_, s), v)| (*s, v.clone()))
             .collect()
     }
+    /// Every audit record, by message id, then in stage order.
     pub fn audit_records(&self) -> Vec<AuditRecord> {
-        self.inner
+        let mut out: Vec<AuditRecord> = self
+            .inner
             .lock()
             .expect("state lock")
             .audit
             .values()
             .cloned()
-            .collect()
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.id, a.stage, a.event.is_some(), a.at).cmp(&(
+                &b.id,
+                b.stage,
+                b.event.is_some(),
+                b.at,
+            ))
+        });
+        out
     }
 }
 
@@ -182,18 +194,21 @@ impl AuditLog for MemoryState {
     async fn append(&self, record: &AuditRecord) -> PortResult<()> {
         let mut t = self.inner.lock().expect("state lock");
         t.audit
-            .entry((record.id.clone(), record.stage))
+            .entry((record.id.clone(), record.key()))
             .or_insert_with(|| record.clone());
         Ok(())
     }
 
     async fn records(&self, id: &str) -> PortResult<Vec<AuditRecord>> {
         let t = self.inner.lock().expect("state lock");
-        Ok(t.audit
+        let mut out: Vec<AuditRecord> = t
+            .audit
             .iter()
             .filter(|((i, _), _)| i == id)
             .map(|(_, r)| r.clone())
-            .collect())
+            .collect();
+        out.sort_by_key(|r| (r.stage, r.event.is_some(), r.at));
+        Ok(out)
     }
 }
 
@@ -228,6 +243,11 @@ impl ObjectStore for MemoryWorld {
             .lock()
             .expect("world lock")
             .insert(key.to_string(), bytes);
+        Ok(())
+    }
+
+    async fn delete_object(&self, key: &str) -> PortResult<()> {
+        self.objects.lock().expect("world lock").remove(key);
         Ok(())
     }
 }

@@ -78,6 +78,7 @@ impl Engine {
             decided_by: vec!["error".into()],
             sender: None,
             at: epoch_secs(SystemTime::now()),
+            event: None,
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod effects;
 pub mod failure;
+pub mod release;
 mod stages;
 
 use std::sync::Arc;
@@ -245,7 +246,7 @@ impl Engine {
             self.decide(stage, &mut env, &raw, parsed.as_ref()).await?
         };
         // The parse (with any decoded attachments) is gone: forwards take the raw bytes.
-        self.finish(stage, &mut env, decided, Raw::Owned(raw))
+        self.finish(stage, &mut env, decided, Raw::Owned(raw), None)
             .await?;
         if let Some(next) = stage.next() {
             self.ports
@@ -265,7 +266,7 @@ impl Engine {
         let parsed = self.parse(raw, &env);
         for stage in Stage::ALL {
             let decided = self.decide(stage, &mut env, raw, parsed.as_ref()).await?;
-            self.finish(stage, &mut env, decided, Raw::Borrowed(raw))
+            self.finish(stage, &mut env, decided, Raw::Borrowed(raw), None)
                 .await?;
         }
         let headline = parsed.as_ref().ok().map(|m| Headline {
@@ -342,14 +343,16 @@ impl Engine {
     }
 
     /// Makes the pending rewritten copies, then writes the audit record and the stage
-    /// transition.
+    /// transition; for an operator's `event` (a release), the audit record of that event
+    /// instead, the stage's own record staying as it was.
     async fn finish(
         &self,
         stage: Stage,
         env: &mut Envelope,
         mut decided: Decided,
         raw: Raw<'_>,
-    ) -> Result<(), StageError> {
+        event: Option<&str>,
+    ) -> Result<AuditRecord, StageError> {
         let mut deferred = std::mem::take(&mut decided.deferred);
         // Forwards last: the last one takes the raw buffer, and a forward is the costliest
         // to copy (SES needs it base64-encoded on top).
@@ -380,7 +383,8 @@ impl Engine {
                 StageError::from_port(&env.id, stage, "recording the message summary", e)
             })?;
         }
-        let record = decided.audit.record(&env.id, stage, decided.sender);
+        let mut record = decided.audit.record(&env.id, stage, decided.sender);
+        record.event = event.map(str::to_string);
         // Audit first, then the transition: both are idempotent, and a crash in between
         // leaves an audit entry the retry finds rather than a transition without one.
         self.ports
@@ -388,12 +392,15 @@ impl Engine {
             .append(&record)
             .await
             .map_err(|e| StageError::from_port(&env.id, stage, "appending audit record", e))?;
+        if event.is_some() {
+            return Ok(record);
+        }
         self.ports
             .state
             .record_stage(&env.id, stage, &record.decision)
             .await
             .map_err(|e| StageError::from_port(&env.id, stage, "recording stage state", e))?;
-        Ok(())
+        Ok(record)
     }
 
     /// Sends a deferred forward or writes a deferred store, given the rewritten message.
@@ -456,6 +463,7 @@ fn port_context(e: PortError, what: &str) -> PortError {
 impl Audit {
     fn record(self, id: &str, stage: Stage, sender: Option<String>) -> AuditRecord {
         AuditRecord {
+            event: None,
             id: id.to_string(),
             stage,
             decision: self.decision,

@@ -1,0 +1,173 @@
+//! What an operator does with quarantined mail: release it, so that it goes on from the
+//! route stage as accepted mail (its forwards, deliveries and auto-reply carried out once,
+//! like any effect), or delete its quarantined copy. Both are audited as operator events
+//! with who acted and when; doing either twice does nothing the second time.
+
+use std::time::SystemTime;
+
+use super::{Engine, Raw, StageError, epoch_secs};
+use crate::model::{AuditRecord, Envelope, RawRef, Reason, Receipt, Stage, Verdict};
+use crate::operate::MessageSummary;
+
+/// Findings that keep a message in quarantine whatever an operator says: a virus, and the
+/// attachment policy's executables (by extension, by content, inside an archive).
+pub const NEVER_RELEASED: [&str; 4] = [
+    "VIRUS_FAIL",
+    "EXECUTABLE",
+    "BLOCKED_EXTENSION",
+    "ARCHIVE_BLOCKED_ENTRY",
+];
+
+/// What a release or a deletion did.
+#[derive(Debug)]
+pub enum Handled {
+    /// Done now; the operator event's audit record.
+    Done(AuditRecord),
+    /// The message is not in quarantine (released or deleted before): nothing to do.
+    NotInQuarantine,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("message {id} was quarantined for {finding}, and such mail is never released")]
+    Refused { id: String, finding: String },
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error("message {id}: {detail}")]
+    Store { id: String, detail: String },
+}
+
+impl Engine {
+    /// Releases a quarantined message: its filter decision stands but for the verdict,
+    /// which becomes accept (with a `RELEASED` finding naming `by`), and it goes through
+    /// route and respond again, their effects claimed as always. `raw` is the quarantined
+    /// copy, found at `raw_ref`.
+    pub async fn release(
+        &self,
+        summary: &MessageSummary,
+        raw_ref: RawRef,
+        raw: &[u8],
+        by: &str,
+    ) -> Result<Handled, OperatorError> {
+        if let Some(finding) = summary
+            .reasons
+            .iter()
+            .find(|r| NEVER_RELEASED.contains(&r.as_str()))
+        {
+            return Err(OperatorError::Refused {
+                id: summary.id.clone(),
+                finding: finding.clone(),
+            });
+        }
+        if summary.quarantined.is_none() {
+            return Ok(Handled::NotInQuarantine);
+        }
+        let mut env = Envelope::new(summary.id.clone(), raw_ref);
+        // Routing matches the recipients the message was routed by.
+        env.receipt = Some(Receipt {
+            recipients: summary.recipients.clone(),
+            ..Receipt::default()
+        });
+        let parsed = self.parse(raw, &env);
+        let mail = parsed.as_ref();
+        let mut filter = self.filter_stage(raw, mail).result;
+        filter.verdict = Verdict::Accept;
+        filter.reasons.push(Reason {
+            check: "release".into(),
+            tag: "RELEASED".into(),
+            detail: format!("released from quarantine by {by}"),
+            score: 0.0,
+        });
+        env.results.filter = Some(filter);
+        env.results.classify = Some(self.classify_stage(&env, mail)?.result);
+        let mut audits = Vec::new();
+        let mut listed = None;
+        for stage in [Stage::Route, Stage::Respond] {
+            let mut decided = self.decide(stage, &mut env, raw, mail).await?;
+            decided.audit.decided_by.push(format!("operator:{by}"));
+            // Off the quarantine list only once every effect is done: a release stopped
+            // half way can be run again.
+            listed = listed.or(decided.summary.take());
+            let record = self
+                .finish(
+                    stage,
+                    &mut env,
+                    decided,
+                    Raw::Borrowed(raw),
+                    Some("release"),
+                )
+                .await?;
+            audits.push(record);
+        }
+        if let Some(row) = listed {
+            self.ports
+                .index
+                .record(&row)
+                .await
+                .map_err(|e| OperatorError::Store {
+                    id: summary.id.clone(),
+                    detail: format!("taking it off the quarantine list: {e}"),
+                })?;
+        }
+        // What the release did, in one record: the route's actions and both stages' notes.
+        let (route, respond): (&AuditRecord, &AuditRecord) = (&audits[0], &audits[1]);
+        Ok(Handled::Done(AuditRecord {
+            id: summary.id.clone(),
+            stage: Stage::Route,
+            decision: route.decision.clone(),
+            reasons: route
+                .reasons
+                .iter()
+                .chain(&respond.reasons)
+                .cloned()
+                .collect(),
+            decided_by: route.decided_by.clone(),
+            sender: summary.sender.clone(),
+            at: epoch_secs(SystemTime::now()),
+            event: Some("release".into()),
+        }))
+    }
+
+    /// Deletes a message's quarantined copy and takes it off the quarantine list.
+    pub async fn delete_quarantined(
+        &self,
+        summary: &MessageSummary,
+        by: &str,
+    ) -> Result<Handled, OperatorError> {
+        let Some(key) = summary.quarantined.clone() else {
+            return Ok(Handled::NotInQuarantine);
+        };
+        let store = |detail: String| OperatorError::Store {
+            id: summary.id.clone(),
+            detail,
+        };
+        self.ports
+            .objects
+            .delete_object(&key)
+            .await
+            .map_err(|e| store(format!("deleting {key}: {e}")))?;
+        let record = AuditRecord {
+            id: summary.id.clone(),
+            stage: Stage::Route,
+            decision: "deleted".into(),
+            reasons: vec![format!("deleted the quarantined copy {key}")],
+            decided_by: vec![format!("operator:{by}")],
+            sender: summary.sender.clone(),
+            at: epoch_secs(SystemTime::now()),
+            event: Some("delete".into()),
+        };
+        self.ports
+            .audit
+            .append(&record)
+            .await
+            .map_err(|e| store(format!("auditing the deletion: {e}")))?;
+        let mut out = summary.clone();
+        out.quarantined = None;
+        self.ports
+            .index
+            .record(&out)
+            .await
+            .map_err(|e| store(format!("taking it off the quarantine list: {e}")))?;
+        Ok(Handled::Done(record))
+    }
+}
