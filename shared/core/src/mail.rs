@@ -218,7 +218,9 @@ impl<'a> Mail<'a> {
                 header_recipients.push(r);
             }
         }
-        let recipients = match receipt {
+        // A receipt without recipients (a hand-written notification) says nothing about
+        // them: the headers are all there is then.
+        let recipients = match receipt.filter(|r| !r.recipients.is_empty()) {
             Some(receipt) => {
                 let mut envelope: Vec<String> = Vec::new();
                 for r in &receipt.recipients {
@@ -442,6 +444,13 @@ mod tests {
             ["team@partner.example", "cc@partner.example"]
         );
         assert_eq!(m.receipt, Some(receipt));
+        let silent = Receipt::default();
+        let m = Mail::parse_with_receipt(raw, Some(&silent)).unwrap();
+        assert_eq!(
+            m.recipients.len(),
+            3,
+            "a receipt without recipients leaves the headers"
+        );
     }
 
     /// Every header as mail-parser's default parser gives it, except `Received`, which
