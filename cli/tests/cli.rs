@@ -343,14 +343,8 @@ fn the_quarantine_and_a_search_list_what_a_run_decided() {
         String::from_utf8_lossy(&run.stderr)
     );
     let list = |args: &[&str]| {
-        let mut all = vec![
-            args[0],
-            "--state",
-            state.to_str().unwrap(),
-            "--format",
-            "jsonl",
-        ];
-        all.extend_from_slice(&args[1..]);
+        let mut all = args.to_vec();
+        all.extend(["--state", state.to_str().unwrap(), "--format", "jsonl"]);
         let out = mailroom(&all);
         assert!(
             out.status.success(),
@@ -363,20 +357,7 @@ fn the_quarantine_and_a_search_list_what_a_run_decided() {
         )
     };
     // The SES spam FAIL is the one quarantined example.
-    let out = mailroom(&[
-        "quarantine",
-        "list",
-        "--state",
-        state.to_str().unwrap(),
-        "--format",
-        "jsonl",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = jsonl(&out);
+    let (rows, _) = list(&["quarantine", "list"]);
     assert_eq!(rows.len(), 1, "{rows:#?}");
     let q = &rows[0];
     for key in [
@@ -449,20 +430,8 @@ fn the_quarantine_and_a_search_list_what_a_run_decided() {
 
     // One message in full: headers, text, attachments with the policy's verdict, audit.
     let id = q["id"].as_str().unwrap();
-    let out = mailroom(&[
-        "show",
-        id,
-        "--state",
-        state.to_str().unwrap(),
-        "--format",
-        "jsonl",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let view = &jsonl(&out)[0];
+    let (views, _) = list(&["show", id]);
+    let view = &views[0];
     assert!(
         view["headers"]
             .as_array()

@@ -22,6 +22,25 @@ use crate::errors::{code, port_error};
 
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 
+/// A conditional write whose condition did not hold is fine (another attempt already
+/// did what it would have); other errors are the port's.
+fn unless_condition_failed<T, E>(
+    out: Result<
+        T,
+        aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    >,
+    what: &str,
+) -> PortResult<()>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match out {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some(CONDITION_FAILED) => Ok(()),
+        Err(e) => Err(port_error(what, &e, &[])),
+    }
+}
+
 pub struct DynamoState {
     pub client: Client,
     pub table: String,
@@ -193,15 +212,7 @@ impl StateStore for DynamoState {
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if code(&e) == Some(CONDITION_FAILED) => Ok(()),
-            Err(e) => Err(port_error(
-                &format!("releasing effect {effect} of {id}"),
-                &e,
-                &[],
-            )),
-        }
+        unless_condition_failed(out, &format!("releasing effect {effect} of {id}"))
     }
 
     async fn acquire_rate_limit(
@@ -257,15 +268,7 @@ impl StateStore for DynamoState {
             .expression_attribute_values(":owner", s(owner))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if code(&e) == Some(CONDITION_FAILED) => Ok(()),
-            Err(e) => Err(port_error(
-                &format!("freeing rate-limit slot {key}"),
-                &e,
-                &[],
-            )),
-        }
+        unless_condition_failed(out, &format!("freeing rate-limit slot {key}"))
     }
 }
 
