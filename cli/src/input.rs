@@ -194,3 +194,28 @@ mod tests {
         assert_eq!(split_mbox(b"Subject: x\n\nbody").len(), 1);
     }
 }
+
+/// Raw mail for the operator commands: the input file a summary names, with `#N` picking
+/// the Nth message of an mbox, as `run` named it.
+pub struct InputFiles;
+
+#[async_trait::async_trait]
+impl mailroom_core::ports::RawMailSource for InputFiles {
+    async fn get_raw(
+        &self,
+        raw: &mailroom_core::model::RawRef,
+    ) -> mailroom_core::ports::PortResult<Vec<u8>> {
+        use mailroom_core::ports::PortError;
+        let source = &raw.key;
+        let file = match source.rsplit_once('#') {
+            Some((file, n)) if n.chars().all(|c| c.is_ascii_digit()) => file,
+            _ => source.as_str(),
+        };
+        read(Path::new(file))
+            .into_iter()
+            .find(|m| m.source == *source)
+            .ok_or_else(|| PortError::Permanent(format!("{source} is no longer there")))?
+            .raw
+            .map_err(PortError::Permanent)
+    }
+}

@@ -1,11 +1,13 @@
 //! The `mailroom` command: the whole pipeline locally, on mail files, with embedded storage.
 
+mod dlq;
 mod input;
 mod learn;
 mod operate;
 mod output;
 #[cfg(feature = "aws")]
 mod push;
+mod target;
 
 use std::io::{IsTerminal, Write};
 use std::panic::AssertUnwindSafe;
@@ -19,7 +21,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use mailroom_core::Config;
 use mailroom_core::embedded::disk::DiskState;
-use mailroom_core::embedded::files::{DirObjects, DirQueues, FileSource, InProcess, Outbox};
+use mailroom_core::embedded::files::{DirObjects, DirQueues, InProcess, Outbox};
 use mailroom_core::model::{Envelope, RawRef};
 use mailroom_core::pipeline::{Engine, Ports, content_id};
 
@@ -70,11 +72,15 @@ enum Command {
     /// and every stage's audit record.
     Show {
         id: String,
-        /// The state folder `mailroom run` wrote.
-        #[arg(long, default_value = "mailroom-out/state")]
-        state: PathBuf,
+        #[command(flatten)]
+        target: target::Target,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// A deployed stack's dead-letter queues: list them, or move messages back.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
     },
     /// Search the messages a run processed, newest first.
     Search {
@@ -130,13 +136,13 @@ enum QuarantineCommand {
     Release {
         id: String,
         #[command(flatten)]
-        local: operate::LocalArgs,
+        args: operate::ActionArgs,
     },
     /// Delete a message's quarantined copy and take it off the list.
     Delete {
         id: String,
         #[command(flatten)]
-        local: operate::LocalArgs,
+        args: operate::ActionArgs,
     },
     /// One row per quarantined message: id, date, sender, recipients, subject, score and
     /// reasons, newest first.
@@ -148,6 +154,32 @@ enum QuarantineCommand {
         /// A piece of a reason tag, case-insensitive (SPAM, VIRUS, DMARC).
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Each message in the stages' dead-letter queues, with the reason its last attempt
+    /// failed (from the audit trail). They stay in the queue.
+    List {
+        #[command(flatten)]
+        target: target::Target,
+        /// One stage's DLQ: filter (inbound), classify, route or respond.
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Move messages back to the queue they came from: those named (SQS message id or
+    /// mail id), or all with --all.
+    Redrive {
+        #[command(flatten)]
+        target: target::Target,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        ids: Vec<String>,
     },
 }
 
@@ -166,17 +198,30 @@ fn main() -> ExitCode {
             reason.as_deref(),
         )),
         Command::Quarantine {
-            command: QuarantineCommand::Release { id, local },
-        } => exit(operate::release(&local, &id)),
+            command: QuarantineCommand::Release { id, args },
+        } => exit(operate::release(&args, &id)),
         Command::Quarantine {
-            command: QuarantineCommand::Delete { id, local },
-        } => exit(operate::delete(&local, &id)),
+            command: QuarantineCommand::Delete { id, args },
+        } => exit(operate::delete(&args, &id)),
+        Command::Dlq { command } => exit(match command {
+            DlqCommand::List {
+                target,
+                queue,
+                format,
+            } => dlq::list(&target, queue.as_deref(), format),
+            DlqCommand::Redrive {
+                target,
+                queue,
+                all,
+                ids,
+            } => dlq::redrive(&target, queue.as_deref(), all, &ids),
+        }),
         Command::Search {
             store,
             filters,
             more,
         } => exit(operate::search(&store, &filters, &more)),
-        Command::Show { id, state, format } => exit(operate::show(&state, format, &id)),
+        Command::Show { id, target, format } => exit(operate::show(&target, format, &id)),
         Command::Check { file } => match load_checked(&file) {
             Ok(c) => {
                 println!(
@@ -255,6 +300,20 @@ fn config_dir(file: &Path) -> &Path {
     file.parent().unwrap_or(Path::new(""))
 }
 
+/// A config file and the models it names.
+pub(crate) fn load_config(
+    path: &Path,
+) -> Result<(
+    Config,
+    mailroom_core::filter::Filter,
+    mailroom_core::classify::Classifier,
+)> {
+    let config = Config::load(path)?;
+    let (filter, classifier) = mailroom_core::learn::load_for_config(&config, config_dir(path))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((config, filter, classifier))
+}
+
 /// The engine of a local run: the config (and its models) or the defaults, over the
 /// embedded state in `state_dir` and the outbox folder.
 pub(crate) fn local_engine(
@@ -263,13 +322,7 @@ pub(crate) fn local_engine(
     outbox: &Path,
 ) -> Result<(Engine, Arc<DiskState>)> {
     let (config, filter, classifier) = match config {
-        Some(path) => {
-            let config = Config::load(path)?;
-            let (filter, classifier) =
-                mailroom_core::learn::load_for_config(&config, config_dir(path))
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            (config, filter, classifier)
-        }
+        Some(path) => load_config(path)?,
         None => (
             Config::default_config(),
             Default::default(),
@@ -278,7 +331,8 @@ pub(crate) fn local_engine(
     };
     let state = Arc::new(DiskState::open(state_dir).map_err(anyhow::Error::msg)?);
     let ports = Ports {
-        raw: Arc::new(FileSource),
+        // `run` hands the bytes over itself; the operator commands read them back.
+        raw: Arc::new(input::InputFiles),
         objects: Arc::new(DirObjects {
             root: state_dir.join("objects"),
         }),

@@ -1,26 +1,24 @@
-//! The operator commands over the embedded store of `mailroom run`: list the quarantine and
-//! search the messages, from the store's index (no scan), newest first, a page at a time,
-//! and show one message with its audit trail.
+//! The operator commands, on the embedded store of `mailroom run` or on a deployed stack
+//! (see [`Target`]): list the quarantine and search the messages from the store's index
+//! (no scan), newest first, a page at a time; show one message with its audit trail;
+//! release or delete quarantined mail. All of them call the core's operator functions.
 
 use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use mailroom_core::embedded::disk::DiskState;
 use mailroom_core::model::Verdict;
 use mailroom_core::operate::{Cursor, MessageSummary, MessageView, Query};
-use mailroom_core::ports::{AuditLog, MessageIndex};
 
 use crate::Format;
+use crate::target::{Target, runtime};
 
 /// Where the messages are, and how to print them.
 #[derive(Args)]
 pub struct StoreArgs {
-    /// The state folder `mailroom run` wrote (`--state` there).
-    #[arg(long, default_value = "mailroom-out/state")]
-    pub state: std::path::PathBuf,
+    #[command(flatten)]
+    pub target: Target,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
     /// Rows per page.
@@ -98,39 +96,6 @@ fn verdict(s: &str) -> Result<Verdict> {
     })
 }
 
-/// The runtime the commands block on (timers on: a release may back off and retry).
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .context("starting the async runtime")
-}
-
-/// The summary of `id` in a store; an unknown id is an error naming the store.
-fn find(
-    runtime: &tokio::runtime::Runtime,
-    state: &DiskState,
-    state_dir: &Path,
-    id: &str,
-) -> Result<MessageSummary> {
-    runtime
-        .block_on(state.get(id))
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_context(|| format!("no message {id:?} in {}", state_dir.display()))
-}
-
-/// Opens the state of a previous `mailroom run`; a missing one is an error that says so.
-fn open(state: &Path) -> Result<DiskState> {
-    if !state.join("state.redb").is_file() {
-        bail!(
-            "no state store at {} (run `mailroom run --state {}` first, or pass --state)",
-            state.join("state.redb").display(),
-            state.display()
-        );
-    }
-    DiskState::open(state).map_err(anyhow::Error::msg)
-}
-
 /// `mailroom quarantine list`.
 pub fn quarantine_list(store: &StoreArgs, filters: &Filters, reason: Option<&str>) -> Result<()> {
     let query = Query {
@@ -171,11 +136,9 @@ fn base_query(store: &StoreArgs, filters: &Filters) -> Result<Query> {
 }
 
 fn print_page(store: &StoreArgs, query: &Query) -> Result<()> {
-    let state = open(&store.state)?;
     let runtime = runtime()?;
-    let page = runtime
-        .block_on(state.query(query))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let operator = store.target.connect(&runtime)?.operator;
+    let page = runtime.block_on(operator.list(query))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match store.format {
@@ -197,41 +160,23 @@ fn print_page(store: &StoreArgs, query: &Query) -> Result<()> {
     Ok(())
 }
 
-/// The store and config an operator action runs with.
+/// Where an operator action runs, and who acts.
 #[derive(Args)]
-pub struct LocalArgs {
-    /// The config to route a released message with (the one `run` used).
-    #[arg(long)]
-    pub config: Option<std::path::PathBuf>,
-    #[arg(long, default_value = "mailroom-out/state")]
-    pub state: std::path::PathBuf,
-    /// Where a released message's forwards and auto-reply are written.
-    #[arg(long, default_value = "mailroom-out/outbox")]
-    pub outbox: std::path::PathBuf,
+pub struct ActionArgs {
+    #[command(flatten)]
+    pub target: Target,
     /// Who acts, for the audit trail (default: $MAILROOM_OPERATOR, else $USER).
     #[arg(long)]
     pub by: Option<String>,
 }
 
-fn operator(by: &Option<String>) -> String {
+pub fn operator_name(by: &Option<String>) -> String {
     by.clone()
         .or_else(|| std::env::var("MAILROOM_OPERATOR").ok())
         .or_else(|| std::env::var("USER").ok())
         .map(|b| shown(b.trim(), 80))
         .filter(|b| !b.is_empty())
         .unwrap_or_else(|| "unknown operator".into())
-}
-
-/// The summary of `id` in an existing store; an unknown id is an error.
-fn summary_of(
-    local: &LocalArgs,
-    id: &str,
-) -> Result<(mailroom_core::pipeline::Engine, MessageSummary)> {
-    open(&local.state)?;
-    let (engine, state) =
-        crate::local_engine(local.config.as_deref(), &local.state, &local.outbox)?;
-    let summary = find(&runtime()?, &state, &local.state, id)?;
-    Ok((engine, summary))
 }
 
 fn report(id: &str, verb: &str, handled: mailroom_core::pipeline::release::Handled) {
@@ -249,54 +194,28 @@ fn report(id: &str, verb: &str, handled: mailroom_core::pipeline::release::Handl
 }
 
 /// `mailroom quarantine release ID`.
-pub fn release(local: &LocalArgs, id: &str) -> Result<()> {
-    let (engine, summary) = summary_of(local, id)?;
-    let by = operator(&local.by);
+pub fn release(args: &ActionArgs, id: &str) -> Result<()> {
     let runtime = runtime()?;
-    let handled = match &summary.quarantined {
-        // Refused or nothing to do, without a copy to read.
-        None => runtime.block_on(engine.release(&summary, summary.raw.clone(), b"", &by))?,
-        Some(key) => {
-            let path = local.state.join("objects").join(key);
-            let raw = std::fs::read(&path)
-                .with_context(|| format!("reading the quarantined copy {}", path.display()))?;
-            let raw_ref = mailroom_core::model::RawRef {
-                bucket: "local".into(),
-                key: path.display().to_string(),
-            };
-            runtime.block_on(engine.release(&summary, raw_ref, &raw, &by))?
-        }
-    };
+    let operator = args.target.connect(&runtime)?.operator;
+    let handled = runtime.block_on(operator.release(id, &operator_name(&args.by)))?;
     report(id, "released", handled);
     Ok(())
 }
 
 /// `mailroom quarantine delete ID`.
-pub fn delete(local: &LocalArgs, id: &str) -> Result<()> {
-    let (engine, summary) = summary_of(local, id)?;
-    let by = operator(&local.by);
+pub fn delete(args: &ActionArgs, id: &str) -> Result<()> {
     let runtime = runtime()?;
-    let handled = runtime.block_on(engine.delete_quarantined(&summary, &by))?;
+    let operator = args.target.connect(&runtime)?.operator;
+    let handled = runtime.block_on(operator.delete(id, &operator_name(&args.by)))?;
     report(id, "deleted", handled);
     Ok(())
 }
 
 /// `mailroom show ID`.
-pub fn show(state_dir: &Path, format: Format, id: &str) -> Result<()> {
-    let state = open(state_dir)?;
+pub fn show(target: &Target, format: Format, id: &str) -> Result<()> {
     let runtime = runtime()?;
-    let summary = find(&runtime, &state, state_dir, id)?;
-    let audit = runtime
-        .block_on(state.records(id))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let raw = stored_copy(state_dir, &summary);
-    let view = match &raw {
-        Ok(bytes) => MessageView::of(summary, audit, bytes),
-        Err(e) => MessageView {
-            parse_error: Some(format!("raw mail unavailable: {e}")),
-            ..MessageView::of(summary, audit, b"")
-        },
-    };
+    let operator = target.connect(&runtime)?.operator;
+    let view = runtime.block_on(operator.show(id))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match format {
@@ -304,25 +223,6 @@ pub fn show(state_dir: &Path, format: Format, id: &str) -> Result<()> {
         Format::Table => write_view(&mut out, &view)?,
     }
     Ok(())
-}
-
-/// The message's bytes: the quarantined copy while there is one, else the input file.
-fn stored_copy(state_dir: &Path, summary: &MessageSummary) -> Result<Vec<u8>> {
-    if let Some(key) = &summary.quarantined {
-        let path = state_dir.join("objects").join(key);
-        return std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
-    }
-    let source = &summary.raw.key;
-    let file = match source.rsplit_once('#') {
-        Some((file, n)) if n.chars().all(|c| c.is_ascii_digit()) => file,
-        _ => source.as_str(),
-    };
-    crate::input::read(Path::new(file))
-        .into_iter()
-        .find(|m| m.source == *source)
-        .with_context(|| format!("{source} is no longer there"))?
-        .raw
-        .map_err(anyhow::Error::msg)
 }
 
 fn write_view(out: &mut impl Write, v: &MessageView) -> Result<()> {
@@ -386,7 +286,7 @@ const TABLE_HEADER: &str = "ID                         RECEIVED              SEN
 
 /// Text from a message, safe for a terminal: control characters (escape sequences
 /// included) become spaces, and it is cut to `n` characters.
-fn shown(s: &str, n: usize) -> String {
+pub fn shown(s: &str, n: usize) -> String {
     let clean: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -59,7 +59,7 @@ impl ConfigSource {
         refresh: Duration,
         metrics: Metrics,
     ) -> Result<ConfigSource, String> {
-        let (engine, versions) = build(&s3, &location, &ports).await?;
+        let (engine, versions) = build(&s3, &location, &ports, Some(location.stage)).await?;
         let current = Mutex::new(Current {
             engine: Arc::new(engine),
             versions,
@@ -98,7 +98,14 @@ impl ConfigSource {
         if !changed {
             return cur.engine.clone();
         }
-        match build(&self.s3, &self.location, &self.ports).await {
+        match build(
+            &self.s3,
+            &self.location,
+            &self.ports,
+            Some(self.location.stage),
+        )
+        .await
+        {
             Ok((engine, versions)) => {
                 tracing::info!(versions = ?versions, "loaded a new config");
                 cur.engine = Arc::new(engine);
@@ -147,11 +154,13 @@ impl ConfigSource {
     }
 }
 
-/// Reads the config and the models it names for this stage, and builds the engine.
-async fn build(
+/// Reads the config and the models it names for `stage` (every stage's with `None`, as an
+/// operator's release runs them all), and builds the engine.
+pub(crate) async fn build(
     s3: &Client,
     at: &ConfigLocation,
     ports: &Ports,
+    stage: Option<Stage>,
 ) -> Result<(Engine, Vec<(String, Option<String>)>), String> {
     let (bytes, etag) = fetch(s3, &at.bucket, &at.key, "config").await?;
     let text = String::from_utf8(bytes)
@@ -159,7 +168,10 @@ async fn build(
     let config = parse(&text, &at.bucket, &at.key, at.from_address.as_deref())?;
     let mut versions = vec![(at.key.clone(), etag)];
     let mut models = Models::default();
-    for slot in Slot::ALL.into_iter().filter(|s| s.stage() == at.stage) {
+    for slot in Slot::ALL
+        .into_iter()
+        .filter(|s| stage.is_none_or(|x| s.stage() == x))
+    {
         let Some(path) = slot.path(&config) else {
             continue;
         };

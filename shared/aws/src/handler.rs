@@ -93,6 +93,12 @@ fn failure(id: String) -> BatchItemFailure {
 
 async fn handle_record(app: Arc<App>, record: SqsMessage) -> Result<(), String> {
     let stage = app.stage();
+    // SQS counts receives: the attempt a failure's audit record names.
+    let attempt = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(1);
     let body = record.body.unwrap_or_default();
     let envelopes = match stage {
         Stage::Filter => events::inbound_envelopes(&body),
@@ -102,18 +108,27 @@ async fn handle_record(app: Arc<App>, record: SqsMessage) -> Result<(), String> 
     let engine = app.engine().await;
     for env in envelopes {
         let span = tracing::info_span!("message", message_id = %env.id);
-        run_one(&engine, stage, env).instrument(span).await?;
+        run_one(&engine, stage, env, attempt)
+            .instrument(span)
+            .await?;
     }
     Ok(())
 }
 
-async fn run_one(engine: &Engine, stage: Stage, env: Envelope) -> Result<(), String> {
+async fn run_one(engine: &Engine, stage: Stage, env: Envelope, attempt: u32) -> Result<(), String> {
     match engine.run_stage(stage, env.clone()).await {
         Ok(done) => {
             tracing::info!(summary = %summary(stage, &done), "stage done");
             Ok(())
         }
-        Err(e) if e.is_retryable() => Err(e.to_string()),
+        Err(e) if e.is_retryable() => {
+            // What `mailroom dlq list` shows once the retries are used up. Best effort: the
+            // store may be what failed, and the queue retries either way.
+            if let Err(also) = engine.audit_attempt_failed(&env, stage, attempt, &e).await {
+                tracing::warn!(error = %also, "could not audit the failed attempt");
+            }
+            Err(e.to_string())
+        }
         Err(e) => {
             tracing::error!(error = %e, "permanent failure; quarantining the message");
             let record = engine.quarantine_failure(&env, &e, None).await?;

@@ -3,12 +3,14 @@
 
 pub mod app;
 pub mod config_source;
+pub mod dlq;
 pub mod dynamo;
 mod errors;
 pub mod events;
 pub mod handler;
 pub mod index;
 pub mod metrics;
+pub mod operator;
 pub mod s3;
 pub mod ses;
 pub mod settings;

@@ -78,6 +78,17 @@ impl ObjectStore for S3Mail {
     async fn delete_object(&self, key: &str) -> PortResult<()> {
         self.delete(key).await
     }
+
+    async fn get_object(&self, key: &str) -> PortResult<Vec<u8>> {
+        self.get_raw(&self.object_ref(key)).await
+    }
+
+    fn object_ref(&self, key: &str) -> RawRef {
+        RawRef {
+            bucket: self.bucket.clone(),
+            key: key.into(),
+        }
+    }
 }
 
 impl S3Mail {

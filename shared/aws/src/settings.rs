@@ -11,6 +11,8 @@ pub const FROM_ADDRESS: &str = "MAILROOM_FROM_ADDRESS";
 pub const DELIVER_QUEUE_PREFIX: &str = "MAILROOM_DELIVER_QUEUE_PREFIX";
 pub const RETENTION_DAYS: &str = "MAILROOM_RETENTION_DAYS";
 pub const CONFIG_REFRESH_SECONDS: &str = "MAILROOM_CONFIG_REFRESH_SECONDS";
+/// How long state items live when `MAILROOM_RETENTION_DAYS` is not set.
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 /// How long an attempt holds a claimed effect, in milliseconds (default: the core's
 /// `EFFECT_LEASE`). Must stay above the function timeout and below the queue's visibility
 /// timeout; tests shorten it together with their redelivery delay.
@@ -85,7 +87,7 @@ impl Settings {
         }
         let retention_days =
             match get(RETENTION_DAYS) {
-                None => 30,
+                None => DEFAULT_RETENTION_DAYS,
                 Some(v) => v.trim().parse().ok().filter(|d| *d > 0).ok_or_else(|| {
                     SettingsError::Invalid {
                         name: RETENTION_DAYS,

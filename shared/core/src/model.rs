@@ -45,7 +45,7 @@ impl std::fmt::Display for Stage {
 }
 
 /// Where the raw message lives. The raw bytes never travel between stages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawRef {
     /// Bucket name in AWS; a label such as `local` for the embedded adapters.
     pub bucket: String,

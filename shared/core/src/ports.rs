@@ -58,6 +58,12 @@ pub trait ObjectStore: Send + Sync {
 
     /// Deletes an object (a quarantined copy an operator deletes); a missing one is fine.
     async fn delete_object(&self, key: &str) -> PortResult<()>;
+
+    /// Reads an object back (a quarantined copy an operator views or releases).
+    async fn get_object(&self, key: &str) -> PortResult<Vec<u8>>;
+
+    /// Where the object `key` lies, as raw mail the pipeline can read and copy.
+    fn object_ref(&self, key: &str) -> RawRef;
 }
 
 /// Outcome of claiming a once-only effect.

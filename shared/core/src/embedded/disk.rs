@@ -417,6 +417,7 @@ mod scale {
                     vec![]
                 },
                 category: Some(["billing", "support", "sales"][(i % 3) as usize].into()),
+                routes: vec!["forward".into()],
                 quarantined: quarantined.then(|| format!("quarantine/{i}.eml")),
                 raw: RawRef {
                     bucket: "local".into(),

@@ -75,6 +75,18 @@ impl ObjectStore for DirObjects {
             _ => Ok(()),
         }
     }
+
+    async fn get_object(&self, key: &str) -> PortResult<Vec<u8>> {
+        let path = below(&self.root, key)?;
+        fs::read(&path).map_err(io(format!("reading {}", path.display())))
+    }
+
+    fn object_ref(&self, key: &str) -> RawRef {
+        RawRef {
+            bucket: "local".into(),
+            key: self.root.join(key).display().to_string(),
+        }
+    }
 }
 
 /// Named delivery queues as JSONL files below a folder, one line per delivered message.

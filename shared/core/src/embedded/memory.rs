@@ -250,6 +250,22 @@ impl ObjectStore for MemoryWorld {
         self.objects.lock().expect("world lock").remove(key);
         Ok(())
     }
+
+    async fn get_object(&self, key: &str) -> PortResult<Vec<u8>> {
+        self.objects
+            .lock()
+            .expect("world lock")
+            .get(key)
+            .cloned()
+            .ok_or_else(|| PortError::Permanent(format!("no object {key}")))
+    }
+
+    fn object_ref(&self, key: &str) -> RawRef {
+        RawRef {
+            bucket: "memory-objects".into(),
+            key: key.into(),
+        }
+    }
 }
 
 #[async_trait]

@@ -3,9 +3,16 @@
 //! arrival time, sender, recipient and quarantine, so that listing and searching read an
 //! index instead of scanning the state or the bucket.
 //!
-//! The operator functions (list, search; show and release next) work on any store through
-//! the [`MessageIndex`](crate::ports::MessageIndex) port: the embedded state of `mailroom
-//! run`, or the DynamoDB table of a deployed stack.
+//! The operator functions ([`Operator`]: list, search, show, release, delete, the overview)
+//! work on any store through the ports: the embedded state of `mailroom run`, or the
+//! DynamoDB table and S3 bucket of a deployed stack. The commands and the console both call
+//! them.
+
+mod operator;
+mod overview;
+
+pub use operator::Operator;
+pub use overview::{Overview, OverviewDay};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +45,9 @@ pub struct MessageSummary {
     pub reasons: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    /// The kinds of the route's actions (forward, deliver, store, tag, quarantine, drop).
+    #[serde(default)]
+    pub routes: Vec<String>,
     /// The quarantined copy's key, while the message is in quarantine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<String>,
@@ -81,6 +91,11 @@ impl MessageSummary {
                 })
                 .unwrap_or_default(),
             category: r.classify.as_ref().map(|c| c.category.clone()),
+            routes: r
+                .route
+                .as_ref()
+                .map(|r| r.actions.iter().map(|a| a.kind().to_string()).collect())
+                .unwrap_or_default(),
             quarantined,
             raw: env.raw.clone(),
         }
@@ -389,6 +404,7 @@ mod tests {
             score: 0.0,
             reasons: vec!["SES_SPAM_FAIL".into()],
             category: Some("billing".into()),
+            routes: vec!["forward".into()],
             quarantined: quarantined.then(|| format!("quarantine/{id}.eml")),
             raw: RawRef {
                 bucket: "b".into(),

@@ -94,4 +94,32 @@ impl Engine {
             .map_err(|e| format!("{error}; then auditing the quarantine failed: {e}"))?;
         Ok(record)
     }
+
+    /// Audits an attempt that failed for a passing reason (the queue retries it, and after
+    /// its last attempt it lies in the stage's dead-letter queue): event
+    /// `attempt-N-failed`, so each attempt's reason stays and the last one tells why the
+    /// message is in the DLQ.
+    pub async fn audit_attempt_failed(
+        &self,
+        env: &Envelope,
+        stage: crate::model::Stage,
+        attempt: u32,
+        error: &StageError,
+    ) -> Result<(), String> {
+        let record = AuditRecord {
+            id: env.id.clone(),
+            stage,
+            decision: "retry".into(),
+            reasons: vec![error.to_string()],
+            decided_by: vec!["error".into()],
+            sender: None,
+            at: epoch_secs(SystemTime::now()),
+            event: Some(format!("attempt-{attempt}-failed")),
+        };
+        self.ports
+            .audit
+            .append(&record)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }

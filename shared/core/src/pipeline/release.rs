@@ -35,6 +35,10 @@ pub enum OperatorError {
     Stage(#[from] StageError),
     #[error("message {id}: {detail}")]
     Store { id: String, detail: String },
+    #[error("no message {id:?} in {store}")]
+    UnknownId { id: String, store: String },
+    #[error("listing {store}: {detail}")]
+    Index { store: String, detail: String },
 }
 
 impl Engine {

@@ -1,0 +1,141 @@
+//! Where the operator commands and the console work: the embedded store of `mailroom run`
+//! (`--state`), or a deployed stack (`--stack`, or `--bucket` with `--table`) with the
+//! operator's own AWS credentials. Both give the same core operator functions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use mailroom_core::operate::Operator;
+
+#[derive(Args, Clone, Debug)]
+pub struct Target {
+    /// The state folder `mailroom run` wrote.
+    #[arg(long, default_value = "mailroom-out/state")]
+    pub state: PathBuf,
+    /// A deployed stack by name: its bucket, table and queues follow from it (AWS
+    /// credentials from the environment, as for the AWS CLI).
+    #[arg(long, conflicts_with_all = ["bucket", "table"])]
+    pub stack: Option<String>,
+    /// A deployed stack's mail bucket (with --table).
+    #[arg(long, requires = "table")]
+    pub bucket: Option<String>,
+    /// A deployed stack's state table (with --bucket).
+    #[arg(long, requires = "bucket")]
+    pub table: Option<String>,
+    /// The config to route released mail with, and that allow/block edit (default: the
+    /// built-in defaults locally; the stack's own config in AWS).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where a released message's forwards and auto-reply are written (embedded store).
+    #[arg(long, default_value = "mailroom-out/outbox")]
+    pub outbox: PathBuf,
+}
+
+/// The operator functions on the chosen store, and (on a stack) its queues.
+pub struct Connected {
+    pub operator: Operator,
+    #[cfg(feature = "aws")]
+    pub stack: Option<Stack>,
+}
+
+#[cfg(feature = "aws")]
+pub struct Stack {
+    pub names: mailroom_aws::operator::StackNames,
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl Target {
+    pub fn is_aws(&self) -> bool {
+        self.stack.is_some() || self.bucket.is_some()
+    }
+
+    pub fn connect(&self, runtime: &tokio::runtime::Runtime) -> Result<Connected> {
+        if self.is_aws() {
+            return self.connect_aws(runtime);
+        }
+        open_state(&self.state)?;
+        let (engine, _) = crate::local_engine(self.config.as_deref(), &self.state, &self.outbox)?;
+        Ok(Connected {
+            operator: Operator::new(
+                Arc::new(engine),
+                format!("state folder {}", self.state.display()),
+            ),
+            #[cfg(feature = "aws")]
+            stack: None,
+        })
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn connect_aws(&self, _runtime: &tokio::runtime::Runtime) -> Result<Connected> {
+        bail!(
+            "this mailroom was built without AWS support; build it with \
+             `cargo build --release -p mailroom-cli --features aws`"
+        )
+    }
+
+    #[cfg(feature = "aws")]
+    fn connect_aws(&self, runtime: &tokio::runtime::Runtime) -> Result<Connected> {
+        use mailroom_aws::operator::{StackNames, connect};
+        runtime.block_on(async {
+            let sdk = mailroom_aws::app::sdk_config().await;
+            let names = match (&self.stack, &self.bucket, &self.table) {
+                (Some(stack), _, _) => {
+                    let account = aws_sdk_sts::Client::new(&sdk)
+                        .get_caller_identity()
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "finding the AWS account of stack {stack}: {}",
+                                aws_sdk_sts::error::DisplayErrorContext(e)
+                            )
+                        })?
+                        .account
+                        .context("STS named no account")?;
+                    StackNames::of_stack(stack, &account)
+                }
+                (None, Some(bucket), Some(table)) => StackNames {
+                    bucket: bucket.clone(),
+                    table: table.clone(),
+                    queue_prefix: None,
+                    deliver_prefix: String::new(),
+                    config_key: "config/mailroom.toml".into(),
+                },
+                _ => bail!("pass --stack NAME, or --bucket and --table"),
+            };
+            let local = match &self.config {
+                Some(path) => Some(crate::load_config(path)?),
+                None => None,
+            };
+            let operator = connect(&sdk, &names, local)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            Ok(Connected {
+                operator,
+                stack: Some(Stack { names, sdk }),
+            })
+        })
+    }
+}
+
+/// Checks that a previous `mailroom run` left a state store there.
+pub fn open_state(state: &Path) -> Result<()> {
+    if !state.join("state.redb").is_file() {
+        bail!(
+            "no state store at {} (run `mailroom run --state {}` first, or pass --state)",
+            state.join("state.redb").display(),
+            state.display()
+        );
+    }
+    Ok(())
+}
+
+/// The runtime the commands block on (timers for backoff, I/O for AWS).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

@@ -1,0 +1,122 @@
+//! The operator's view of a deployed stack: the core's operator functions over the stack's
+//! bucket, table and queues, called with the operator's own credentials (the template's
+//! `OperatorPolicy` says what they need).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use mailroom_core::Config;
+use mailroom_core::classify::Classifier;
+use mailroom_core::filter::Filter;
+use mailroom_core::model::Stage;
+use mailroom_core::operate::Operator;
+use mailroom_core::pipeline::{Engine, Ports};
+
+use crate::app::{s3_client, ses_client};
+use crate::config_source::{ConfigLocation, build};
+use crate::dynamo::DynamoState;
+use crate::s3::S3Mail;
+use crate::ses::SesSender;
+use crate::sqs::{SqsDelivery, SqsPublisher};
+
+/// The names of a stack's resources. The template derives every one from the stack's name
+/// (and the account, for the bucket), so a stack name is enough to find them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackNames {
+    pub bucket: String,
+    pub table: String,
+    /// `<stack>-` before the stage queues' names; unknown when only bucket and table were
+    /// given.
+    pub queue_prefix: Option<String>,
+    /// Named delivery queues are `<deliver_prefix><name>`.
+    pub deliver_prefix: String,
+    pub config_key: String,
+}
+
+impl StackNames {
+    pub fn of_stack(stack: &str, account: &str) -> StackNames {
+        StackNames {
+            bucket: format!("{stack}-{account}-mail"),
+            table: format!("{stack}-state"),
+            queue_prefix: Some(format!("{stack}-")),
+            deliver_prefix: format!("{stack}-deliver-"),
+            config_key: "config/mailroom.toml".into(),
+        }
+    }
+
+    /// The queue a stage reads (`dlq` false) or its dead-letter queue.
+    pub fn queue(&self, stage: Stage, dlq: bool) -> Option<String> {
+        let prefix = self.queue_prefix.as_ref()?;
+        let name = match stage {
+            Stage::Filter => "inbound",
+            Stage::Classify => "classify",
+            Stage::Route => "route",
+            Stage::Respond => "respond",
+        };
+        Some(format!("{prefix}{name}{}", if dlq { "-dlq" } else { "" }))
+    }
+}
+
+/// A config given on the operator's machine (with its models), instead of the stack's.
+pub type LocalConfig = (Config, Filter, Classifier);
+
+/// The stack's ports, as the functions build them, for the operator's credentials.
+pub fn ports(sdk: &SdkConfig, names: &StackNames) -> Ports {
+    let mail = Arc::new(S3Mail {
+        client: s3_client(sdk),
+        bucket: names.bucket.clone(),
+    });
+    let state = Arc::new(DynamoState {
+        client: aws_sdk_dynamodb::Client::new(sdk),
+        table: names.table.clone(),
+        retention: Duration::from_secs(crate::settings::DEFAULT_RETENTION_DAYS * 86_400),
+    });
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    Ports {
+        raw: mail.clone(),
+        objects: mail,
+        state: state.clone(),
+        audit: state.clone(),
+        index: state,
+        // A release runs route and respond in this process: nothing goes to a stage queue.
+        publisher: Arc::new(SqsPublisher {
+            client: sqs.clone(),
+            next_queue_url: None,
+        }),
+        queues: Arc::new(SqsDelivery::new(sqs, names.deliver_prefix.clone())),
+        sender: Arc::new(SesSender {
+            client: ses_client(sdk),
+        }),
+    }
+}
+
+/// The operator functions on a stack: with the config the functions read from the bucket
+/// (and every stage's models), or with `local` when the operator gives one.
+pub async fn connect(
+    sdk: &SdkConfig,
+    names: &StackNames,
+    local: Option<LocalConfig>,
+) -> Result<Operator, String> {
+    let ports = ports(sdk, names);
+    let store = format!("table {} and bucket {}", names.table, names.bucket);
+    let engine = match local {
+        Some((config, filter, classifier)) => {
+            Engine::new(Arc::new(config), filter, classifier, ports)
+        }
+        None => {
+            let location = ConfigLocation {
+                bucket: names.bucket.clone(),
+                key: names.config_key.clone(),
+                from_address: None,
+                stage: Stage::Route,
+                effect_lease: mailroom_core::pipeline::EFFECT_LEASE,
+            };
+            build(&s3_client(sdk), &location, &ports, None)
+                .await
+                .map_err(|e| format!("loading the stack's config: {e}"))?
+                .0
+        }
+    };
+    Ok(Operator::new(Arc::new(engine), store))
+}
