@@ -7,6 +7,7 @@ mod operate;
 mod output;
 #[cfg(feature = "aws")]
 mod push;
+mod senders;
 mod target;
 
 use std::io::{IsTerminal, Write};
@@ -76,6 +77,21 @@ enum Command {
         target: target::Target,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// Add a sender (address, or @domain) to the config's allow_senders: its mail skips the
+    /// spam score and the authentication policies (never the virus verdict or attachment
+    /// policy). The file keeps its comments; it must still pass `mailroom check`.
+    Allow {
+        sender: String,
+        #[command(flatten)]
+        target: target::Target,
+    },
+    /// Add a sender (address, or @domain) to the config's block_senders: its mail is
+    /// rejected.
+    Block {
+        sender: String,
+        #[command(flatten)]
+        target: target::Target,
     },
     /// A deployed stack's dead-letter queues: list them, or move messages back.
     Dlq {
@@ -203,6 +219,16 @@ fn main() -> ExitCode {
         Command::Quarantine {
             command: QuarantineCommand::Delete { id, args },
         } => exit(operate::delete(&args, &id)),
+        Command::Allow { sender, target } => exit(senders::command(
+            &target,
+            mailroom_core::config::SenderList::Allow,
+            &sender,
+        )),
+        Command::Block { sender, target } => exit(senders::command(
+            &target,
+            mailroom_core::config::SenderList::Block,
+            &sender,
+        )),
         Command::Dlq { command } => exit(match command {
             DlqCommand::List {
                 target,

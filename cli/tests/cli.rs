@@ -614,3 +614,72 @@ fn a_released_message_goes_on_once_and_blocked_executables_stay() {
     let unknown = local(&["quarantine", "release", "no-such-id"]);
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+#[test]
+fn allow_and_block_edit_the_config_and_keep_its_comments() {
+    let dir = temp("senders");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("mailroom.toml");
+    let original = std::fs::read_to_string(repo().join("examples/mailroom.toml")).unwrap();
+    std::fs::write(&config, &original).unwrap();
+    let edit =
+        |verb: &str, sender: &str| mailroom(&[verb, sender, "--config", config.to_str().unwrap()]);
+
+    let out = edit("allow", "Ann@Friend.Example");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = edit("block", "@partner.example");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("took it off the other list"));
+    let edited = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        edited.contains("allow_senders = [\"ann@friend.example\"]"),
+        "{edited}"
+    );
+    assert!(
+        edited.contains("\"@junk.example\", \"@partner.example\"]"),
+        "{edited}"
+    );
+    // Every comment line of the example is still there, in order.
+    let comments = |t: &str| {
+        t.lines()
+            .filter(|l| l.trim_start().starts_with('#'))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(comments(&edited), comments(&original));
+    assert!(
+        mailroom(&["check", config.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    let again = edit("block", "@partner.example");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing changed"));
+    let bad = edit("allow", "not an address");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not an address"));
+    let missing = mailroom(&["allow", "a@b.example"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--config FILE"));
+    // A file that does not validate is never written.
+    std::fs::write(&config, "[filter]\nallow_senders = 3\n").unwrap();
+    assert_eq!(edit("allow", "a@b.example").status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "[filter]\nallow_senders = 3\n"
+    );
+}
+
+#[test]
+fn the_operator_commands_say_what_a_store_or_build_lacks() {
+    let dir = temp("nostore");
+    let out = mailroom(&["quarantine", "list", "--state", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no state store at"));
+    let dlq = mailroom(&["dlq", "list"]);
+    assert_eq!(dlq.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&dlq.stderr).contains("--stack NAME"));
+}

@@ -1,0 +1,191 @@
+//! Edits the config file in place for `mailroom allow` and `mailroom block`: the address
+//! goes into `[filter] allow_senders` or `block_senders`, the file's comments and layout
+//! stay as they were, and the result must pass the same validation as `mailroom check`.
+
+use super::{Config, ConfigError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderList {
+    Allow,
+    Block,
+}
+
+impl SenderList {
+    pub fn key(self) -> &'static str {
+        match self {
+            SenderList::Allow => "allow_senders",
+            SenderList::Block => "block_senders",
+        }
+    }
+
+    fn other(self) -> SenderList {
+        match self {
+            SenderList::Allow => SenderList::Block,
+            SenderList::Block => SenderList::Allow,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The sender, or the file's shape, does not allow the edit.
+    #[error("{0}")]
+    Edit(String),
+    /// The file (before or after the edit) does not validate.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// What an edit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edited {
+    /// The new file text (the old one when nothing changed).
+    pub text: String,
+    /// Whether the address was already on the list.
+    pub already: bool,
+    /// It was taken off the other list, where it contradicted this one.
+    pub moved_from_other: bool,
+}
+
+/// A sender as the lists hold it: an address or `@domain`, lower-cased.
+fn normalised(sender: &str) -> Result<String, String> {
+    let s = sender.trim().to_ascii_lowercase();
+    let ok = if let Some(domain) = s.strip_prefix('@') {
+        !domain.is_empty() && domain.contains('.') && !domain.contains('@')
+    } else {
+        matches!(s.split_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.') && !d.contains('@'))
+    };
+    if !ok
+        || s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+    {
+        return Err(format!(
+            "{sender:?} is not an address (ann@example.org) or a domain (@example.org)"
+        ));
+    }
+    Ok(s)
+}
+
+/// Adds `sender` to `list` in the config `text` (from `origin`), and takes it off the
+/// other list. The edited text is validated as a whole; an invalid result is an error and
+/// nothing is to be written.
+pub fn add_sender(
+    text: &str,
+    origin: &str,
+    list: SenderList,
+    sender: &str,
+) -> Result<Edited, EditError> {
+    let problem = |message: String| EditError::Edit(format!("{origin}: {message}"));
+    let sender = normalised(sender).map_err(EditError::Edit)?;
+    // The file as it is must be valid: an edit never hides an earlier problem.
+    Config::from_toml(text, origin)?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| problem(e.to_string()))?;
+    let filter = doc
+        .entry("filter")
+        .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
+        .as_table_like_mut()
+        .ok_or_else(|| problem("`filter` is not a table".into()))?;
+    let mut moved_from_other = false;
+    if let Some(other) = filter
+        .get_mut(list.other().key())
+        .and_then(|i| i.as_array_mut())
+    {
+        let before = other.len();
+        other.retain(|v| v.as_str().is_none_or(|s| !s.eq_ignore_ascii_case(&sender)));
+        moved_from_other = other.len() != before;
+        // The new first entry keeps no space after `[`.
+        if let Some(first) = other.get_mut(0) {
+            first.decor_mut().set_prefix("");
+        }
+    }
+    let entry = filter
+        .entry(list.key())
+        .or_insert(toml_edit::value(toml_edit::Array::new()));
+    let array = entry
+        .as_array_mut()
+        .ok_or_else(|| problem(format!("`filter.{}` is not a list", list.key())))?;
+    let already = array
+        .iter()
+        .any(|v| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case(&sender)));
+    if !already {
+        array.push(sender.as_str());
+    }
+    let edited = doc.to_string();
+    Config::from_toml(&edited, origin)?;
+    Ok(Edited {
+        text: edited,
+        already,
+        moved_from_other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "# our config\n[filter]\n# partners\nallow_senders = [\"@partner.example\"]   # keep\nblock_senders = [\"x@bad.example\"]\n\n[routing]\n";
+
+    #[test]
+    fn adds_to_a_list_and_keeps_comments_and_layout() {
+        let e = add_sender(FILE, "c.toml", SenderList::Allow, " Ann@Friend.Example ").unwrap();
+        assert!(!e.already && !e.moved_from_other);
+        assert!(e.text.contains("# our config\n[filter]\n# partners\n"));
+        assert!(
+            e.text.contains(
+                "allow_senders = [\"@partner.example\", \"ann@friend.example\"]   # keep"
+            )
+        );
+        let c = Config::from_toml(&e.text, "c.toml").unwrap();
+        assert_eq!(c.filter.allow_senders.len(), 2);
+        let again = add_sender(&e.text, "c.toml", SenderList::Allow, "ann@friend.example").unwrap();
+        assert!(again.already);
+        assert_eq!(again.text, e.text);
+    }
+
+    #[test]
+    fn blocking_an_allowed_sender_moves_it() {
+        let e = add_sender(FILE, "c.toml", SenderList::Block, "@PARTNER.example").unwrap();
+        assert!(e.moved_from_other);
+        assert!(e.text.contains("allow_senders = []"), "{}", e.text);
+        let c = Config::from_toml(&e.text, "c.toml").unwrap();
+        assert!(c.filter.allow_senders.is_empty());
+        assert_eq!(
+            c.filter.block_senders,
+            ["x@bad.example", "@partner.example"]
+        );
+    }
+
+    #[test]
+    fn a_missing_table_is_made_and_bad_input_refused() {
+        let e = add_sender("", "c.toml", SenderList::Block, "@junk.example").unwrap();
+        assert_eq!(
+            Config::from_toml(&e.text, "c.toml")
+                .unwrap()
+                .filter
+                .block_senders,
+            ["@junk.example"]
+        );
+        for bad in [
+            "nobody",
+            "@",
+            "a@b@c.example",
+            "a b@c.example",
+            "\"@x.example",
+        ] {
+            assert!(
+                add_sender(FILE, "c.toml", SenderList::Allow, bad).is_err(),
+                "{bad}"
+            );
+        }
+        let broken = add_sender(
+            "[filter]\nnope = 1\n",
+            "c.toml",
+            SenderList::Allow,
+            "a@b.example",
+        )
+        .unwrap_err();
+        assert!(broken.to_string().contains("nope"), "{broken}");
+    }
+}
