@@ -180,21 +180,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_mbox_at_from_lines_after_blank_lines() {
-        let mbox = b"From a@x Mon Jan 1 00:00:00 2024\nSubject: one\n\nFrom here on, text.\n\nFrom the team, thanks\n\nFrom b@x Tue Jan 2 00:00:00 2024\nSubject: two\n\nbody\n";
-        let parts = split_mbox(mbox);
-        assert_eq!(parts.len(), 2);
-        assert!(parts[0].ends_with(b"From the team, thanks\n\n"));
-        assert!(parts[1].starts_with(b"From b@x"));
-        assert_eq!(split_mbox(b"Subject: x\n\nbody").len(), 1);
-    }
-}
-
 /// Raw mail for the operator commands: the input file a summary names, with `#N` picking
 /// the Nth message of an mbox, as `run` named it.
 pub struct InputFiles;
@@ -217,5 +202,20 @@ impl mailroom_core::ports::RawMailSource for InputFiles {
             .ok_or_else(|| PortError::Permanent(format!("{source} is no longer there")))?
             .raw
             .map_err(PortError::Permanent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_mbox_at_from_lines_after_blank_lines() {
+        let mbox = b"From a@x Mon Jan 1 00:00:00 2024\nSubject: one\n\nFrom here on, text.\n\nFrom the team, thanks\n\nFrom b@x Tue Jan 2 00:00:00 2024\nSubject: two\n\nbody\n";
+        let parts = split_mbox(mbox);
+        assert_eq!(parts.len(), 2);
+        assert!(parts[0].ends_with(b"From the team, thanks\n\n"));
+        assert!(parts[1].starts_with(b"From b@x"));
+        assert_eq!(split_mbox(b"Subject: x\n\nbody").len(), 1);
     }
 }
