@@ -183,6 +183,10 @@ impl<'a> Mail<'a> {
     }
 
     /// Parses a raw message together with SES's receipt notification, when there was one.
+    ///
+    /// Header lines in raw 8-bit bytes that are not UTF-8 (Latin-1 or Windows-1252 names
+    /// and subjects without encoded words) are read as Windows-1252, the superset of
+    /// Latin-1 that such mailers write, so that they show as the characters they are.
     pub fn parse_with_receipt(
         raw: &'a [u8],
         receipt: Option<&Receipt>,
@@ -192,9 +196,13 @@ impl<'a> Mail<'a> {
             return Err(MailError::Empty);
         }
         check_looks_like_mail(raw)?;
-        let message = PARSER
-            .parse(raw)
-            .ok_or_else(|| MailError::NotMail("mail-parser found no message structure".into()))?;
+        let message = match utf8_headers(raw) {
+            // Raw 8-bit header lines, as older mailers send: parsed from a copy whose header
+            // lines are UTF-8 (the body stays as it came).
+            Some(fixed) => PARSER.parse(&fixed[..]).map(|m| m.into_owned()),
+            None => PARSER.parse(raw),
+        }
+        .ok_or_else(|| MailError::NotMail("mail-parser found no message structure".into()))?;
 
         // The first From, not mail-parser's last: a second From appended by a sender must not
         // decide the allow and block lists (the filter flags messages with several).
@@ -403,6 +411,34 @@ fn body_text(message: &Message<'_>) -> String {
     text
 }
 
+/// The message with every header line that is not UTF-8 decoded as Windows-1252 and
+/// written as UTF-8; `None` when the header section is UTF-8 already (nearly always).
+fn utf8_headers(raw: &[u8]) -> Option<Vec<u8>> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 2)
+        .into_iter()
+        .chain(raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
+        .min()
+        .unwrap_or(raw.len());
+    let head = &raw[..end];
+    if std::str::from_utf8(head).is_ok() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 8);
+    for line in head.split_inclusive(|b| *b == b'\n') {
+        if std::str::from_utf8(line).is_ok() {
+            out.extend_from_slice(line);
+        } else {
+            let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(line);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    out.extend_from_slice(&raw[end..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -472,6 +508,17 @@ mod tests {
         }
         assert_eq!(ours.text_body, default.text_body);
         assert_eq!(ours.parts.len(), default.parts.len());
+    }
+
+    #[test]
+    fn raw_latin1_headers_read_as_the_characters_they_are() {
+        let raw = b"From: Ren\xe9 M\xfcller <rene@kunde.example>\r\nTo: a@example.com\r\nSubject: R\xfcckfrage \x93Rechnung\x94\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nGr\xfc\xdfe\r\n";
+        let m = Mail::parse(raw).unwrap();
+        assert_eq!(m.from_name.as_deref(), Some("René Müller"));
+        assert_eq!(m.subject, "Rückfrage \u{201c}Rechnung\u{201d}");
+        assert_eq!(m.text.trim(), "Grüße", "the body keeps its own charset");
+        assert!(m.message.headers_raw().any(|(n, _)| n == "Subject"));
+        assert!(utf8_headers(b"Subject: Gr\xc3\xbc\xc3\x9fe\r\n\r\n\xff").is_none());
     }
 
     #[test]

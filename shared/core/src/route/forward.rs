@@ -99,6 +99,7 @@ fn rewrite_edit(mail: &Mail, general: &General) -> HeaderEdit {
         .remove("Sender")
         .remove(FORWARDED_FOR)
         .keep_first("Message-ID")
+        .encode_8bit()
         .prepend_encoded("From", &from);
     if !mail.has_header("Reply-To")
         && let Some(address) = &address

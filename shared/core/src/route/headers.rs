@@ -137,7 +137,12 @@ pub struct HeaderEdit {
     remove: Vec<String>,
     keep_first: Vec<String>,
     prepend: Vec<(String, String)>,
+    encode_8bit: bool,
 }
+
+/// Unstructured fields (free text, RFC 5322 3.6.5) that [`HeaderEdit::encode_8bit`]
+/// rewrites as encoded-words when they hold raw 8-bit text.
+const UNSTRUCTURED: [&str; 3] = ["Subject", "Comments", "Thread-Topic"];
 
 impl HeaderEdit {
     pub fn new() -> Self {
@@ -147,6 +152,14 @@ impl HeaderEdit {
     /// Removes every field with this name (case-insensitive).
     pub fn remove(mut self, name: &str) -> Self {
         self.remove.push(name.to_string());
+        self
+    }
+
+    /// Rewrites unstructured fields written in raw 8-bit bytes (UTF-8, else read as
+    /// Windows-1252, as older mailers write Latin-1) as RFC 2047 encoded-words: SES sends
+    /// only 7-bit header sections, and the recipient sees the characters that were meant.
+    pub fn encode_8bit(mut self) -> Self {
+        self.encode_8bit = true;
         self
     }
 
@@ -221,6 +234,23 @@ impl HeaderEdit {
                     continue;
                 }
                 seen[i] = true;
+            }
+            if self.encode_8bit && !field.raw.is_ascii() && UNSTRUCTURED.iter().any(|n| field.is(n))
+            {
+                let value = &field.raw[(field.name.len() + 1).min(field.raw.len())..];
+                let text = match std::str::from_utf8(value) {
+                    Ok(t) => Cow::Borrowed(t),
+                    Err(_) => {
+                        encoding_rs::WINDOWS_1252
+                            .decode_without_bom_handling(value)
+                            .0
+                    }
+                };
+                let unfolded =
+                    clean_header_text(&text.split_whitespace().collect::<Vec<_>>().join(" "));
+                let name = String::from_utf8_lossy(field.name);
+                write_field(&mut out, &name, &rfc2047_encode(&unfolded), eol);
+                continue;
             }
             out.extend_from_slice(field.raw);
         }
@@ -385,6 +415,30 @@ mod tests {
     /// The tagged copy a `store` with tags writes (see [`tag_edit`]).
     fn tagged_copy(raw: &[u8], tags: &[(String, String)]) -> Vec<u8> {
         tag_edit(HeaderEdit::new(), tags).apply(raw)
+    }
+
+    #[test]
+    fn raw_8bit_subjects_become_encoded_words_in_forwards() {
+        let raw = b"Subject: R\xfcckfrage \x96 Rechnung\r\n  folgt\r\nX-Other: \xfc\r\nTo: a@example.com\r\n\r\nK\xf6rper";
+        let out = HeaderEdit::new().encode_8bit().apply(raw);
+        let (head, body) = out.split_at(out.windows(4).position(|w| w == b"\r\n\r\n").unwrap());
+        let subject =
+            std::str::from_utf8(&head[..head.iter().position(|b| *b == b'\n').unwrap()]).unwrap();
+        assert!(subject.starts_with("Subject: =?utf-8?B?"), "{subject}");
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&out[..])
+            .unwrap();
+        assert_eq!(parsed.subject(), Some("Rückfrage \u{2013} Rechnung folgt"));
+        assert!(
+            head.windows(9).any(|w| w == b"X-Other: "),
+            "other fields stay as they were"
+        );
+        assert_eq!(body, b"\r\n\r\nK\xf6rper", "the body is untouched");
+        assert_eq!(
+            HeaderEdit::new().apply(raw),
+            raw.to_vec(),
+            "only when asked"
+        );
     }
 
     #[test]
