@@ -7,7 +7,7 @@ use crate::Format;
 use crate::target::Target;
 
 /// The stages a `--queue` names: one, or all four.
-fn stages(queue: Option<&str>) -> Result<Vec<Stage>> {
+pub fn stages(queue: Option<&str>) -> Result<Vec<Stage>> {
     Ok(match queue.map(|q| q.trim().to_ascii_lowercase()) {
         None => Stage::ALL.to_vec(),
         Some(q) => vec![match q.as_str() {

@@ -1,5 +1,6 @@
 //! The `mailroom` command: the whole pipeline locally, on mail files, with embedded storage.
 
+mod console;
 mod dlq;
 mod input;
 mod learn;
@@ -92,6 +93,22 @@ enum Command {
         sender: String,
         #[command(flatten)]
         target: target::Target,
+    },
+    /// A web console over the same functions: overview, quarantine, search, message view,
+    /// release, delete, allow/block and (on a stack) the dead-letter queues. It prints its
+    /// URL, which carries a per-run token; without the token nothing is served.
+    Console {
+        #[command(flatten)]
+        target: target::Target,
+        /// The address to listen on (loopback unless you mean otherwise).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// The port (0: any free one).
+        #[arg(long, default_value_t = 8025)]
+        port: u16,
+        /// Who acts, for the audit trail (default: $MAILROOM_OPERATOR, else $USER).
+        #[arg(long)]
+        by: Option<String>,
     },
     /// A deployed stack's dead-letter queues: list them, or move messages back.
     Dlq {
@@ -229,6 +246,12 @@ fn main() -> ExitCode {
             mailroom_core::config::SenderList::Block,
             &sender,
         )),
+        Command::Console {
+            target,
+            bind,
+            port,
+            by,
+        } => exit(console::serve(&target, bind, port, by)),
         Command::Dlq { command } => exit(match command {
             DlqCommand::List {
                 target,

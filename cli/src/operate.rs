@@ -62,7 +62,7 @@ pub struct SearchFilters {
 }
 
 /// A time given as a date, an RFC 3339 time or an age before now.
-fn parse_time(s: &str) -> Result<u64> {
+pub fn parse_time(s: &str) -> Result<u64> {
     let t = s.trim();
     if let Ok(age) = humantime::parse_duration(t) {
         let now = SystemTime::now();
@@ -87,7 +87,7 @@ fn parse_time(s: &str) -> Result<u64> {
         .unwrap_or(0))
 }
 
-fn verdict(s: &str) -> Result<Verdict> {
+pub fn verdict(s: &str) -> Result<Verdict> {
     Ok(match s.trim().to_ascii_lowercase().as_str() {
         "accept" => Verdict::Accept,
         "quarantine" => Verdict::Quarantine,
@@ -299,7 +299,7 @@ pub fn shown(s: &str, n: usize) -> String {
 }
 
 /// A time as `2026-11-30 08:00:00` (UTC).
-fn received(at: u64) -> String {
+pub fn received(at: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(at))
         .to_string()
         .replace('T', " ")

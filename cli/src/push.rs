@@ -8,6 +8,23 @@ use mailroom_core::Config;
 use mailroom_core::learn::Slot;
 
 pub fn push_config(file: &Path, bucket: &str, key: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let sdk = mailroom_aws::app::sdk_config().await;
+        push_async(&sdk, file, bucket, key).await
+    })
+}
+
+/// Validates and uploads, on a runtime the caller runs (the console's).
+pub async fn push_async(
+    sdk: &aws_config::SdkConfig,
+    file: &Path,
+    bucket: &str,
+    key: &str,
+) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     // Model paths are relative to the config file here, and to the config key in S3.
@@ -22,23 +39,16 @@ pub fn push_config(file: &Path, bucket: &str, key: &str) -> Result<()> {
             models.push((path.to_string(), bytes));
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let uploaded = runtime.block_on(async {
-        let sdk = mailroom_aws::app::sdk_config().await;
-        let s3 = mailroom_aws::app::s3_client(&sdk);
-        mailroom_aws::config_source::push_config(
-            &s3,
-            bucket,
-            key,
-            &text,
-            &file.display().to_string(),
-            &models,
-        )
-        .await
-    });
+    let s3 = mailroom_aws::app::s3_client(sdk);
+    let uploaded = mailroom_aws::config_source::push_config(
+        &s3,
+        bucket,
+        key,
+        &text,
+        &file.display().to_string(),
+        &models,
+    )
+    .await;
     for (key, etag) in uploaded.map_err(anyhow::Error::msg)? {
         println!("uploaded s3://{bucket}/{key} (ETag {etag})");
     }
