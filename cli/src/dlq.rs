@@ -34,11 +34,12 @@ pub fn redrive(target: &Target, queue: Option<&str>, _all: bool, _ids: &[String]
 
 #[cfg(not(feature = "aws"))]
 fn aws_only(target: &Target, queue: Option<&str>) -> Result<()> {
-    stages(queue)?;
     if !target.is_aws() {
         bail!("dead-letter queues are a deployed stack's: pass --stack NAME");
     }
-    target.connect(&crate::target::runtime()?).map(|_| ())
+    // Says that this build has no AWS support.
+    target.connect(&crate::target::runtime()?)?;
+    stages(queue).map(|_| ())
 }
 
 #[cfg(feature = "aws")]

@@ -187,6 +187,9 @@ fn report(id: &str, verb: &str, handled: mailroom_core::pipeline::release::Handl
             record.decided_by.join(" "),
             shown(&record.reasons.join("; "), 400)
         ),
+        Handled::Queued => println!(
+            "{verb} {id}: handed to the route stage, whose functions send its forwards and reply"
+        ),
         Handled::NotInQuarantine => {
             println!("message {id} is not in quarantine (released or deleted before): nothing done")
         }

@@ -5,6 +5,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "cli/console.rs"]
+mod console;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -356,9 +359,18 @@ fn the_quarantine_and_a_search_list_what_a_run_decided() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    // The two SES spam FAILs are the quarantined examples: the lottery and the hostile one.
+    // Quarantined: the lottery and the hostile mail (SES spam FAIL), and the Latin-1
+    // question whose sender's SPF record is wrong.
     let (rows, _) = list(&["quarantine", "list"]);
-    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    let latin = rows
+        .iter()
+        .find(|r| r["sender"] == "rene@kunde.example")
+        .expect("the SPF failure is in quarantine");
+    assert_eq!(
+        latin["subject"],
+        "Rückfrage zur Rechnung 2026-207 – Überweisung"
+    );
     let q = rows
         .iter()
         .find(|r| r["sender"] == "winner@lottery.example")

@@ -501,9 +501,25 @@ fn describe(
                     format!("arn:aws:sqs:{region}:{account}:{name}")
                 }
                 (None, Some(name)) => format!("arn:aws:sqs:{region}:{ACCOUNT}:{name}"),
-                _ => "*".into(),
+                _ => body["SourceArn"].as_str().unwrap_or("*").to_string(),
             };
-            let needs = vec![Need::new(&format!("sqs:{target}"), arn)];
+            // A batch call is authorised as its single form (sqs:SendMessage for
+            // SendMessageBatch); a move task also needs to read the source and send to
+            // the destination.
+            let action = target.strip_suffix("Batch").unwrap_or(&target);
+            let mut needs = vec![Need::new(&format!("sqs:{action}"), arn.clone())];
+            if target == "StartMessageMoveTask" {
+                for a in [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                ] {
+                    needs.push(Need::new(a, arn.clone()));
+                }
+                if let Some(to) = body["DestinationArn"].as_str() {
+                    needs.push(Need::new("sqs:SendMessage", to.to_string()));
+                }
+            }
             (target, needs)
         }
         "ses" => {
@@ -555,6 +571,17 @@ fn describe(
                 Need::new(&format!("cloudwatch:{op}"), "*").with("cloudwatch:namespace", namespace),
             ];
             (op, needs)
+        }
+        "sts" => {
+            let form = query_params(&String::from_utf8_lossy(body));
+            let action = form.get("Action").cloned().unwrap_or_else(|| "?".into());
+            // GetCallerIdentity needs no permission, and no policy can deny it.
+            let needs = if action == "GetCallerIdentity" {
+                Vec::new()
+            } else {
+                vec![Need::new(&format!("sts:{action}"), "*")]
+            };
+            (action, needs)
         }
         other => (
             format!("{other}:?"),

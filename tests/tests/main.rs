@@ -7,3 +7,4 @@ mod faults;
 mod fuzz;
 mod golden;
 mod lifecycle;
+mod operate;

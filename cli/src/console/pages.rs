@@ -329,6 +329,9 @@ fn handled(id: &str, verb: &str, h: Handled) -> String {
             record.decided_by.join(" "),
             record.reasons.join("; ")
         ),
+        Handled::Queued => format!(
+            "{verb} {id}: handed to the route stage, whose functions send its forwards and reply"
+        ),
         Handled::NotInQuarantine => {
             format!("message {id} is not in quarantine (released or deleted before): nothing done")
         }

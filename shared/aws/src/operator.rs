@@ -10,7 +10,7 @@ use mailroom_core::Config;
 use mailroom_core::classify::Classifier;
 use mailroom_core::filter::Filter;
 use mailroom_core::model::Stage;
-use mailroom_core::operate::Operator;
+use mailroom_core::operate::{Operator, ReleaseVia};
 use mailroom_core::pipeline::{Engine, Ports};
 
 use crate::app::{s3_client, ses_client};
@@ -62,7 +62,7 @@ impl StackNames {
 pub type LocalConfig = (Config, Filter, Classifier);
 
 /// The stack's ports, as the functions build them, for the operator's credentials.
-pub fn ports(sdk: &SdkConfig, names: &StackNames) -> Ports {
+pub fn ports(sdk: &SdkConfig, names: &StackNames, route_queue_url: Option<String>) -> Ports {
     let mail = Arc::new(S3Mail {
         client: s3_client(sdk),
         bucket: names.bucket.clone(),
@@ -79,10 +79,11 @@ pub fn ports(sdk: &SdkConfig, names: &StackNames) -> Ports {
         state: state.clone(),
         audit: state.clone(),
         index: state,
-        // A release runs route and respond in this process: nothing goes to a stage queue.
+        // A release goes to the route stage's queue: the functions send, with their own
+        // identity and permissions.
         publisher: Arc::new(SqsPublisher {
             client: sqs.clone(),
-            next_queue_url: None,
+            next_queue_url: route_queue_url,
         }),
         queues: Arc::new(SqsDelivery::new(sqs, names.deliver_prefix.clone())),
         sender: Arc::new(SesSender {
@@ -98,7 +99,31 @@ pub async fn connect(
     names: &StackNames,
     local: Option<LocalConfig>,
 ) -> Result<Operator, String> {
-    let ports = ports(sdk, names);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let route_queue_url = match names.queue(Stage::Route, false) {
+        Some(name) => Some(
+            sqs.get_queue_url()
+                .queue_name(&name)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "looking up the route queue {name}: {}",
+                        aws_sdk_sqs::error::DisplayErrorContext(e)
+                    )
+                })?
+                .queue_url
+                .ok_or_else(|| format!("SQS gave no URL for {name}"))?,
+        ),
+        None => None,
+    };
+    let via = match &route_queue_url {
+        Some(_) => ReleaseVia::Queue,
+        None => ReleaseVia::Unavailable(
+            "releasing on a stack hands the message to its route queue: pass --stack NAME".into(),
+        ),
+    };
+    let ports = ports(sdk, names, route_queue_url);
     let store = format!("table {} and bucket {}", names.table, names.bucket);
     let engine = match local {
         Some((config, filter, classifier)) => {
@@ -118,5 +143,5 @@ pub async fn connect(
                 .0
         }
     };
-    Ok(Operator::new(Arc::new(engine), store))
+    Ok(Operator::new(Arc::new(engine), store).with_release_via(via))
 }

@@ -67,6 +67,10 @@ pub struct Envelope {
     pub receipt: Option<Receipt>,
     #[serde(default)]
     pub results: StageResults,
+    /// Set when an operator released the message from quarantine (their name): route and
+    /// respond then audit their work as the release's, with who released it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
 }
 
 /// The SMTP envelope and SES's verdicts, from the receipt notification SES publishes when it
@@ -106,6 +110,7 @@ impl Envelope {
             raw,
             receipt: None,
             results: StageResults::default(),
+            released_by: None,
         }
     }
 }

@@ -11,7 +11,7 @@
 mod operator;
 mod overview;
 
-pub use operator::Operator;
+pub use operator::{Operator, ReleaseVia};
 pub use overview::{Overview, OverviewDay};
 
 use serde::{Deserialize, Serialize};

@@ -7,20 +7,39 @@ use super::{MessageSummary, MessageView, Overview, Page, Query};
 use crate::pipeline::Engine;
 use crate::pipeline::release::{Handled, OperatorError};
 
+/// How a release carries out the message's effects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseVia {
+    /// Route and respond run here (the embedded store).
+    InProcess,
+    /// The released envelope goes to the route stage's queue (a deployed stack).
+    Queue,
+    /// Releasing is not possible here, and why.
+    Unavailable(String),
+}
+
 /// An engine (config, models, ports) seen from the operator's side.
 #[derive(Clone)]
 pub struct Operator {
     engine: Arc<Engine>,
     /// The store's name in messages (`state folder mailroom-out/state`, `table T`).
     store: String,
+    release_via: ReleaseVia,
 }
 
 impl Operator {
+    /// The operator functions on an engine whose releases run in process.
     pub fn new(engine: Arc<Engine>, store: impl Into<String>) -> Operator {
         Operator {
             engine,
             store: store.into(),
+            release_via: ReleaseVia::InProcess,
         }
+    }
+
+    pub fn with_release_via(mut self, via: ReleaseVia) -> Operator {
+        self.release_via = via;
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -97,11 +116,21 @@ impl Operator {
     /// Releases a quarantined message (see [`Engine::release`]).
     pub async fn release(&self, id: &str, by: &str) -> Result<Handled, OperatorError> {
         let summary = self.summary(id).await?;
+        let via_queue = match &self.release_via {
+            ReleaseVia::InProcess => false,
+            ReleaseVia::Queue => true,
+            ReleaseVia::Unavailable(why) => {
+                return Err(OperatorError::Store {
+                    id: summary.id.clone(),
+                    detail: why.clone(),
+                });
+            }
+        };
         let Some(key) = &summary.quarantined else {
             // Refused or nothing to do, without a copy to read.
             return self
                 .engine
-                .release(&summary, summary.raw.clone(), b"", by)
+                .release(&summary, summary.raw.clone(), b"", by, via_queue)
                 .await;
         };
         let objects = &self.engine.ports().objects;
@@ -113,7 +142,7 @@ impl Operator {
                 detail: format!("reading the quarantined copy: {e}"),
             })?;
         self.engine
-            .release(&summary, objects.object_ref(key), &raw, by)
+            .release(&summary, objects.object_ref(key), &raw, by, via_queue)
             .await
     }
 

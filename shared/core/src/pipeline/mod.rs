@@ -246,7 +246,7 @@ impl Engine {
             self.decide(stage, &mut env, &raw, parsed.as_ref()).await?
         };
         // The parse (with any decoded attachments) is gone: forwards take the raw bytes.
-        self.finish(stage, &mut env, decided, Raw::Owned(raw), None)
+        self.finish(stage, &mut env, decided, Raw::Owned(raw))
             .await?;
         if let Some(next) = stage.next() {
             self.ports
@@ -266,7 +266,7 @@ impl Engine {
         let parsed = self.parse(raw, &env);
         for stage in Stage::ALL {
             let decided = self.decide(stage, &mut env, raw, parsed.as_ref()).await?;
-            self.finish(stage, &mut env, decided, Raw::Borrowed(raw), None)
+            self.finish(stage, &mut env, decided, Raw::Borrowed(raw))
                 .await?;
         }
         let headline = parsed.as_ref().ok().map(|m| Headline {
@@ -351,8 +351,12 @@ impl Engine {
         env: &mut Envelope,
         mut decided: Decided,
         raw: Raw<'_>,
-        event: Option<&str>,
     ) -> Result<AuditRecord, StageError> {
+        // A release's route and respond are audited as the release, with who released it.
+        let event = env.released_by.as_ref().map(|_| "release");
+        if let Some(by) = &env.released_by {
+            decided.audit.decided_by.push(format!("operator:{by}"));
+        }
         let mut deferred = std::mem::take(&mut decided.deferred);
         // Forwards last: the last one takes the raw buffer, and a forward is the costliest
         // to copy (SES needs it base64-encoded on top).

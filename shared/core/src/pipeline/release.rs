@@ -23,6 +23,9 @@ pub const NEVER_RELEASED: [&str; 4] = [
 pub enum Handled {
     /// Done now; the operator event's audit record.
     Done(AuditRecord),
+    /// Handed to the route stage's queue: the deployed functions carry out its effects and
+    /// audit them as the release.
+    Queued,
     /// The message is not in quarantine (released or deleted before): nothing to do.
     NotInQuarantine,
 }
@@ -45,13 +48,16 @@ impl Engine {
     /// Releases a quarantined message: its filter decision stands but for the verdict,
     /// which becomes accept (with a `RELEASED` finding naming `by`), and it goes through
     /// route and respond again, their effects claimed as always. `raw` is the quarantined
-    /// copy, found at `raw_ref`.
+    /// copy, found at `raw_ref`. With `via_queue` the released envelope is published to the
+    /// route stage instead (a deployed stack: its functions send, with their own identity
+    /// and permissions).
     pub async fn release(
         &self,
         summary: &MessageSummary,
         raw_ref: RawRef,
         raw: &[u8],
         by: &str,
+        via_queue: bool,
     ) -> Result<Handled, OperatorError> {
         if let Some(finding) = summary
             .reasons
@@ -84,22 +90,27 @@ impl Engine {
         });
         env.results.filter = Some(filter);
         env.results.classify = Some(self.classify_stage(&env, mail)?.result);
+        env.released_by = Some(by.to_string());
+        if via_queue {
+            self.ports
+                .publisher
+                .publish(Stage::Route, &env)
+                .await
+                .map_err(|e| OperatorError::Store {
+                    id: summary.id.clone(),
+                    detail: format!("handing it to the route stage: {e}"),
+                })?;
+            return Ok(Handled::Queued);
+        }
         let mut audits = Vec::new();
         let mut listed = None;
         for stage in [Stage::Route, Stage::Respond] {
             let mut decided = self.decide(stage, &mut env, raw, mail).await?;
-            decided.audit.decided_by.push(format!("operator:{by}"));
             // Off the quarantine list only once every effect is done: a release stopped
             // half way can be run again.
             listed = listed.or(decided.summary.take());
             let record = self
-                .finish(
-                    stage,
-                    &mut env,
-                    decided,
-                    Raw::Borrowed(raw),
-                    Some("release"),
-                )
+                .finish(stage, &mut env, decided, Raw::Borrowed(raw))
                 .await?;
             audits.push(record);
         }

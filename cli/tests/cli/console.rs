@@ -1,0 +1,511 @@
+//! The console in a real browser: Debian's Chromium driven through chromedriver over
+//! WebDriver. `infra/test.sh` installs both and sets `MAILROOM_REQUIRE_BROWSER=1`; without
+//! them (and without that variable) the test says so and skips.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use super::{mailroom, outbox_files, repo, temp};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Kills a child process when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what} did not listen on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A raw HTTP/1.1 request to the console; returns the status line and the body.
+fn http(port: u16, request: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.lines().next().unwrap_or("").to_string();
+    (status, out)
+}
+
+struct Shots(PathBuf);
+
+impl Shots {
+    async fn take(&self, browser: &Client, name: &str) {
+        let png = browser.screenshot().await.expect("a screenshot");
+        std::fs::write(self.0.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+async fn text(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// What the hostile example's payloads would have set, had any run.
+async fn pwned(browser: &Client) -> serde_json::Value {
+    browser
+        .execute(
+            "return [typeof window.pwned, document.scripts.length, document.images.length];",
+            vec![],
+        )
+        .await
+        .unwrap()
+}
+
+fn browser_available() -> bool {
+    let there = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
+    if !there && std::env::var("MAILROOM_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+        panic!("MAILROOM_REQUIRE_BROWSER=1 but {CHROMIUM} or {CHROMEDRIVER} is missing");
+    }
+    if !there {
+        eprintln!(
+            "SKIPPED: the console's browser test needs {CHROMIUM} and {CHROMEDRIVER} \
+             (apt-get install chromium chromium-driver; infra/test.sh does)"
+        );
+    }
+    there
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
+    if !browser_available() {
+        return;
+    }
+    let dir = temp("console");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shots = Shots(Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"));
+    std::fs::create_dir_all(&shots.0).unwrap();
+    // allow and block edit the config: a copy, not the example itself.
+    let config = dir.join("mailroom.toml");
+    std::fs::copy(repo().join("examples/mailroom.toml"), &config).unwrap();
+    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
+    let store = [
+        "--config",
+        config.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--outbox",
+        outbox.to_str().unwrap(),
+    ];
+    let mut run = vec!["run"];
+    run.extend(store);
+    run.push("examples/mail");
+    assert!(mailroom(&run).status.success());
+    let sent_by_run = outbox_files(&outbox);
+
+    let mut console = Command::new(env!("CARGO_BIN_EXE_mailroom"));
+    console
+        .args(["console", "--port", "0", "--by", "browser-test"])
+        .args(store)
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut console = Running(console.spawn().expect("mailroom console starts"));
+    let mut line = String::new();
+    BufReader::new(console.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    let (base, token) = url.split_once("/?token=").unwrap();
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+
+    // Without the token, nothing; a POST without the CSRF token is refused even with it.
+    let (status, body) = http(
+        port,
+        &format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(status.contains("403"), "{status}");
+    assert!(body.contains("needs the URL with its token"));
+    let (status, _) = http(
+        port,
+        &format!(
+            "GET /?token={token} HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(status.contains("403"), "another Host is refused: {status}");
+    let form = "action=delete&id=x&csrf=wrong";
+    let (status, _) = http(
+        port,
+        &format!(
+            "POST /act HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: mailroom_console={token}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert!(
+        status.contains("403"),
+        "a POST without the CSRF token: {status}"
+    );
+
+    let driver_port = free_port();
+    let _driver = Running(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    wait_for_port(driver_port, "chromedriver");
+    let profile = dir.join("chromium-profile");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("a Chromium session");
+
+    let result = async {
+        browser.goto(base).await.unwrap();
+        assert!(
+            browser
+                .source()
+                .await
+                .unwrap()
+                .contains("needs the URL with its token")
+        );
+        browser.goto(&url).await.unwrap();
+        assert_eq!(
+            browser.current_url().await.unwrap().path(),
+            "/",
+            "the token leaves the URL"
+        );
+        assert_eq!(text(&browser, "h1").await, "The last 14 days");
+        browser
+            .find(Locator::Css("svg.chart rect.quarantine"))
+            .await
+            .expect("a chart with quarantined mail");
+        shots.take(&browser, "overview").await;
+
+        browser.goto(&format!("{base}/quarantine")).await.unwrap();
+        let subjects: Vec<String> = {
+            let mut out = Vec::new();
+            for link in browser.find_all(Locator::Css("a.subject")).await.unwrap() {
+                out.push(link.text().await.unwrap());
+            }
+            out
+        };
+        assert_eq!(subjects.len(), 3, "{subjects:?}");
+        assert!(
+            subjects
+                .iter()
+                .any(|s| s == "Rückfrage zur Rechnung 2026-207 – Überweisung"),
+            "{subjects:?}"
+        );
+        assert!(
+            subjects.iter().all(|s| !s.contains('\u{fffd}')),
+            "{subjects:?}"
+        );
+        shots.take(&browser, "quarantine").await;
+
+        // The hostile message: its markup shows as text, and none of it runs.
+        browser
+            .find(Locator::XPath("//a[contains(., 'Your invoice')]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let h1 = text(&browser, "h1").await;
+        assert!(
+            h1.contains("<script>window.pwned='subject'</script>") && h1.contains("onerror"),
+            "{h1}"
+        );
+        assert!(
+            text(&browser, "pre.body")
+                .await
+                .contains("<script>window.pwned='text'</script>")
+        );
+        assert!(
+            text(&browser, "table.headers")
+                .await
+                .contains("window.pwned='header'")
+        );
+        assert_eq!(
+            pwned(&browser).await,
+            json!(["undefined", 0, 0]),
+            "no payload ran or loaded"
+        );
+        shots.take(&browser, "hostile-message").await;
+
+        // Release the Latin-1 question: its forward and reply go out, and the audit says who.
+        browser
+            .goto(&format!("{base}/quarantine?sender=rene%40kunde.example"))
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css("a.subject"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(text(&browser, "dd.sender").await, "rene@kunde.example");
+        browser
+            .find(Locator::Css("button.release"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(text(&browser, "h1").await, "Confirm: release");
+        shots.take(&browser, "confirm-release").await;
+        browser
+            .find(Locator::Id("confirm"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let done = text(&browser, "p.done").await;
+        assert!(
+            done.contains("released") && done.contains("operator:browser-test"),
+            "{done}"
+        );
+        assert_eq!(
+            outbox_files(&outbox),
+            sent_by_run + 2,
+            "the forward to finance and the reply"
+        );
+        browser
+            .find(Locator::LinkText("Back to the message"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let audit = text(&browser, "table.audit").await;
+        assert!(
+            audit.contains("(release)") && audit.contains("operator:browser-test"),
+            "{audit}"
+        );
+        assert!(
+            browser.find(Locator::Css("button.release")).await.is_err(),
+            "no longer in quarantine"
+        );
+        shots.take(&browser, "released").await;
+
+        // Search by sender, through the form.
+        browser.goto(&format!("{base}/search")).await.unwrap();
+        browser
+            .find(Locator::Css("input[name=sender]"))
+            .await
+            .unwrap()
+            .send_keys("ap@bigcustomer.example")
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css("form.filters button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let started = Instant::now();
+        while !browser
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("sender=ap%40bigcustomer.example")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the search form did not submit"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let rows = browser.find_all(Locator::Css("a.subject")).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].text().await.unwrap(),
+            "Invoice 2026-118 seems to be charged twice"
+        );
+        shots.take(&browser, "search").await;
+
+        // Block the hostile sender from its page: the config gains it, comments intact.
+        browser
+            .goto(&format!("{base}/quarantine?sender=mallory%40evil.example"))
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css("a.subject"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css("button.block"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Id("confirm"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(
+            text(&browser, "p.done")
+                .await
+                .contains("added mallory@evil.example to [filter] block_senders")
+        );
+        let edited = std::fs::read_to_string(&config).unwrap();
+        assert!(
+            edited.contains("\"mallory@evil.example\"]")
+                && edited.contains("# Senders whose mail is rejected.")
+        );
+    }
+    .await;
+    browser.close().await.unwrap();
+    drop(console);
+    result
+}
+
+/// The forward and the reply of the released Latin-1 message, as sent.
+#[test]
+fn a_released_latin1_message_is_forwarded_and_greeted_by_its_real_name() {
+    let dir = temp("latin1");
+    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
+    let args = |cmd: &[&str]| {
+        let mut a = cmd.to_vec();
+        a.extend([
+            "--config",
+            "examples/mailroom.toml",
+            "--state",
+            state.to_str().unwrap(),
+            "--outbox",
+            outbox.to_str().unwrap(),
+        ]);
+        mailroom(&a)
+    };
+    assert!(
+        args(&[
+            "run",
+            "--format",
+            "jsonl",
+            "examples/mail/14-latin1-spf-fail.eml"
+        ])
+        .status
+        .success()
+    );
+    let list = mailroom(&[
+        "quarantine",
+        "list",
+        "--state",
+        state.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]);
+    let row: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let table = String::from_utf8_lossy(
+        &mailroom(&["quarantine", "list", "--state", state.to_str().unwrap()]).stdout,
+    )
+    .into_owned();
+    assert!(table.contains("Rückfrage zur Rechnung"), "{table}");
+    let out = args(&["quarantine", "release", row["id"].as_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut forward = None;
+    let mut reply = None;
+    for e in std::fs::read_dir(&outbox).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "eml") {
+            let raw = std::fs::read(&path).unwrap();
+            assert!(
+                raw.split(|b| *b == b'\n')
+                    .take_while(|l| l.len() > 1)
+                    .all(|l| l.is_ascii()),
+                "7-bit headers"
+            );
+            let parsed = mail_parser::MessageParser::default()
+                .parse(&raw[..])
+                .unwrap()
+                .into_owned();
+            if parsed
+                .to()
+                .and_then(|t| t.first())
+                .and_then(|a| a.address())
+                == Some("rene@kunde.example")
+            {
+                reply = Some(parsed);
+            } else {
+                forward = Some(parsed);
+            }
+        }
+    }
+    let (forward, reply) = (forward.expect("a forward"), reply.expect("a reply"));
+    let from = forward.from().unwrap().first().unwrap();
+    assert_eq!(from.name(), Some("René Müller via mailroom"));
+    assert_eq!(
+        forward.subject(),
+        Some("Rückfrage zur Rechnung 2026-207 – Überweisung")
+    );
+    assert!(
+        reply.body_text(0).unwrap().contains("Hello René Müller,"),
+        "{:?}",
+        reply.body_text(0)
+    );
+}
