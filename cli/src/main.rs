@@ -440,7 +440,7 @@ fn run(
             let record = match msg.raw {
                 Err(e) => {
                     summary.failed += 1;
-                    mailroom_core::report::failure(&msg.source, &e)
+                    mailroom_core::report::Report::failure(&msg.source, &e)
                 }
                 Ok(raw) => {
                     summary.bytes += raw.len() as u64;
@@ -475,18 +475,18 @@ fn run(
                             if outcome.parse_error.is_some() {
                                 summary.failed += 1;
                             }
-                            mailroom_core::report::record(&msg.source, &outcome)
+                            mailroom_core::report::Report::of(&msg.source, &outcome)
                         }
                         Err(e) => {
                             summary.failed += 1;
-                            mailroom_core::report::failure(&msg.source, &e)
+                            mailroom_core::report::Report::failure(&msg.source, &e)
                         }
                     }
                 }
             };
             summary.add(&record);
             match format {
-                Format::Jsonl => writeln!(out, "{record}")?,
+                Format::Jsonl => writeln!(out, "{}", serde_json::to_string(&record)?)?,
                 Format::Table => writeln!(out, "{}", output::table_row(&record))?,
             }
         }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mailroom_core::model::RespondResult;
-use serde_json::Value;
+use mailroom_core::report::Report;
 
 fn cut(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
@@ -25,33 +25,34 @@ fn cut(s: &str, n: usize) -> String {
 
 pub const TABLE_HEADER: &str = "SOURCE                                    VERDICT     SCORE  CATEGORY      PRIORITY  ROUTES                          AUTO-REPLY";
 
-pub fn table_row(v: &Value) -> String {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-    if v.get("verdict").is_none_or(Value::is_null) {
-        return format!("{:<41} ERROR       {}", cut(&s("source"), 41), s("error"));
-    }
-    let routes = v["routes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
-    let reply = match serde_json::from_value::<RespondResult>(v["auto_reply"].clone()) {
-        Ok(RespondResult::Sent { to, .. }) => format!("sent to {to}"),
-        Ok(RespondResult::Unconfirmed { to, .. }) => format!("unconfirmed to {to}"),
-        Ok(RespondResult::Suppressed { reason }) => format!("no: {reason}"),
-        Err(_) => "-".into(),
+pub fn table_row(r: &Report) -> String {
+    // A message the filter decided is a row even when its parse failed (it was quarantined).
+    let Some(d) = r.decided.as_ref().filter(|d| d.verdict.is_some()) else {
+        return format!(
+            "{:<41} ERROR       {}",
+            cut(&r.source, 41),
+            r.error.as_deref().unwrap_or("-")
+        );
+    };
+    let routes = d
+        .routes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let reply = match &d.auto_reply {
+        Some(RespondResult::Sent { to, .. }) => format!("sent to {to}"),
+        Some(RespondResult::Unconfirmed { to, .. }) => format!("unconfirmed to {to}"),
+        Some(RespondResult::Suppressed { reason }) => format!("no: {reason}"),
+        None => "-".into(),
     };
     format!(
         "{:<41} {:<11} {:>5.1}  {:<13} {:<9} {:<31} {}",
-        cut(&s("source"), 41),
-        s("verdict"),
-        v["spam_score"].as_f64().unwrap_or(0.0),
-        cut(&s("category"), 13),
-        s("priority"),
+        cut(&r.source, 41),
+        d.verdict.map_or("-", |v| v.as_str()),
+        d.spam_score.unwrap_or(0.0),
+        cut(d.category.as_deref().unwrap_or("-"), 13),
+        d.priority.map_or("-", |p| p.as_str()),
         cut(&routes, 31),
         reply
     )
@@ -70,25 +71,23 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn add(&mut self, v: &Value) {
+    pub fn add(&mut self, r: &Report) {
         self.messages += 1;
-        let Some(verdict) = v.get("verdict").and_then(Value::as_str) else {
-            return;
+        let Some(d) = &r.decided else { return };
+        let Some(verdict) = d.verdict else { return };
+        *self.verdicts.entry(verdict.as_str().into()).or_default() += 1;
+        if let Some(c) = &d.category {
+            *self.categories.entry(c.clone()).or_default() += 1;
+        }
+        for a in &d.routes {
+            *self.routes.entry(a.kind().into()).or_default() += 1;
+        }
+        let reply = match &d.auto_reply {
+            Some(RespondResult::Sent { .. }) => "sent",
+            Some(RespondResult::Unconfirmed { .. }) => "unconfirmed",
+            Some(RespondResult::Suppressed { .. }) => "suppressed",
+            None => "none",
         };
-        *self.verdicts.entry(verdict.into()).or_default() += 1;
-        if let Some(c) = v.get("category").and_then(Value::as_str) {
-            *self.categories.entry(c.into()).or_default() += 1;
-        }
-        for r in v["routes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            let kind = r.split(':').next().unwrap_or(r);
-            *self.routes.entry(kind.into()).or_default() += 1;
-        }
-        let reply = v["auto_reply"]["status"].as_str().unwrap_or("none");
         *self.replies.entry(reply.into()).or_default() += 1;
     }
 
