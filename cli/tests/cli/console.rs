@@ -64,6 +64,40 @@ impl Shots {
     }
 }
 
+/// Clicks what `locator` finds and waits until the page it leads to has loaded: the old
+/// page is marked first, so that nothing is read from it by mistake.
+async fn click(browser: &Client, locator: Locator<'_>) {
+    browser
+        .execute("window.mailroomOldPage = true;", vec![])
+        .await
+        .unwrap();
+    browser
+        .find(locator)
+        .await
+        .expect("the element to click")
+        .click()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let loaded = browser
+            .execute(
+                "return window.mailroomOldPage === undefined && document.readyState === 'complete';",
+                vec![],
+            )
+            .await
+            .unwrap_or(serde_json::Value::Bool(false));
+        if loaded == serde_json::Value::Bool(true) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the click led to no new page"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
 async fn text(browser: &Client, css: &str) -> String {
     browser
         .find(Locator::Css(css))
@@ -248,13 +282,7 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
         shots.take(&browser, "quarantine").await;
 
         // The hostile message: its markup shows as text, and none of it runs.
-        browser
-            .find(Locator::XPath("//a[contains(., 'Your invoice')]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::XPath("//a[contains(., 'Your invoice')]")).await;
         let h1 = text(&browser, "h1").await;
         assert!(
             h1.contains("<script>window.pwned='subject'</script>") && h1.contains("onerror"),
@@ -282,30 +310,12 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
             .goto(&format!("{base}/quarantine?sender=rene%40kunde.example"))
             .await
             .unwrap();
-        browser
-            .find(Locator::Css("a.subject"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::Css("a.subject")).await;
         assert_eq!(text(&browser, "dd.sender").await, "rene@kunde.example");
-        browser
-            .find(Locator::Css("button.release"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::Css("button.release")).await;
         assert_eq!(text(&browser, "h1").await, "Confirm: release");
         shots.take(&browser, "confirm-release").await;
-        browser
-            .find(Locator::Id("confirm"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::Id("confirm")).await;
         let done = text(&browser, "p.done").await;
         assert!(
             done.contains("released") && done.contains("operator:browser-test"),
@@ -316,13 +326,7 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
             sent_by_run + 2,
             "the forward to finance and the reply"
         );
-        browser
-            .find(Locator::LinkText("Back to the message"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::LinkText("Back to the message")).await;
         let audit = text(&browser, "table.audit").await;
         assert!(
             audit.contains("(release)") && audit.contains("operator:browser-test"),
@@ -343,27 +347,7 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
             .send_keys("ap@bigcustomer.example")
             .await
             .unwrap();
-        browser
-            .find(Locator::Css("form.filters button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let started = Instant::now();
-        while !browser
-            .current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .contains("sender=ap%40bigcustomer.example")
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the search form did not submit"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        click(&browser, Locator::Css("form.filters button")).await;
         let rows = browser.find_all(Locator::Css("a.subject")).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(
@@ -377,27 +361,9 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
             .goto(&format!("{base}/quarantine?sender=mallory%40evil.example"))
             .await
             .unwrap();
-        browser
-            .find(Locator::Css("a.subject"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        browser
-            .find(Locator::Css("button.block"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        browser
-            .find(Locator::Id("confirm"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, Locator::Css("a.subject")).await;
+        click(&browser, Locator::Css("button.block")).await;
+        click(&browser, Locator::Id("confirm")).await;
         assert!(
             text(&browser, "p.done")
                 .await
