@@ -290,3 +290,89 @@ async fn the_mailroom_command_works_on_a_stack_by_its_name() {
     assert!(err.contains("no message \"no-such-id\""), "{err}");
     stack.assert_calls_allowed();
 }
+
+/// A GET to the console with its cookie; the status line and the body.
+fn console_get(port: u16, token: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the console listens");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: mailroom_console={token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.lines().next().unwrap_or("").to_string();
+    (status, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_serves_a_stack_with_its_dead_letters() {
+    use std::io::BufRead;
+    let Some(stack) = Stack::create("console").await else {
+        return;
+    };
+    let Some(binary) = mailroom_binary() else {
+        return;
+    };
+    let spam = stack.put_mail("spam-fail.eml").await;
+    let outage = stack.arm("route", "SendEmail", 0, 10_000, Fault::Unavailable);
+    let stuck = stack.put_mail("sales.eml").await;
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+    stack.disarm(outage);
+
+    let mut child = std::process::Command::new(&binary)
+        .args(["console", "--port", "0", "--stack", &stack.name])
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", &stack.endpoint)
+        .env("AWS_ACCESS_KEY_ID", stack.principal(OPERATOR))
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", mailroom_tests::aws::REGION)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mailroom console starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    let (base, token) = url.split_once("/?token=").unwrap();
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let pages = tokio::task::spawn_blocking({
+        let token = token.to_string();
+        let spam = spam.clone();
+        move || {
+            [
+                "/".to_string(),
+                "/quarantine".to_string(),
+                format!("/message/{spam}"),
+                "/dlq".to_string(),
+            ]
+            .map(|p| console_get(port, &token, &p))
+        }
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    for (status, _) in &pages {
+        assert!(status.contains("200"), "{status}");
+    }
+    assert!(
+        pages[1].1.contains("Claim your reward today"),
+        "{}",
+        pages[1].1
+    );
+    assert!(pages[2].1.contains("SES_SPAM_FAIL"), "{}", pages[2].1);
+    let dlq = &pages[3].1;
+    assert!(dlq.contains(&stuck) && dlq.contains("Redrive"), "{dlq}");
+    stack.assert_calls_allowed();
+}

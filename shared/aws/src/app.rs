@@ -44,34 +44,55 @@ pub fn ses_client(sdk: &SdkConfig) -> aws_sdk_sesv2::Client {
     aws_sdk_sesv2::Client::from_conf(conf)
 }
 
+/// The ports on a stack's bucket, table and queues: `next_queue_url` is the queue envelopes
+/// are published to, `deliver_prefix` names the delivery queues. State items expire after
+/// `retention`.
+pub fn ports(
+    sdk: &SdkConfig,
+    bucket: &str,
+    table: &str,
+    retention: Duration,
+    next_queue_url: Option<String>,
+    deliver_prefix: &str,
+) -> Ports {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mail = Arc::new(S3Mail {
+        client: s3_client(sdk),
+        bucket: bucket.to_string(),
+    });
+    let state = Arc::new(DynamoState {
+        client: aws_sdk_dynamodb::Client::new(sdk),
+        table: table.to_string(),
+        retention,
+    });
+    Ports {
+        raw: mail.clone(),
+        objects: mail,
+        state: state.clone(),
+        audit: state.clone(),
+        index: state,
+        publisher: Arc::new(SqsPublisher {
+            client: sqs.clone(),
+            next_queue_url,
+        }),
+        queues: Arc::new(SqsDelivery::new(sqs, deliver_prefix.to_string())),
+        sender: Arc::new(SesSender {
+            client: ses_client(sdk),
+        }),
+    }
+}
+
 impl App {
     pub async fn new(settings: Settings, sdk: &SdkConfig) -> Result<App, String> {
         let s3 = s3_client(sdk);
-        let sqs = aws_sdk_sqs::Client::new(sdk);
-        let mail = Arc::new(S3Mail {
-            client: s3.clone(),
-            bucket: settings.bucket.clone(),
-        });
-        let state = Arc::new(DynamoState {
-            client: aws_sdk_dynamodb::Client::new(sdk),
-            table: settings.table.clone(),
-            retention: Duration::from_secs(settings.retention_days * 86_400),
-        });
-        let ports = Ports {
-            raw: mail.clone(),
-            objects: mail,
-            state: state.clone(),
-            audit: state.clone(),
-            index: state,
-            publisher: Arc::new(SqsPublisher {
-                client: sqs.clone(),
-                next_queue_url: settings.next_queue_url.clone(),
-            }),
-            queues: Arc::new(SqsDelivery::new(sqs, settings.deliver_queue_prefix.clone())),
-            sender: Arc::new(SesSender {
-                client: ses_client(sdk),
-            }),
-        };
+        let ports = ports(
+            sdk,
+            &settings.bucket,
+            &settings.table,
+            Duration::from_secs(settings.retention_days * 86_400),
+            settings.next_queue_url.clone(),
+            &settings.deliver_queue_prefix,
+        );
         let metrics = Metrics {
             client: aws_sdk_cloudwatch::Client::new(sdk),
         };

@@ -11,14 +11,10 @@ use mailroom_core::classify::Classifier;
 use mailroom_core::filter::Filter;
 use mailroom_core::model::Stage;
 use mailroom_core::operate::{Operator, ReleaseVia};
-use mailroom_core::pipeline::{Engine, Ports};
+use mailroom_core::pipeline::Engine;
 
-use crate::app::{s3_client, ses_client};
+use crate::app::s3_client;
 use crate::config_source::{ConfigLocation, build};
-use crate::dynamo::DynamoState;
-use crate::s3::S3Mail;
-use crate::ses::SesSender;
-use crate::sqs::{SqsDelivery, SqsPublisher};
 
 /// The names of a stack's resources. The template derives every one from the stack's name
 /// (and the account, for the bucket), so a stack name is enough to find them.
@@ -61,37 +57,6 @@ impl StackNames {
 /// A config given on the operator's machine (with its models), instead of the stack's.
 pub type LocalConfig = (Config, Filter, Classifier);
 
-/// The stack's ports, as the functions build them, for the operator's credentials.
-pub fn ports(sdk: &SdkConfig, names: &StackNames, route_queue_url: Option<String>) -> Ports {
-    let mail = Arc::new(S3Mail {
-        client: s3_client(sdk),
-        bucket: names.bucket.clone(),
-    });
-    let state = Arc::new(DynamoState {
-        client: aws_sdk_dynamodb::Client::new(sdk),
-        table: names.table.clone(),
-        retention: Duration::from_secs(crate::settings::DEFAULT_RETENTION_DAYS * 86_400),
-    });
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    Ports {
-        raw: mail.clone(),
-        objects: mail,
-        state: state.clone(),
-        audit: state.clone(),
-        index: state,
-        // A release goes to the route stage's queue: the functions send, with their own
-        // identity and permissions.
-        publisher: Arc::new(SqsPublisher {
-            client: sqs.clone(),
-            next_queue_url: route_queue_url,
-        }),
-        queues: Arc::new(SqsDelivery::new(sqs, names.deliver_prefix.clone())),
-        sender: Arc::new(SesSender {
-            client: ses_client(sdk),
-        }),
-    }
-}
-
 /// The operator functions on a stack: with the config the functions read from the bucket
 /// (and every stage's models), or with `local` when the operator gives one.
 pub async fn connect(
@@ -123,7 +88,16 @@ pub async fn connect(
             "releasing on a stack hands the message to its route queue: pass --stack NAME".into(),
         ),
     };
-    let ports = ports(sdk, names, route_queue_url);
+    // A release goes to the route stage's queue: the functions send, with their own
+    // identity and permissions.
+    let ports = crate::app::ports(
+        sdk,
+        &names.bucket,
+        &names.table,
+        Duration::from_secs(crate::settings::DEFAULT_RETENTION_DAYS * 86_400),
+        route_queue_url,
+        &names.deliver_prefix,
+    );
     let store = format!("table {} and bucket {}", names.table, names.bucket);
     let engine = match local {
         Some((config, filter, classifier)) => {
