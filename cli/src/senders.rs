@@ -42,6 +42,12 @@ pub fn edit(path: &Path, list: SenderList, sender: &str) -> Result<String> {
 
 /// `mailroom allow SENDER` / `mailroom block SENDER`.
 pub fn command(target: &Target, list: SenderList, sender: &str) -> Result<()> {
+    if target.is_aws() && target.config.is_none() {
+        let runtime = crate::target::runtime()?;
+        let done = runtime.block_on(on_stack(target, list, sender))?;
+        println!("{done}");
+        return Ok(());
+    }
     let path = target.config.as_deref().context(
         "allow and block edit a config file: pass --config FILE (the one `run` or push-config uses)",
     )?;
@@ -63,4 +69,25 @@ fn push(target: &Target, path: &Path) -> Result<()> {
 #[cfg(not(feature = "aws"))]
 fn push(target: &Target, _path: &Path) -> Result<()> {
     target.connect(&crate::target::runtime()?).map(|_| ())
+}
+
+/// Edits the stack's own config in its bucket (no local file given).
+#[cfg(feature = "aws")]
+pub async fn on_stack(target: &Target, list: SenderList, sender: &str) -> Result<String> {
+    let sdk = mailroom_aws::app::sdk_config().await;
+    let names = crate::target::stack_names(target, &sdk).await?;
+    mailroom_aws::config_source::edit_senders(
+        &mailroom_aws::app::s3_client(&sdk),
+        &names.bucket,
+        &names.config_key,
+        list,
+        sender,
+    )
+    .await
+    .map_err(anyhow::Error::msg)
+}
+
+#[cfg(not(feature = "aws"))]
+pub async fn on_stack(_target: &Target, _list: SenderList, _sender: &str) -> Result<String> {
+    anyhow::bail!(crate::target::NO_AWS)
 }

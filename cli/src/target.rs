@@ -33,6 +33,11 @@ pub struct Target {
     pub outbox: PathBuf,
 }
 
+/// What a build without the `aws` feature says when asked for a stack.
+#[cfg(not(feature = "aws"))]
+pub const NO_AWS: &str = "this mailroom was built without AWS support; build it with \
+                          `cargo build --release -p mailroom-cli --features aws`";
+
 /// The operator functions on the chosen store, and (on a stack) its queues.
 pub struct Connected {
     pub operator: Operator,
@@ -69,42 +74,15 @@ impl Target {
 
     #[cfg(not(feature = "aws"))]
     fn connect_aws(&self, _runtime: &tokio::runtime::Runtime) -> Result<Connected> {
-        bail!(
-            "this mailroom was built without AWS support; build it with \
-             `cargo build --release -p mailroom-cli --features aws`"
-        )
+        bail!("{NO_AWS}")
     }
 
     #[cfg(feature = "aws")]
     fn connect_aws(&self, runtime: &tokio::runtime::Runtime) -> Result<Connected> {
-        use mailroom_aws::operator::{StackNames, connect};
+        use mailroom_aws::operator::connect;
         runtime.block_on(async {
             let sdk = mailroom_aws::app::sdk_config().await;
-            let names = match (&self.stack, &self.bucket, &self.table) {
-                (Some(stack), _, _) => {
-                    let account = aws_sdk_sts::Client::new(&sdk)
-                        .get_caller_identity()
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                                "finding the AWS account of stack {stack}: {}",
-                                aws_sdk_sts::error::DisplayErrorContext(e)
-                            )
-                        })?
-                        .account
-                        .context("STS named no account")?;
-                    StackNames::of_stack(stack, &account)
-                }
-                (None, Some(bucket), Some(table)) => StackNames {
-                    bucket: bucket.clone(),
-                    table: table.clone(),
-                    queue_prefix: None,
-                    deliver_prefix: String::new(),
-                    config_key: "config/mailroom.toml".into(),
-                },
-                _ => bail!("pass --stack NAME, or --bucket and --table"),
-            };
+            let names = stack_names(self, &sdk).await?;
             let local = match &self.config {
                 Some(path) => Some(crate::load_config(path)?),
                 None => None,
@@ -118,6 +96,41 @@ impl Target {
             })
         })
     }
+}
+
+/// The names of the stack a target names: from `--stack` (the account from STS), or from
+/// `--bucket` and `--table`.
+#[cfg(feature = "aws")]
+pub async fn stack_names(
+    target: &Target,
+    sdk: &aws_config::SdkConfig,
+) -> Result<mailroom_aws::operator::StackNames> {
+    use mailroom_aws::operator::StackNames;
+    Ok(match (&target.stack, &target.bucket, &target.table) {
+        (Some(stack), _, _) => {
+            let account = aws_sdk_sts::Client::new(sdk)
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "finding the AWS account of stack {stack}: {}",
+                        aws_sdk_sts::error::DisplayErrorContext(e)
+                    )
+                })?
+                .account
+                .context("STS named no account")?;
+            StackNames::of_stack(stack, &account)
+        }
+        (None, Some(bucket), Some(table)) => StackNames {
+            bucket: bucket.clone(),
+            table: table.clone(),
+            queue_prefix: None,
+            deliver_prefix: String::new(),
+            config_key: "config/mailroom.toml".into(),
+        },
+        _ => bail!("pass --stack NAME, or --bucket and --table"),
+    })
 }
 
 /// Checks that a previous `mailroom run` left a state store there.

@@ -288,6 +288,31 @@ async fn the_mailroom_command_works_on_a_stack_by_its_name() {
     let (code, _, err) = run(&["show", "no-such-id"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("no message \"no-such-id\""), "{err}");
+
+    // Without a local config, allow edits the stack's own, which the functions then load.
+    let before = String::from_utf8(stack.get_object("config/mailroom.toml").await).unwrap();
+    let (code, out, err) = run(&["allow", "@Friend.example"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("added @friend.example to [filter] allow_senders"),
+        "{out}"
+    );
+    let after = String::from_utf8(stack.get_object("config/mailroom.toml").await).unwrap();
+    assert!(after.contains("\"@friend.example\""), "{after}");
+    let comments = |t: &str| {
+        t.lines()
+            .filter(|l| l.trim_start().starts_with('#'))
+            .count()
+    };
+    assert_eq!(comments(&after), comments(&before), "comments kept");
+    let (code, out, _) = run(&["allow", "@friend.example"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("nothing changed"), "{out}");
+    let (code, _, err) = run(&["block", "not an address"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not an address"), "{err}");
+    // The functions start with the edited config (a refusal would panic here).
+    stack.pipeline().await;
     stack.assert_calls_allowed();
 }
 

@@ -223,7 +223,8 @@ fn actions(c: &Console, s: &MessageSummary) -> Vec<&'static str> {
     if s.quarantined.is_some() {
         out.extend(["release", "delete"]);
     }
-    if s.sender.is_some() && c.target.config.is_some() {
+    // Sender lists: the config file given, or on a stack its own config.
+    if s.sender.is_some() && (c.target.config.is_some() || c.target.is_aws()) {
         out.extend(["allow", "block"]);
     }
     out
@@ -339,12 +340,6 @@ fn handled(id: &str, verb: &str, h: Handled) -> String {
 }
 
 async fn sender_action(c: &Console, id: &str, list: SenderList) -> Response {
-    let Some(path) = c.target.config.clone() else {
-        return c.error(
-            StatusCode::BAD_REQUEST,
-            "start the console with --config FILE to edit sender lists",
-        );
-    };
     // The sender is the message's own, from the index, not from the form.
     let sender = match c.operator.summary(id).await {
         Ok(s) => match s.sender {
@@ -352,6 +347,12 @@ async fn sender_action(c: &Console, id: &str, list: SenderList) -> Response {
             None => return c.error(StatusCode::BAD_REQUEST, "this message names no sender"),
         },
         Err(e) => return c.error(StatusCode::NOT_FOUND, e),
+    };
+    let Some(path) = c.target.config.clone() else {
+        return match crate::senders::on_stack(&c.target, list, &sender).await {
+            Ok(message) => c.render("done.html", context! { message => message, id => id }),
+            Err(e) => c.error(StatusCode::CONFLICT, format!("{e:#}")),
+        };
     };
     let edited = tokio::task::spawn_blocking(move || crate::senders::edit(&path, list, &sender))
         .await

@@ -317,6 +317,72 @@ pub async fn push_config(
     Ok(etags)
 }
 
+/// `mailroom allow/block` on a stack without a local config: adds `sender` to the list in
+/// the stack's own config, keeping its comments, validates the result with its models as
+/// the functions load them, and writes it back only if nobody changed it since it was read
+/// (a conditional write on its ETag). Returns what was done, for people.
+pub async fn edit_senders(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    list: mailroom_core::config::SenderList,
+    sender: &str,
+) -> Result<String, String> {
+    let (bytes, etag) = fetch(s3, bucket, key, "config").await?;
+    let origin = format!("s3://{bucket}/{key}");
+    let text = String::from_utf8(bytes).map_err(|_| format!("the config {origin} is not UTF-8"))?;
+    let edited = mailroom_core::config::add_sender(&text, &origin, list, sender)
+        .map_err(|e| e.to_string())?;
+    if edited.already {
+        return Ok(format!(
+            "{} is already in [filter] {} of {origin}: nothing changed",
+            sender.trim(),
+            list.key()
+        ));
+    }
+    let config = Config::from_toml(&edited.text, &origin).map_err(|e| e.to_string())?;
+    let mut models = Models::default();
+    for slot in Slot::ALL {
+        let Some(path) = slot.path(&config) else {
+            continue;
+        };
+        let model_key = model_key(key, path).map_err(|e| format!("{}: {e}", slot.option()))?;
+        let (bytes, _) = fetch(s3, bucket, &model_key, "model")
+            .await
+            .map_err(|e| format!("{}: {e}", slot.option()))?;
+        let model = Model::from_bytes(&bytes)
+            .map_err(|e| format!("{}: s3://{bucket}/{model_key}: {e}", slot.option()))?;
+        models.set(slot, model);
+    }
+    models.into_stages()?;
+    let mut put = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/toml")
+        .body(aws_sdk_s3::primitives::ByteStream::from(
+            edited.text.into_bytes(),
+        ));
+    if let Some(etag) = etag {
+        put = put.if_match(etag);
+    }
+    put.send().await.map_err(|e| {
+        format!(
+            "writing {origin} (it may have changed since it was read; try again): {}",
+            DisplayErrorContext(&e)
+        )
+    })?;
+    let mut done = format!(
+        "added {} to [filter] {} of {origin}",
+        sender.trim().to_ascii_lowercase(),
+        list.key()
+    );
+    if edited.moved_from_other {
+        done.push_str(" (and took it off the other list)");
+    }
+    Ok(done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::model_key;
