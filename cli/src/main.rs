@@ -9,6 +9,7 @@ mod output;
 #[cfg(feature = "aws")]
 mod push;
 mod senders;
+mod subject;
 mod target;
 
 use std::io::{IsTerminal, Write};
@@ -109,6 +110,33 @@ enum Command {
         /// Who acts, for the audit trail (default: $MAILROOM_OPERATOR, else $USER).
         #[arg(long)]
         by: Option<String>,
+    },
+    /// Erase everything kept about one data subject: each message whose sender, recipient,
+    /// Cc or Reply-To is ADDRESS loses its copies, records, index entries and audit; one
+    /// erasure record with a keyed hash of the address stays.
+    Erase {
+        #[arg(long)]
+        subject: String,
+        /// Print what would go, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who erases, for the erasure record (default: $MAILROOM_OPERATOR, else $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        #[command(flatten)]
+        target: target::Target,
+    },
+    /// Write one data subject's mail (each message as .eml, its summary and audit as JSON)
+    /// into a zip file, for an access request.
+    Export {
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        target: target::Target,
     },
     /// A deployed stack's dead-letter queues: list them, or move messages back.
     Dlq {
@@ -252,6 +280,24 @@ fn main() -> ExitCode {
             port,
             by,
         } => exit(console::serve(&target, bind, port, by)),
+        Command::Erase {
+            subject,
+            dry_run,
+            by,
+            format,
+            target,
+        } => exit(subject::erase(
+            &target,
+            &subject,
+            &operate::operator_name(&by),
+            dry_run,
+            format,
+        )),
+        Command::Export {
+            subject,
+            out,
+            target,
+        } => exit(subject::export(&target, &subject, &out)),
         Command::Dlq { command } => exit(match command {
             DlqCommand::List {
                 target,

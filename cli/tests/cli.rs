@@ -698,3 +698,116 @@ fn the_operator_commands_say_what_a_store_or_build_lacks() {
     assert_eq!(dlq.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&dlq.stderr).contains("--stack NAME"));
 }
+
+/// The files below `dir` (but `queues/`) whose bytes hold `needle`, as `grep -r` finds them.
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "queues") {
+                    stack.push(path);
+                }
+            } else if std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn an_erased_subject_is_gone_from_the_store_down_to_its_bytes() {
+    let dir = temp("erase");
+    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
+    let store = |cmd: &[&str]| {
+        let mut args = cmd.to_vec();
+        args.extend(["--state", state.to_str().unwrap()]);
+        mailroom(&args)
+    };
+    let run = mailroom(&[
+        "run",
+        "--config",
+        "examples/mailroom.toml",
+        "--state",
+        state.to_str().unwrap(),
+        "--outbox",
+        outbox.to_str().unwrap(),
+        "examples/mail",
+    ]);
+    assert!(run.status.success());
+    // The billing customer: a forward, a stored copy, an auto-reply and its rate-limit slot.
+    let subject = "ap@bigcustomer.example";
+    assert!(!files_holding(&state, subject).is_empty());
+
+    let export = dir.join("access.zip");
+    let out = store(&[
+        "export",
+        "--subject",
+        subject,
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zip = std::fs::read(&export).unwrap();
+    assert!(zip.starts_with(b"PK"), "a zip file");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("with 1 messages"));
+
+    let dry = store(&["erase", "--subject", subject, "--dry-run"]);
+    assert!(dry.status.success());
+    let said = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        said.contains("would erase") && said.contains("store/billing/"),
+        "{said}"
+    );
+    assert!(
+        !files_holding(&state, subject).is_empty(),
+        "a dry run removes nothing"
+    );
+
+    let erased = store(&[
+        "erase",
+        "--subject",
+        "AP@BigCustomer.example",
+        "--by",
+        "dpo",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(
+        erased.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    let report = &jsonl(&erased)[0];
+    let record = &report["record"];
+    assert_eq!(record["messages"], 1);
+    assert_eq!(record["objects"], 1, "the stored copy");
+    assert_eq!(record["slots"], 1, "the auto-reply's rate-limit slot");
+    assert_eq!(record["by"], "dpo");
+    let went = report["messages"][0]["went"].to_string();
+    assert!(went.contains("forwarded to finance@corp.example"), "{went}");
+    assert_eq!(
+        files_holding(&state, subject),
+        Vec::<PathBuf>::new(),
+        "the address is in no byte of the state, its objects or the rewritten state.redb"
+    );
+    // The erasure record holds a hash, not the address; the rest of the store still works.
+    let list = store(&["search", "--format", "jsonl"]);
+    assert!(list.status.success());
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("bigcustomer"));
+    assert!(jsonl(&list).len() > 5);
+    let again = store(&["erase", "--subject", subject]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to erase"));
+}

@@ -12,7 +12,9 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use super::{EffectRow, SlotRow, decide_claim, decide_release, decide_slot};
 use crate::model::{AuditRecord, Stage};
-use crate::operate::{MessageSummary, Page, Query, collect_page, index_keys, index_range};
+use crate::operate::{
+    ErasureRecord, Forget, MessageSummary, Page, Query, collect_page, index_keys, index_range,
+};
 use crate::ports::{AuditLog, Claim, MessageIndex, PortError, PortResult, StateStore};
 
 const STAGES: TableDefinition<&str, &str> = TableDefinition::new("stages");
@@ -23,6 +25,13 @@ const AUDIT: TableDefinition<&str, &str> = TableDefinition::new("audit");
 /// [`crate::operate::index_keys`]): key to message id.
 const SUMMARIES: TableDefinition<&str, &str> = TableDefinition::new("summaries");
 const INDEX: TableDefinition<&str, &str> = TableDefinition::new("index");
+/// Erasure records, by time and subject hash; and the store's own settings (its key for
+/// subject hashes).
+const ERASURES: TableDefinition<&str, &str> = TableDefinition::new("erasures");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const TABLES: [TableDefinition<&str, &str>; 8] = [
+    STAGES, EFFECTS, SLOTS, AUDIT, SUMMARIES, INDEX, ERASURES, META,
+];
 
 /// The state store. Writes collect in memory and reach the file in one transaction per
 /// [`DiskState::flush`] (called every few thousand writes and at the end of a run): a
@@ -51,6 +60,8 @@ fn table(name: &'static str) -> TableDefinition<'static, &'static str, &'static 
         "rate_limits" => SLOTS,
         "summaries" => SUMMARIES,
         "index" => INDEX,
+        "erasures" => ERASURES,
+        "meta" => META,
         _ => AUDIT,
     }
 }
@@ -66,7 +77,7 @@ impl DiskState {
         let db = Database::create(&path)
             .map_err(|e| format!("cannot open state store {}: {e}", path.display()))?;
         let tx = db.begin_write().map_err(|e| e.to_string())?;
-        for t in [STAGES, EFFECTS, SLOTS, AUDIT, SUMMARIES, INDEX] {
+        for t in TABLES {
             tx.open_table(t).map_err(|e| e.to_string())?;
         }
         tx.commit().map_err(|e| e.to_string())?;
@@ -130,6 +141,54 @@ impl DiskState {
         Self::write_out(&self.db, &mut pending)
     }
 
+    /// Rewrites `DIR/state.redb` into a new file holding only what is live, and puts it in
+    /// the old one's place: the bytes of removed records (an erasure's) are gone from disk,
+    /// not left in free pages. The store must not be open.
+    pub fn rewrite(dir: &Path) -> Result<(), String> {
+        let path = dir.join("state.redb");
+        let fresh = dir.join("state.redb.rewrite");
+        let _ = std::fs::remove_file(&fresh);
+        let what = |e: &dyn std::fmt::Display| format!("rewriting {}: {e}", path.display());
+        {
+            let old = Database::open(&path).map_err(|e| what(&e))?;
+            let new = Database::create(&fresh).map_err(|e| what(&e))?;
+            let read = old.begin_read().map_err(|e| what(&e))?;
+            let mut write = new.begin_write().map_err(|e| what(&e))?;
+            write.set_durability(Durability::Immediate);
+            for t in TABLES {
+                let Ok(from) = read.open_table(t) else {
+                    continue;
+                };
+                let mut to = write.open_table(t).map_err(|e| what(&e))?;
+                for row in from.iter().map_err(|e| what(&e))? {
+                    let (k, v) = row.map_err(|e| what(&e))?;
+                    to.insert(k.value(), v.value()).map_err(|e| what(&e))?;
+                }
+            }
+            write.commit().map_err(|e| what(&e))?;
+        }
+        std::fs::rename(&fresh, &path).map_err(|e| what(&e))
+    }
+
+    /// The keys of `table` that start with `prefix`, pending writes included.
+    fn keys_from(&self, name: &'static str, prefix: &str) -> PortResult<Vec<String>> {
+        self.flush()?;
+        let tx = self.db.begin_read().map_err(|e| err(name)(e.into()))?;
+        let t = tx
+            .open_table(table(name))
+            .map_err(|e| err(name)(e.into()))?;
+        let mut out = Vec::new();
+        for row in t.range(prefix..).map_err(|e| err(name)(e.into()))? {
+            let (k, _) = row.map_err(|e| err(name)(e.into()))?;
+            let k = k.value();
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push(k.to_string());
+        }
+        Ok(out)
+    }
+
     /// The audit trail, in key order (message id, then stage). Flushes first.
     pub fn audit_records(&self) -> PortResult<Vec<AuditRecord>> {
         self.flush()?;
@@ -161,6 +220,93 @@ impl Drop for DiskState {
 
 fn json<T: serde::Serialize>(v: &T) -> Option<Option<String>> {
     Some(Some(serde_json::to_string(v).expect("rows serialise")))
+}
+
+#[async_trait]
+impl Forget for DiskState {
+    async fn messages_naming(&self, address: &str) -> PortResult<Vec<String>> {
+        let prefix = format!("a\u{0}{address}\u{0}");
+        let mut ids: Vec<String> = self
+            .keys_from("index", &prefix)?
+            .into_iter()
+            .filter_map(|k| k.rsplit('\u{0}').next().map(str::to_string))
+            .collect();
+        // Summaries written before the address index: their sender and recipients.
+        for p in ["s", "r"] {
+            for k in self.keys_from("index", &format!("{p}\u{0}{address}\u{0}"))? {
+                if let Some(id) = k.rsplit('\u{0}').next() {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    async fn forget_message(&self, id: &str) -> PortResult<usize> {
+        let mut gone = 0;
+        let prefix = key2(id, "");
+        for name in ["stages", "effects", "audit"] {
+            for k in self.keys_from(name, &prefix)? {
+                self.update(name, &k, |_| ((), Some(None)))?;
+                gone += 1;
+            }
+        }
+        let summary: Option<MessageSummary> = self.update("summaries", id, |cur| {
+            (cur.and_then(|v| serde_json::from_str(&v).ok()), Some(None))
+        })?;
+        if let Some(summary) = summary {
+            gone += 1;
+            for k in index_keys(&summary) {
+                self.update("index", &k, |_| ((), Some(None)))?;
+                gone += 1;
+            }
+        }
+        self.flush()?;
+        Ok(gone)
+    }
+
+    async fn forget_slots(&self, address: &str) -> PortResult<usize> {
+        let needle = format!("#{address}#");
+        let keys: Vec<String> = self
+            .keys_from("rate_limits", "")?
+            .into_iter()
+            .filter(|k| k.contains(&needle))
+            .collect();
+        for k in &keys {
+            self.update("rate_limits", k, |_| ((), Some(None)))?;
+        }
+        self.flush()?;
+        Ok(keys.len())
+    }
+
+    async fn record_erasure(&self, record: &ErasureRecord) -> PortResult<()> {
+        let key = format!("{:020}\u{0}{}", record.at, record.subject);
+        self.update("erasures", &key, |_| ((), json(record)))?;
+        self.flush()
+    }
+
+    async fn subject_key(&self) -> PortResult<Vec<u8>> {
+        let hex = self.update("meta", "subject_key", |cur| match cur {
+            Some(k) => (Ok(k), None),
+            None => {
+                let mut bytes = [0u8; 32];
+                match getrandom::fill(&mut bytes) {
+                    Ok(()) => {
+                        let k: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                        (Ok(k.clone()), Some(Some(k)))
+                    }
+                    Err(e) => (Err(format!("no randomness for the subject key: {e}")), None),
+                }
+            }
+        })?;
+        let hex = hex.map_err(PortError::Permanent)?;
+        self.flush()?;
+        Ok((0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -418,6 +564,8 @@ mod scale {
                 },
                 category: Some(["billing", "support", "sales"][(i % 3) as usize].into()),
                 routes: vec!["forward".into()],
+                addresses: vec![],
+                stored: vec![],
                 quarantined: quarantined.then(|| format!("quarantine/{i}.eml")),
                 raw: RawRef {
                     bucket: "local".into(),

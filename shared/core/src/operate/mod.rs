@@ -8,9 +8,11 @@
 //! DynamoDB table and S3 bucket of a deployed stack. The commands and the console both call
 //! them.
 
+mod erase;
 mod operator;
 mod overview;
 
+pub use erase::{ErasedMessage, Erasure, ErasureRecord, Forget, subject_hash};
 pub use operator::{Operator, ReleaseVia};
 pub use overview::{Overview, OverviewDay};
 
@@ -48,6 +50,13 @@ pub struct MessageSummary {
     /// The kinds of the route's actions (forward, deliver, store, tag, quarantine, drop).
     #[serde(default)]
     pub routes: Vec<String>,
+    /// Every address the message names (From, To, Cc, Reply-To, the envelope recipients),
+    /// lower-cased: what an erasure request finds it by.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// The keys of its stored copies (`store` actions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stored: Vec<String>,
     /// The quarantined copy's key, while the message is in quarantine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<String>,
@@ -96,10 +105,54 @@ impl MessageSummary {
                 .as_ref()
                 .map(|r| r.actions.iter().map(|a| a.kind().to_string()).collect())
                 .unwrap_or_default(),
+            addresses: named_addresses(env, mail),
+            stored: r
+                .route
+                .iter()
+                .flat_map(|r| &r.actions)
+                .filter_map(|a| match a {
+                    crate::model::Action::Store(prefix) => Some(format!(
+                        "{}{prefix}{}.eml",
+                        crate::config::STORE_ROOT,
+                        env.id
+                    )),
+                    _ => None,
+                })
+                .collect(),
             quarantined,
             raw: env.raw.clone(),
         }
     }
+}
+
+/// Every address a message names, once each, lower-cased.
+fn named_addresses(env: &Envelope, mail: Option<&Mail<'_>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |a: &str| {
+        let a = a.trim().to_ascii_lowercase();
+        if a.contains('@') && !out.contains(&a) {
+            out.push(a);
+        }
+    };
+    if let Some(m) = mail {
+        m.from.iter().for_each(|a| add(a));
+        m.recipients.iter().for_each(|a| add(a));
+        m.header_recipients.iter().for_each(|a| add(a));
+        for header in [m.message.reply_to(), m.message.sender()] {
+            for a in header.into_iter().flat_map(|a| a.iter()) {
+                if let Some(x) = a.address() {
+                    add(x);
+                }
+            }
+        }
+    }
+    for r in env.receipt.iter().flat_map(|r| &r.recipients) {
+        add(r);
+    }
+    if let Some(from) = env.receipt.as_ref().and_then(|r| r.mail_from.as_deref()) {
+        add(from);
+    }
+    out
 }
 
 /// What `show` gives of a message: its summary, its headers and text (never its HTML as
@@ -336,6 +389,9 @@ pub fn index_keys(s: &MessageSummary) -> Vec<String> {
     if s.quarantined.is_some() {
         keys.push(index_key("q", None, s.at, &s.id));
     }
+    for a in &s.addresses {
+        keys.push(index_key("a", Some(a), s.at, &s.id));
+    }
     keys
 }
 
@@ -405,6 +461,8 @@ mod tests {
             reasons: vec!["SES_SPAM_FAIL".into()],
             category: Some("billing".into()),
             routes: vec!["forward".into()],
+            addresses: vec![],
+            stored: vec![],
             quarantined: quarantined.then(|| format!("quarantine/{id}.eml")),
             raw: RawRef {
                 bucket: "b".into(),

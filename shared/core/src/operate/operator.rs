@@ -82,7 +82,7 @@ impl Operator {
     }
 
     /// The message's bytes: its quarantined copy while there is one, else the raw mail.
-    async fn bytes(&self, summary: &MessageSummary) -> Result<Vec<u8>, String> {
+    pub async fn bytes(&self, summary: &MessageSummary) -> Result<Vec<u8>, String> {
         let ports = self.engine.ports();
         match &summary.quarantined {
             Some(key) => ports.objects.get_object(key).await,

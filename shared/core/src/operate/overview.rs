@@ -116,6 +116,8 @@ mod tests {
             reasons: vec![],
             category: Some("billing".into()),
             routes: routes.iter().map(|r| r.to_string()).collect(),
+            addresses: vec![],
+            stored: vec![],
             quarantined: None,
             raw: RawRef::default(),
         };

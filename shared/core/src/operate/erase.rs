@@ -1,0 +1,212 @@
+//! Erasure per data subject (GDPR Art. 17): every message that names an address as its
+//! sender, a recipient, in Cc or Reply-To loses its stored and quarantined copies, its
+//! stage, effect and audit records, its summary and index entries; the address's
+//! rate-limit slots go too. What stays is one erasure record: a keyed hash of the address
+//! (not the address), when, by whom, and the counts. Mail already forwarded or delivered
+//! cannot be recalled: the report says where each message went.
+//!
+//! Every step can run again: objects go first, then the records that find them, so an
+//! interrupted erasure run again finds what is left and finishes the job.
+
+use async_trait::async_trait;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::Operator;
+use crate::model::{RawRef, Stage};
+use crate::pipeline::release::OperatorError;
+use crate::ports::PortResult;
+
+/// What a store must do for an erasure, beyond the pipeline's ports.
+#[async_trait]
+pub trait Forget: Send + Sync {
+    /// The ids of the messages whose summary names `address` (lower-cased).
+    async fn messages_naming(&self, address: &str) -> PortResult<Vec<String>>;
+    /// Removes everything kept about message `id`: stage, effect and audit records, its
+    /// summary and index entries. Returns how many records went.
+    async fn forget_message(&self, id: &str) -> PortResult<usize>;
+    /// Removes the rate-limit slots kept for `address`. Returns how many went.
+    async fn forget_slots(&self, address: &str) -> PortResult<usize>;
+    /// Keeps the erasure record.
+    async fn record_erasure(&self, record: &ErasureRecord) -> PortResult<()>;
+    /// The store's secret key for subject hashes (made on first use, kept with the store).
+    async fn subject_key(&self) -> PortResult<Vec<u8>>;
+}
+
+/// What stays of an erasure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErasureRecord {
+    /// HMAC-SHA256 of the lower-cased address with the store's key, hex: the same address
+    /// gives the same hash in this store, and the hash does not give the address back.
+    pub subject: String,
+    pub at: u64,
+    pub by: String,
+    pub messages: usize,
+    pub objects: usize,
+    pub records: usize,
+    pub slots: usize,
+}
+
+/// One message an erasure found, and where it went before.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErasedMessage {
+    pub id: String,
+    /// Where the raw mail is (locally: the input file, which is the user's own).
+    pub raw: RawRef,
+    /// The stored and quarantined copies removed.
+    pub objects: Vec<String>,
+    /// What was carried out for it and cannot be recalled: forwards, deliveries, replies.
+    pub went: Vec<String>,
+}
+
+/// An erasure's report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Erasure {
+    pub dry_run: bool,
+    pub messages: Vec<ErasedMessage>,
+    /// The record kept (none on a dry run).
+    pub record: Option<ErasureRecord>,
+}
+
+/// The keyed hash of an address.
+pub fn subject_hash(key: &[u8], address: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(address.trim().to_ascii_lowercase().as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The notes of effects that left the system, from a message's audit records.
+fn went(records: &[crate::model::AuditRecord]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| matches!(r.stage, Stage::Route | Stage::Respond))
+        .flat_map(|r| {
+            let decision = (r.stage == Stage::Respond && r.decision.starts_with("sent"))
+                .then(|| format!("auto-reply {}", r.decision));
+            r.reasons
+                .iter()
+                .filter(|x| {
+                    x.starts_with("forwarded")
+                        || x.starts_with("delivered")
+                        || x.starts_with("sent")
+                })
+                .cloned()
+                .chain(decision)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn store(e: impl std::fmt::Display, id: &str) -> OperatorError {
+    OperatorError::Store {
+        id: id.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+impl Operator {
+    /// Erases every message that names `address` (see the module). With `dry_run` it only
+    /// reports what would go.
+    pub async fn erase(
+        &self,
+        forget: &dyn Forget,
+        address: &str,
+        by: &str,
+        dry_run: bool,
+        now: u64,
+    ) -> Result<Erasure, OperatorError> {
+        let address = address.trim().to_ascii_lowercase();
+        let ports = self.engine().ports();
+        let ids = forget
+            .messages_naming(&address)
+            .await
+            .map_err(|e| store(e, &address))?;
+        let mut messages = Vec::new();
+        for id in &ids {
+            let Some(summary) = ports.index.get(id).await.map_err(|e| store(e, id))? else {
+                continue;
+            };
+            let audit = ports.audit.records(id).await.map_err(|e| store(e, id))?;
+            messages.push(ErasedMessage {
+                id: id.clone(),
+                raw: summary.raw.clone(),
+                objects: summary
+                    .quarantined
+                    .iter()
+                    .chain(&summary.stored)
+                    .cloned()
+                    .collect(),
+                went: went(&audit),
+            });
+        }
+        if dry_run {
+            return Ok(Erasure {
+                dry_run,
+                messages,
+                record: None,
+            });
+        }
+        let (mut objects, mut records) = (0, 0);
+        for m in &messages {
+            for key in &m.objects {
+                ports
+                    .objects
+                    .delete_object(key)
+                    .await
+                    .map_err(|e| store(e, &m.id))?;
+                objects += 1;
+            }
+        }
+        for m in &messages {
+            records += forget
+                .forget_message(&m.id)
+                .await
+                .map_err(|e| store(e, &m.id))?;
+        }
+        let slots = forget
+            .forget_slots(&address)
+            .await
+            .map_err(|e| store(e, "rate limits"))?;
+        let key = forget
+            .subject_key()
+            .await
+            .map_err(|e| store(e, "subject key"))?;
+        let record = ErasureRecord {
+            subject: subject_hash(&key, &address),
+            at: now,
+            by: by.to_string(),
+            messages: messages.len(),
+            objects,
+            records,
+            slots,
+        };
+        forget
+            .record_erasure(&record)
+            .await
+            .map_err(|e| store(e, "erasure record"))?;
+        Ok(Erasure {
+            dry_run,
+            messages,
+            record: Some(record),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_hashes_are_keyed_and_case_blind() {
+        let a = subject_hash(b"k1", "Ann@Example.org");
+        assert_eq!(a, subject_hash(b"k1", " ann@example.org "));
+        assert_ne!(a, subject_hash(b"k2", "ann@example.org"));
+        assert_eq!(a.len(), 64);
+        assert!(!a.contains("ann"));
+    }
+}
