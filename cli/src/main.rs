@@ -8,6 +8,7 @@ mod operate;
 mod output;
 #[cfg(feature = "aws")]
 mod push;
+mod retention;
 mod senders;
 mod subject;
 mod target;
@@ -125,6 +126,18 @@ enum Command {
         by: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        #[command(flatten)]
+        target: target::Target,
+    },
+    /// Apply the config's [retention] to the embedded store: quarantined and stored copies,
+    /// message records and erasure records past their time go (`mailroom run` does this
+    /// at its end).
+    Gc {
+        /// As if it were this date, time or age ago (see what a later run would remove).
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         target: target::Target,
     },
@@ -293,6 +306,11 @@ fn main() -> ExitCode {
             dry_run,
             format,
         )),
+        Command::Gc {
+            as_of,
+            dry_run,
+            target,
+        } => exit(retention::gc(&target, as_of.as_deref(), dry_run)),
         Command::Export {
             subject,
             out,
@@ -541,7 +559,16 @@ fn run(
     progress.finish_and_clear();
     out.flush()?;
     state.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The config's retention, applied to the store as of now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let collected = retention::collect(&runtime, engine, &state, now, false)?;
     eprintln!("{}", summary.render(started.elapsed()));
+    if collected != Default::default() {
+        eprintln!("  retention:  removed {}", retention::describe(&collected));
+    }
     eprintln!(
         "  outbox:     {}\n  state:      {}",
         outbox.display(),

@@ -811,3 +811,87 @@ fn an_erased_subject_is_gone_from_the_store_down_to_its_bytes() {
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to erase"));
 }
+
+#[test]
+fn retention_removes_each_class_when_its_time_has_run_out() {
+    let dir = temp("gc");
+    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
+    let store = |cmd: &[&str]| {
+        let mut args = cmd.to_vec();
+        args.extend([
+            "--config",
+            "examples/mailroom.toml",
+            "--state",
+            state.to_str().unwrap(),
+            "--outbox",
+            outbox.to_str().unwrap(),
+        ]);
+        mailroom(&args)
+    };
+    assert!(store(&["run", "examples/mail"]).status.success());
+    let in_days = |d: u64| {
+        humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(d * 86_400),
+        )
+        .to_string()
+    };
+    let count = |sub: &str| {
+        std::fs::read_dir(state.join("objects").join(sub))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("quarantine"), 3);
+    let nothing = store(&["gc"]);
+    assert!(String::from_utf8_lossy(&nothing.stdout).contains("removed 0 quarantined"));
+
+    // The example keeps quarantined copies 30 days, stored ones a year, records 400 days.
+    let month = in_days(45);
+    let dry = store(&["gc", "--as-of", &month, "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&dry.stdout)
+            .contains("would remove 3 quarantined copies, 0 stored")
+    );
+    assert_eq!(count("quarantine"), 3, "a dry run removes nothing");
+    let out = store(&["gc", "--as-of", &month]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("removed 3 quarantined copies, 0 stored copies, the records of 0 messages")
+    );
+    assert_eq!(count("quarantine"), 0);
+    let list = store(&["quarantine", "list", "--format", "jsonl"]);
+    assert!(jsonl(&list).is_empty(), "off the quarantine list");
+    let all = store(&["search", "--format", "jsonl"]);
+    assert_eq!(jsonl(&all).len(), 14, "the records stay");
+
+    let later = store(&["gc", "--as-of", &in_days(500)]);
+    assert!(
+        String::from_utf8_lossy(&later.stdout).contains("the records of 14 messages"),
+        "{}",
+        String::from_utf8_lossy(&later.stdout)
+    );
+    assert!(jsonl(&store(&["search", "--format", "jsonl"])).is_empty());
+    assert_eq!(count("store/billing"), 0);
+
+    // A config whose raw mail would not outlast a dead-letter queue is refused.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[retention]\nraw = \"7d\"\n").unwrap();
+    let check = mailroom(&["check", bad.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        why.contains(":2:") && why.contains("at least 21 days"),
+        "{why}"
+    );
+    std::fs::write(&bad, "[retention]\naudit = \"25d\"\n").unwrap();
+    let why =
+        String::from_utf8_lossy(&mailroom(&["check", bad.to_str().unwrap()]).stderr).into_owned();
+    assert!(
+        why.contains("retention.audit must be at least retention.raw"),
+        "{why}"
+    );
+}

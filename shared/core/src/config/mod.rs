@@ -7,6 +7,7 @@ mod classify;
 mod edit;
 mod filter;
 mod respond;
+mod retention;
 mod routing;
 mod validate;
 mod values;
@@ -15,6 +16,7 @@ pub use classify::*;
 pub use edit::{EditError, Edited, SenderList, add_sender};
 pub use filter::*;
 pub use respond::*;
+pub use retention::*;
 pub use routing::*;
 pub use values::*;
 use values::{probability, yes};
@@ -47,6 +49,8 @@ pub struct Config {
     pub routes: Vec<Spanned<RouteRule>>,
     #[serde(default)]
     pub respond: RespondConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

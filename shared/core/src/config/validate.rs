@@ -46,6 +46,10 @@ impl Config {
             }
         };
 
+        if let Some((span, message)) = self.retention.problem() {
+            return Err(err(span, message));
+        }
+
         let templates: Vec<&str> = self
             .respond
             .templates

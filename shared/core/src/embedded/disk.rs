@@ -287,6 +287,20 @@ impl Forget for DiskState {
         self.flush()
     }
 
+    async fn forget_erasures_before(&self, at: u64) -> PortResult<usize> {
+        let before = format!("{at:020}");
+        let old: Vec<String> = self
+            .keys_from("erasures", "")?
+            .into_iter()
+            .take_while(|k| *k < before)
+            .collect();
+        for k in &old {
+            self.update("erasures", k, |_| ((), Some(None)))?;
+        }
+        self.flush()?;
+        Ok(old.len())
+    }
+
     async fn subject_key(&self) -> PortResult<Vec<u8>> {
         let hex = self.update("meta", "subject_key", |cur| match cur {
             Some(k) => (Ok(k), None),

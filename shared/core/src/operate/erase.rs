@@ -30,6 +30,8 @@ pub trait Forget: Send + Sync {
     async fn forget_slots(&self, address: &str) -> PortResult<usize>;
     /// Keeps the erasure record.
     async fn record_erasure(&self, record: &ErasureRecord) -> PortResult<()>;
+    /// Removes the erasure records made before `at` (their retention ran out).
+    async fn forget_erasures_before(&self, at: u64) -> PortResult<usize>;
     /// The store's secret key for subject hashes (made on first use, kept with the store).
     async fn subject_key(&self) -> PortResult<Vec<u8>>;
 }

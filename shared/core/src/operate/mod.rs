@@ -11,10 +11,12 @@
 mod erase;
 mod operator;
 mod overview;
+mod retention;
 
 pub use erase::{ErasedMessage, Erasure, ErasureRecord, Forget, subject_hash};
 pub use operator::{Operator, ReleaseVia};
 pub use overview::{Overview, OverviewDay};
+pub use retention::Collected;
 
 use serde::{Deserialize, Serialize};
 
