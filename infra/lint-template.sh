@@ -179,7 +179,9 @@ for f in spec["functions"]:
         check(env.get(spec["env"]["deliver_queue_prefix"]) == stack_name(spec["deliver_queue_name_prefix"]),
               f"{lid} {spec['env']['deliver_queue_prefix']} should be !Sub ${{AWS::StackName}}{spec['deliver_queue_name_prefix']}")
     if spec["env"]["retention_days"] in f["env"]:
-        check(env.get(spec["env"]["retention_days"]) == {"Ref": "RetentionDays"}, f"{lid} {spec['env']['retention_days']} should be !Ref RetentionDays")
+        check(env.get(spec["env"]["retention_days"]) == {"Ref": "AuditRetentionDays"}, f"{lid} {spec['env']['retention_days']} should be !Ref AuditRetentionDays")
+    if spec["env"]["raw_retention_days"] in f["env"]:
+        check(env.get(spec["env"]["raw_retention_days"]) == {"Ref": "RetentionDays"}, f"{lid} {spec['env']['raw_retention_days']} should be !Ref RetentionDays")
     events = list(p.get("Events", {}).values())
     check(len(events) == 1 and events[0].get("Type") == "SQS", f"{lid}: expected exactly one SQS event")
     ev = events[0].get("Properties", {}) if events else {}

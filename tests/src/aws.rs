@@ -683,6 +683,7 @@ impl Stack {
                 format!("{}{}", self.name, r.deliver_queue_name_prefix),
             ),
             (r.env_name("retention_days"), RETENTION_DAYS.to_string()),
+            (r.env_name("raw_retention_days"), RETENTION_DAYS.to_string()),
             (r.env_name("log"), "info".to_string()),
         ]);
         if let Some(next) = &f.next_queue {

@@ -10,6 +10,8 @@ pub const NEXT_QUEUE_URL: &str = "MAILROOM_NEXT_QUEUE_URL";
 pub const FROM_ADDRESS: &str = "MAILROOM_FROM_ADDRESS";
 pub const DELIVER_QUEUE_PREFIX: &str = "MAILROOM_DELIVER_QUEUE_PREFIX";
 pub const RETENTION_DAYS: &str = "MAILROOM_RETENTION_DAYS";
+/// How long raw mail is kept (the bucket's lifecycle), to check the records outlast it.
+pub const RAW_RETENTION_DAYS: &str = "MAILROOM_RAW_RETENTION_DAYS";
 pub const CONFIG_REFRESH_SECONDS: &str = "MAILROOM_CONFIG_REFRESH_SECONDS";
 /// How long state items live when `MAILROOM_RETENTION_DAYS` is not set.
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
@@ -85,16 +87,32 @@ impl Settings {
                 why: format!("{a:?} is not an e-mail address"),
             });
         }
-        let retention_days =
-            match get(RETENTION_DAYS) {
-                None => DEFAULT_RETENTION_DAYS,
-                Some(v) => v.trim().parse().ok().filter(|d| *d > 0).ok_or_else(|| {
-                    SettingsError::Invalid {
-                        name: RETENTION_DAYS,
-                        why: format!("{v:?} is not a positive number of days"),
-                    }
-                })?,
+        let days =
+            |name: &'static str| -> Result<Option<u64>, SettingsError> {
+                get(name)
+                    .map(|v| {
+                        v.trim().parse().ok().filter(|d| *d > 0).ok_or_else(|| {
+                            SettingsError::Invalid {
+                                name,
+                                why: format!("{v:?} is not a positive number of days"),
+                            }
+                        })
+                    })
+                    .transpose()
             };
+        let retention_days = days(RETENTION_DAYS)?.unwrap_or(DEFAULT_RETENTION_DAYS);
+        // A message's records must outlast its raw mail, or a redrive finds mail without
+        // the records that keep its effects once-only.
+        if let Some(raw) = days(RAW_RETENTION_DAYS)?
+            && retention_days < raw
+        {
+            return Err(SettingsError::Invalid {
+                name: RETENTION_DAYS,
+                why: format!(
+                    "{retention_days} days of records is less than the {raw} days raw mail is kept ({RAW_RETENTION_DAYS}); records must outlast the mail"
+                ),
+            });
+        }
         let config_refresh_seconds = match get(CONFIG_REFRESH_SECONDS) {
             None => 60,
             Some(v) => v.trim().parse().map_err(|_| SettingsError::Invalid {
@@ -178,5 +196,23 @@ mod tests {
         assert_eq!(s.next_queue_url, None);
         assert_eq!(s.retention_days, 14);
         assert_eq!(s.config_key, "config/mailroom.toml");
+    }
+
+    #[test]
+    fn records_must_outlast_the_raw_mail() {
+        let base = [(BUCKET, "b"), (TABLE, "t")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            Settings::from_lookup(Stage::Respond, lookup(&all))
+        };
+        let e = with(&[(RETENTION_DAYS, "20"), (RAW_RETENTION_DAYS, "30")]).unwrap_err();
+        assert!(
+            e.to_string().contains("MAILROOM_RETENTION_DAYS")
+                && e.to_string().contains("less than the 30 days"),
+            "{e}"
+        );
+        assert!(with(&[(RETENTION_DAYS, "400"), (RAW_RETENTION_DAYS, "30")]).is_ok());
+        assert!(with(&[(RAW_RETENTION_DAYS, "zero")]).is_err());
     }
 }
