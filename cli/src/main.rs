@@ -62,6 +62,9 @@ enum Command {
         /// Where every message the pipeline would send is written as an .eml file.
         #[arg(long, default_value = "mailroom-out/outbox")]
         outbox: PathBuf,
+        /// Also write the run's figures (the counts of the summary) to this file as JSON.
+        #[arg(long)]
+        metrics: Option<PathBuf>,
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
@@ -366,8 +369,16 @@ fn main() -> ExitCode {
             format,
             state,
             outbox,
+            metrics,
             inputs,
-        } => match run(config.as_deref(), format, &state, &outbox, &inputs) {
+        } => match run(
+            config.as_deref(),
+            format,
+            &state,
+            &outbox,
+            metrics.as_deref(),
+            &inputs,
+        ) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
@@ -472,6 +483,7 @@ fn run(
     format: Format,
     state_dir: &Path,
     outbox: &Path,
+    metrics: Option<&Path>,
     inputs: &[PathBuf],
 ) -> Result<bool> {
     let (engine, state) = local_engine(config, state_dir, outbox)?;
@@ -566,6 +578,10 @@ fn run(
         .unwrap_or(0);
     let collected = retention::collect(&runtime, engine, &state, now, false)?;
     eprintln!("{}", summary.render(started.elapsed()));
+    if let Some(path) = metrics {
+        std::fs::write(path, summary.json(started.elapsed()).to_string())
+            .with_context(|| format!("writing the metrics to {}", path.display()))?;
+    }
     if collected != Default::default() {
         eprintln!("  retention:  removed {}", retention::describe(&collected));
     }

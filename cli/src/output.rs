@@ -58,16 +58,20 @@ pub fn table_row(r: &Report) -> String {
     )
 }
 
-/// Counts by verdict, category and route action, plus throughput.
-#[derive(Default)]
+/// Counts by verdict, category, route action and auto-reply outcome (the figures the
+/// functions log as metrics), plus throughput.
+#[derive(Default, serde::Serialize)]
 pub struct Summary {
     pub messages: usize,
     pub failed: usize,
     pub bytes: u64,
     verdicts: BTreeMap<String, usize>,
     categories: BTreeMap<String, usize>,
+    #[serde(rename = "actions")]
     routes: BTreeMap<String, usize>,
     replies: BTreeMap<String, usize>,
+    /// Suppressed auto-replies by reason (the text before its first colon).
+    suppressed: BTreeMap<String, usize>,
 }
 
 impl Summary {
@@ -85,10 +89,23 @@ impl Summary {
         let reply = match &d.auto_reply {
             Some(RespondResult::Sent { .. }) => "sent",
             Some(RespondResult::Unconfirmed { .. }) => "unconfirmed",
-            Some(RespondResult::Suppressed { .. }) => "suppressed",
+            Some(RespondResult::Suppressed { reason }) => {
+                let class = reason.split(':').next().unwrap_or(reason).trim();
+                *self.suppressed.entry(class.into()).or_default() += 1;
+                "suppressed"
+            }
             None => "none",
         };
         *self.replies.entry(reply.into()).or_default() += 1;
+    }
+
+    /// The figures as JSON, for `--metrics FILE`.
+    pub fn json(&self, elapsed: Duration) -> serde_json::Value {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let mut v = serde_json::to_value(self).expect("counts serialise");
+        v["seconds"] = serde_json::json!(secs);
+        v["messages_per_second"] = serde_json::json!(self.messages as f64 / secs);
+        v
     }
 
     pub fn render(&self, elapsed: Duration) -> String {

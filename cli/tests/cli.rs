@@ -895,3 +895,38 @@ fn retention_removes_each_class_when_its_time_has_run_out() {
         "{why}"
     );
 }
+
+#[test]
+fn run_writes_its_figures_as_json() {
+    let dir = temp("metrics");
+    let file = dir.join("metrics.json");
+    let out = mailroom(&[
+        "run",
+        "--config",
+        "examples/mailroom.toml",
+        "--format",
+        "jsonl",
+        "--state",
+        dir.join("state").to_str().unwrap(),
+        "--outbox",
+        dir.join("outbox").to_str().unwrap(),
+        "--metrics",
+        file.to_str().unwrap(),
+        "examples/mail",
+    ]);
+    assert!(out.status.success());
+    let rows = jsonl(&out);
+    let m: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(m["messages"], rows.len());
+    let count = |key: &str, value: &str| rows.iter().filter(|r| r[key] == value).count();
+    for v in ["accept", "quarantine", "reject"] {
+        assert_eq!(m["verdicts"][v], count("verdict", v), "{v}: {m}");
+    }
+    let sent = rows
+        .iter()
+        .filter(|r| r["auto_reply"]["status"] == "sent")
+        .count();
+    assert_eq!(m["replies"]["sent"], sent);
+    assert!(m["actions"]["forward"].as_u64().unwrap() > 0);
+    assert!(m["messages_per_second"].as_f64().unwrap() > 0.0);
+}

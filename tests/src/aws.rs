@@ -344,7 +344,6 @@ pub struct Stack {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamo: aws_sdk_dynamodb::Client,
-    pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub sns: aws_sdk_sns::Client,
     pub account: String,
     /// The inbound topic SES publishes receipt notifications to.
@@ -368,12 +367,43 @@ pub struct Stack {
     pub redelivery_delay: Duration,
 }
 
+/// The EMF lines an app wrote.
+pub type MetricLines = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// The four stages' apps, built once like four warm Lambda functions.
 pub struct Pipeline {
     apps: Vec<(Stage, Arc<App>)>,
+    metrics: Vec<MetricLines>,
 }
 
 impl Pipeline {
+    /// Every EMF document the apps logged so far, parsed.
+    pub fn metric_docs(&self) -> Vec<Value> {
+        self.metrics
+            .iter()
+            .flat_map(|l| l.lock().expect("metrics lock").clone())
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// The sum of metric `name` over the documents whose dimensions equal `dims`.
+    pub fn metric(&self, name: &str, dims: &[(&str, &str)]) -> f64 {
+        self.metric_docs()
+            .iter()
+            .filter(|d| {
+                let names = d["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                names.len() == dims.len()
+                    && dims
+                        .iter()
+                        .all(|(k, v)| names.iter().any(|n| n == k) && d[*k] == *v)
+            })
+            .filter_map(|d| d[name].as_f64())
+            .sum()
+    }
+
     pub fn app(&self, stage: Stage) -> Arc<App> {
         self.apps
             .iter()
@@ -644,7 +674,6 @@ impl Stack {
             s3,
             sqs,
             dynamo,
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             sns,
             sdk,
             account,
@@ -723,11 +752,20 @@ impl Stack {
 
     /// One stage's app, as a cold start builds it, calling as that function.
     pub async fn app(&self, stage: Stage) -> Arc<App> {
-        Arc::new(
-            App::new(self.settings(stage), &self.sdk_as(stage.as_str()).await)
-                .await
-                .unwrap_or_else(|e| panic!("starting the {stage} app: {e}")),
+        self.app_with_metrics(stage).await.0
+    }
+
+    /// A stage's app whose EMF metric lines are kept in memory (the second value).
+    pub async fn app_with_metrics(&self, stage: Stage) -> (Arc<App>, MetricLines) {
+        let (metrics, lines) = mailroom_aws::metrics::Metrics::memory();
+        let app = App::with_metrics(
+            self.settings(stage),
+            &self.sdk_as(stage.as_str()).await,
+            metrics,
         )
+        .await
+        .unwrap_or_else(|e| panic!("starting the {stage} app: {e}"));
+        (Arc::new(app), lines)
     }
 
     /// The access key id of a principal of this stack (`filter`, ..., [`OPERATOR`]).
@@ -742,10 +780,13 @@ impl Stack {
 
     pub async fn pipeline(&self) -> Pipeline {
         let mut apps = Vec::new();
+        let mut metrics = Vec::new();
         for stage in Stage::ALL {
-            apps.push((stage, self.app(stage).await));
+            let (app, lines) = self.app_with_metrics(stage).await;
+            apps.push((stage, app));
+            metrics.push(lines);
         }
-        Pipeline { apps }
+        Pipeline { apps, metrics }
     }
 
     // -------------------------------------------------------------- writing
@@ -1221,42 +1262,6 @@ impl Stack {
     pub async fn assert_no_dead_letters(&self) {
         let dead = self.dead_letters().await;
         assert!(dead.values().all(Vec::is_empty), "dead letters: {dead:#?}");
-    }
-
-    /// The sum of a custom metric's data points over the last ten minutes; `Err` when the
-    /// emulator does not implement the protocol the CloudWatch SDK speaks (moto 5.2 has no
-    /// Smithy RPC v2 CBOR, which aws-sdk-cloudwatch uses: getmoto/moto#9195).
-    pub async fn metric_sum(&self, name: &str) -> Result<f64, String> {
-        use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
-        use aws_sdk_cloudwatch::primitives::DateTime;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("time")
-            .as_secs() as i64;
-        let out = self
-            .cloudwatch
-            .get_metric_statistics()
-            .namespace(&resources().metrics.namespace)
-            .metric_name(name)
-            .start_time(DateTime::from_secs(now - 600))
-            .end_time(DateTime::from_secs(now + 600))
-            .period(60)
-            .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
-            .send()
-            .await;
-        match out {
-            Ok(out) => Ok(out
-                .datapoints
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|d| d.sum)
-                .sum()),
-            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => Err(
-                "the emulator answers 404 to this SDK's CloudWatch protocol (Smithy RPC v2 CBOR)"
-                    .to_string(),
-            ),
-            Err(e) => panic!("metric {name}: {}", DisplayErrorContext(&e)),
-        }
     }
 
     /// Runs a compiled function binary against a Runtime API, as Lambda would, with this

@@ -19,6 +19,7 @@ use crate::sqs::{SqsDelivery, SqsPublisher};
 pub struct App {
     pub settings: Settings,
     pub ports: Ports,
+    pub metrics: Metrics,
     config: ConfigSource,
 }
 
@@ -84,6 +85,15 @@ pub fn ports(
 
 impl App {
     pub async fn new(settings: Settings, sdk: &SdkConfig) -> Result<App, String> {
+        App::with_metrics(settings, sdk, Metrics::stdout()).await
+    }
+
+    /// The same, with its metrics written where `metrics` says (tests keep them in memory).
+    pub async fn with_metrics(
+        settings: Settings,
+        sdk: &SdkConfig,
+        metrics: Metrics,
+    ) -> Result<App, String> {
         let s3 = s3_client(sdk);
         let ports = ports(
             sdk,
@@ -93,9 +103,7 @@ impl App {
             settings.next_queue_url.clone(),
             &settings.deliver_queue_prefix,
         );
-        let metrics = Metrics {
-            client: aws_sdk_cloudwatch::Client::new(sdk),
-        };
+
         let location = ConfigLocation {
             bucket: settings.bucket.clone(),
             key: settings.config_key.clone(),
@@ -108,12 +116,13 @@ impl App {
             location,
             ports.clone(),
             Duration::from_secs(settings.config_refresh_seconds),
-            metrics,
+            metrics.clone(),
         )
         .await?;
         Ok(App {
             settings,
             ports,
+            metrics,
             config,
         })
     }

@@ -115,7 +115,7 @@ impl ConfigSource {
                 tracing::error!(error = %e, "new config refused; the last good config keeps serving");
                 // Remember the bad versions so they are reported once, not on every check.
                 cur.versions = now;
-                self.metrics.count(CONFIG_REJECTED).await;
+                self.metrics.count(CONFIG_REJECTED);
             }
         }
         cur.engine.clone()

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::events;
+use crate::metrics::Metrics;
 
 /// No record is started with less than this left before the deadline.
 pub const START_RESERVE: Duration = Duration::from_secs(2);
@@ -46,6 +47,7 @@ pub async fn handle_batch(
                     "not started: the invocation's deadline is near; the queue will retry it"
                 )
             });
+            app.metrics.fault(app.stage(), "deadline");
             response.batch_item_failures.push(failure(id));
             continue;
         }
@@ -67,11 +69,13 @@ pub async fn handle_batch(
                 span.in_scope(
                     || tracing::error!(error = %join, "record panicked; the queue will retry it"),
                 );
+                app.metrics.fault(app.stage(), "panic");
                 true
             }
             Err(_) => {
                 abort.abort();
                 out_of_time = true;
+                app.metrics.fault(app.stage(), "deadline");
                 span.in_scope(|| {
                     tracing::warn!("stopped at the invocation's deadline; the queue will retry it")
                 });
@@ -104,24 +108,36 @@ async fn handle_record(app: Arc<App>, record: SqsMessage) -> Result<(), String> 
         Stage::Filter => events::inbound_envelopes(&body),
         _ => events::envelope(&body).map(|e| vec![e]),
     }
-    .map_err(|e| format!("poison message: {e}"))?;
+    .map_err(|e| {
+        app.metrics.fault(stage, "poison");
+        format!("poison message: {e}")
+    })?;
     let engine = app.engine().await;
     for env in envelopes {
         let span = tracing::info_span!("message", message_id = %env.id);
-        run_one(&engine, stage, env, attempt)
+        run_one(&engine, &app.metrics, stage, env, attempt)
             .instrument(span)
             .await?;
     }
     Ok(())
 }
 
-async fn run_one(engine: &Engine, stage: Stage, env: Envelope, attempt: u32) -> Result<(), String> {
+async fn run_one(
+    engine: &Engine,
+    metrics: &Metrics,
+    stage: Stage,
+    env: Envelope,
+    attempt: u32,
+) -> Result<(), String> {
+    let started = Instant::now();
     match engine.run_stage(stage, env.clone()).await {
         Ok(done) => {
             tracing::info!(summary = %summary(stage, &done), "stage done");
+            metrics.stage(stage, &done, started.elapsed());
             Ok(())
         }
         Err(e) if e.is_retryable() => {
+            metrics.fault(stage, "retryable");
             // What `mailroom dlq list` shows once the retries are used up. Best effort: the
             // store may be what failed, and the queue retries either way.
             if let Err(also) = engine.audit_attempt_failed(&env, stage, attempt, &e).await {
@@ -130,6 +146,7 @@ async fn run_one(engine: &Engine, stage: Stage, env: Envelope, attempt: u32) -> 
             Err(e.to_string())
         }
         Err(e) => {
+            metrics.fault(stage, "permanent");
             tracing::error!(error = %e, "permanent failure; quarantining the message");
             let record = engine.quarantine_failure(&env, &e, None).await?;
             tracing::info!(decision = %record.decision, "failure handled");
