@@ -13,7 +13,7 @@ use mailroom_core::operate::{Forget, Operator};
 use crate::Format;
 use crate::target::{Target, open_state, runtime};
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -103,24 +103,27 @@ pub fn erase(
     Ok(())
 }
 
-/// `mailroom export --subject ADDRESS --out FILE.zip`: every message as `.eml` and its
-/// summary and audit records as JSON.
-pub fn export(target: &Target, subject: &str, out: &std::path::Path) -> Result<()> {
-    let runtime = runtime()?;
-    let (operator, state) = local(target, "export")?;
-    let address = subject.trim().to_ascii_lowercase();
-    let ids = runtime
-        .block_on(state.messages_naming(&address))
+/// The access-request bundle of `address`: every message naming it as `.eml`, with its
+/// summary and audit records as JSON, and `request.json` listing them. Returns the zip
+/// file's bytes and how many messages it holds.
+pub async fn bundle(
+    operator: &Operator,
+    state: &DiskState,
+    address: &str,
+) -> Result<(Vec<u8>, usize)> {
+    let address = address.trim().to_ascii_lowercase();
+    let ids = state
+        .messages_naming(&address)
+        .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut zip = zip::ZipWriter::new(file);
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
-    let mut listed = Vec::new();
     for id in &ids {
-        let view = runtime.block_on(operator.show(id))?;
-        let bytes = runtime
-            .block_on(operator.bytes(&view.summary))
+        let view = operator.show(id).await?;
+        let bytes = operator
+            .bytes(&view.summary)
+            .await
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("reading message {id}"))?;
         zip.start_file(format!("messages/{id}.eml"), options)?;
@@ -128,20 +131,27 @@ pub fn export(target: &Target, subject: &str, out: &std::path::Path) -> Result<(
         zip.start_file(format!("messages/{id}.json"), options)?;
         let record = serde_json::json!({ "summary": view.summary, "audit": view.audit });
         zip.write_all(serde_json::to_string_pretty(&record)?.as_bytes())?;
-        listed.push(id.clone());
     }
     zip.start_file("request.json", options)?;
     let request = serde_json::json!({
         "subject": address,
         "generated_at": now(),
-        "messages": listed,
+        "messages": ids,
     });
     zip.write_all(serde_json::to_string_pretty(&request)?.as_bytes())?;
-    zip.finish()?;
+    Ok((zip.finish()?.into_inner(), ids.len()))
+}
+
+/// `mailroom export --subject ADDRESS --out FILE.zip`.
+pub fn export(target: &Target, subject: &str, out: &std::path::Path) -> Result<()> {
+    let runtime = runtime()?;
+    let (operator, state) = local(target, "export")?;
+    let (bytes, n) = runtime.block_on(bundle(&operator, &state, subject))?;
+    std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
     println!(
-        "wrote {} with {} messages naming {address}",
+        "wrote {} with {n} messages naming {}",
         out.display(),
-        listed.len()
+        subject.trim().to_ascii_lowercase()
     );
     Ok(())
 }

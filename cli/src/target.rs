@@ -41,6 +41,8 @@ pub const NO_AWS: &str = "this mailroom was built without AWS support; build it 
 /// The operator functions on the chosen store, and (on a stack) its queues.
 pub struct Connected {
     pub operator: Operator,
+    /// The embedded store itself (for what only it does: erasure, export).
+    pub state: Option<Arc<mailroom_core::embedded::disk::DiskState>>,
     #[cfg(feature = "aws")]
     pub stack: Option<Stack>,
 }
@@ -61,12 +63,14 @@ impl Target {
             return self.connect_aws(runtime);
         }
         open_state(&self.state)?;
-        let (engine, _) = crate::local_engine(self.config.as_deref(), &self.state, &self.outbox)?;
+        let (engine, state) =
+            crate::local_engine(self.config.as_deref(), &self.state, &self.outbox)?;
         Ok(Connected {
             operator: Operator::new(
                 Arc::new(engine),
                 format!("state folder {}", self.state.display()),
             ),
+            state: Some(state),
             #[cfg(feature = "aws")]
             stack: None,
         })
@@ -92,6 +96,7 @@ impl Target {
                 .map_err(anyhow::Error::msg)?;
             Ok(Connected {
                 operator,
+                state: None,
                 stack: Some(Stack { names, sdk }),
             })
         })

@@ -35,6 +35,8 @@ const COOKIE: &str = "mailroom_console";
 
 pub struct Console {
     pub operator: Operator,
+    /// The embedded store (erasure and export work on it only).
+    pub state: Option<Arc<mailroom_core::embedded::disk::DiskState>>,
     pub target: Target,
     /// Who acts, for the audit trail.
     pub by: String,
@@ -73,6 +75,7 @@ pub fn serve(target: &Target, bind: std::net::IpAddr, port: u16, by: Option<Stri
         let port = listener.local_addr()?.port();
         let console = Arc::new(Console {
             operator: connected.operator,
+            state: connected.state,
             target: target.clone(),
             by: crate::operate::operator_name(&by),
             token: secret()?,
@@ -110,6 +113,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/search", get(pages::search))
         .route("/message/{id}", get(pages::message))
         .route("/dlq", get(pages::dlq))
+        .route("/subject", get(pages::subject))
+        .route("/subject/export", get(pages::export))
         .route("/confirm", get(pages::confirm))
         .route("/act", post(pages::act))
         .route("/console.css", get(pages::css))

@@ -29,6 +29,7 @@ pub fn templates() -> minijinja::Environment<'static> {
         ("confirm.html", include_str!("templates/confirm.html")),
         ("done.html", include_str!("templates/done.html")),
         ("dlq.html", include_str!("templates/dlq.html")),
+        ("subject.html", include_str!("templates/subject.html")),
         ("error.html", include_str!("templates/error.html")),
     ] {
         env.add_template(name, source)
@@ -40,7 +41,12 @@ pub fn templates() -> minijinja::Environment<'static> {
 
 impl Console {
     fn render(&self, name: &str, ctx: minijinja::Value) -> Response {
-        let ctx = context! { aws => self.target.is_aws(), store => self.operator.store(), ..ctx };
+        let ctx = context! {
+            aws => self.target.is_aws(),
+            embedded => self.state.is_some(),
+            store => self.operator.store(),
+            ..ctx
+        };
         match self
             .templates
             .get_template(name)
@@ -266,6 +272,9 @@ fn describe(action: &str) -> Option<&'static str> {
         }
         "block" => "Add this sender to block_senders in the config: their mail is rejected.",
         "redrive" => "Move this message from the dead-letter queue back to its stage's queue.",
+        "erase" => {
+            "Erase everything kept about this address: every message naming it loses its copies, records, index entries and audit trail. One erasure record with a keyed hash of the address stays. What was already forwarded, delivered or answered cannot be recalled."
+        }
         _ => return None,
     })
 }
@@ -274,7 +283,7 @@ pub async fn confirm(State(c): State<Arc<Console>>, Query(a): Query<Action>) -> 
     let Some(what) = describe(&a.action) else {
         return c.error(StatusCode::BAD_REQUEST, format!("no action {:?}", a.action));
     };
-    let summary = if a.action == "redrive" {
+    let summary = if a.action == "redrive" || a.action == "erase" {
         None
     } else {
         match c.operator.summary(&a.id).await {
@@ -315,6 +324,7 @@ pub async fn act(State(c): State<Arc<Console>>, Form(a): Form<Action>) -> Respon
             return sender_action(&c, &a.id, list).await;
         }
         "redrive" => return redrive(&c, &a).await,
+        "erase" => return erase(&c, &a.id).await,
         other => return c.error(StatusCode::BAD_REQUEST, format!("no action {other:?}")),
     };
     match done {
@@ -464,4 +474,100 @@ async fn redrive(c: &Console, _a: &Action) -> Response {
         StatusCode::NOT_FOUND,
         "dead-letter queues are a deployed stack's",
     )
+}
+
+/// The address a data-subject page is about.
+#[derive(Debug, Default, Deserialize)]
+pub struct Subject {
+    #[serde(default)]
+    address: String,
+}
+
+pub async fn subject(State(c): State<Arc<Console>>, Query(q): Query<Subject>) -> Response {
+    let Some(state) = &c.state else {
+        return c.error(
+            StatusCode::NOT_FOUND,
+            "erasure and export work on the embedded store of mailroom run",
+        );
+    };
+    let address = q.address.trim().to_ascii_lowercase();
+    let mut rows = Vec::new();
+    if !address.is_empty() {
+        use mailroom_core::operate::Forget;
+        let ids = match state.messages_naming(&address).await {
+            Ok(ids) => ids,
+            Err(e) => return c.error(StatusCode::BAD_GATEWAY, e),
+        };
+        for id in ids {
+            if let Ok(s) = c.operator.summary(&id).await {
+                rows.push(s);
+            }
+        }
+    }
+    c.render(
+        "subject.html",
+        context! { address => address, rows => rows },
+    )
+}
+
+pub async fn export(State(c): State<Arc<Console>>, Query(q): Query<Subject>) -> Response {
+    let Some(state) = &c.state else {
+        return c.error(
+            StatusCode::NOT_FOUND,
+            "export works on the embedded store of mailroom run",
+        );
+    };
+    match crate::subject::bundle(&c.operator, state, &q.address).await {
+        Ok((bytes, _)) => (
+            [
+                (header::CONTENT_TYPE, "application/zip".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"mailroom-export.zip\"".to_string(),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => c.error(StatusCode::BAD_GATEWAY, format!("{e:#}")),
+    }
+}
+
+async fn erase(c: &Console, address: &str) -> Response {
+    let Some(state) = &c.state else {
+        return c.error(
+            StatusCode::NOT_FOUND,
+            "erasure works on the embedded store of mailroom run",
+        );
+    };
+    let erasure = match c
+        .operator
+        .erase(state.as_ref(), address, &c.by, false, crate::subject::now())
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => return c.error(StatusCode::CONFLICT, e),
+    };
+    if let Err(e) = state.rewrite_open() {
+        return c.error(StatusCode::INTERNAL_SERVER_ERROR, e);
+    }
+    let went: Vec<String> = erasure
+        .messages
+        .iter()
+        .flat_map(|m| m.went.clone())
+        .collect();
+    let record = erasure.record.as_ref();
+    let message = format!(
+        "erased {} messages ({} copies, {} records, {} rate-limit slots); kept one erasure record{}",
+        record.map_or(0, |r| r.messages),
+        record.map_or(0, |r| r.objects),
+        record.map_or(0, |r| r.records),
+        record.map_or(0, |r| r.slots),
+        if went.is_empty() {
+            String::new()
+        } else {
+            format!(". Already out and not recalled: {}", went.join("; "))
+        }
+    );
+    c.render("done.html", context! { message => message })
 }

@@ -49,8 +49,9 @@ fn wait_for_port(port: u16, what: &str) {
 fn http(port: u16, request: &str) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes).unwrap();
+    let out = String::from_utf8_lossy(&bytes).into_owned();
     let status = out.lines().next().unwrap_or("").to_string();
     (status, out)
 }
@@ -374,6 +375,35 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
             edited.contains("\"mallory@evil.example\"]")
                 && edited.contains("# Senders whose mail is rejected.")
         );
+
+        // A data subject: export their mail, then erase it while the console serves.
+        let subject = "lucia@cliente.example";
+        browser
+            .goto(&format!("{base}/subject?address=lucia%40cliente.example"))
+            .await
+            .unwrap();
+        assert_eq!(browser.find_all(Locator::Css("a.subject")).await.unwrap().len(), 1);
+        shots.take(&browser, "data-subject").await;
+        let (status, body) = http(
+            port,
+            &format!(
+                "GET /subject/export?address=lucia%40cliente.example HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+                 Cookie: mailroom_console={token}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert!(status.contains("200") && body.contains("application/zip"), "{status}");
+        click(&browser, Locator::Css("button.erase")).await;
+        click(&browser, Locator::Id("confirm")).await;
+        let done = text(&browser, "p.done").await;
+        assert!(done.contains("erased 1 messages"), "{done}");
+        assert_eq!(
+            super::files_holding(&state, subject),
+            Vec::<PathBuf>::new(),
+            "no byte of the state names the erased address"
+        );
+        // The console goes on serving from the rewritten store.
+        browser.goto(&format!("{base}/search")).await.unwrap();
+        assert!(!browser.find_all(Locator::Css("a.subject")).await.unwrap().is_empty());
     }
     .await;
     browser.close().await.unwrap();

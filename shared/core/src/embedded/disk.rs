@@ -3,8 +3,8 @@
 //! effect and sends no second auto-reply.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -38,7 +38,9 @@ const TABLES: [TableDefinition<&str, &str>; 8] = [
 /// transaction per write would cost more than the pipeline itself. redb locks the file, so
 /// one process owns the state and the in-memory check-and-set is atomic.
 pub struct DiskState {
-    db: Database,
+    /// Behind a lock only so that [`DiskState::rewrite_open`] can swap the file.
+    db: RwLock<Database>,
+    dir: PathBuf,
     pending: Mutex<BTreeMap<(&'static str, String), Option<String>>>,
 }
 
@@ -82,7 +84,8 @@ impl DiskState {
         }
         tx.commit().map_err(|e| e.to_string())?;
         Ok(DiskState {
-            db,
+            db: RwLock::new(db),
+            dir: dir.to_path_buf(),
             pending: Mutex::new(BTreeMap::new()),
         })
     }
@@ -91,7 +94,7 @@ impl DiskState {
         if let Some(v) = pending.get(&(name, key.to_string())) {
             return Ok(v.clone());
         }
-        let tx = self.db.begin_read().map_err(|e| err(name)(e.into()))?;
+        let tx = self.db().begin_read().map_err(|e| err(name)(e.into()))?;
         let t = tx
             .open_table(table(name))
             .map_err(|e| err(name)(e.into()))?;
@@ -114,7 +117,7 @@ impl DiskState {
             pending.insert((name, key.to_string()), value);
         }
         if pending.len() >= MAX_PENDING {
-            Self::write_out(&self.db, &mut pending)?;
+            Self::write_out(&self.db(), &mut pending)?;
         }
         Ok(out)
     }
@@ -138,7 +141,30 @@ impl DiskState {
     /// Writes everything pending to the file, durably.
     pub fn flush(&self) -> PortResult<()> {
         let mut pending = self.pending.lock().expect("state lock");
-        Self::write_out(&self.db, &mut pending)
+        Self::write_out(&self.db(), &mut pending)
+    }
+
+    fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        self.db.read().expect("state file lock")
+    }
+
+    /// [`DiskState::rewrite`] on this open store (the console erases while it serves):
+    /// pending writes go out, the file is closed, rewritten and opened again, with every
+    /// other use of the store waiting meanwhile.
+    pub fn rewrite_open(&self) -> Result<(), String> {
+        let mut pending = self.pending.lock().expect("state lock");
+        Self::write_out(&self.db(), &mut pending).map_err(|e| e.to_string())?;
+        let mut db = self.db.write().expect("state file lock");
+        // redb locks its file: the old handle must close before the file is reopened.
+        let placeholder = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| e.to_string())?;
+        drop(std::mem::replace(&mut *db, placeholder));
+        let rewritten = DiskState::rewrite(&self.dir);
+        let path = self.dir.join("state.redb");
+        *db = Database::create(&path)
+            .map_err(|e| format!("cannot reopen state store {}: {e}", path.display()))?;
+        rewritten
     }
 
     /// Rewrites `DIR/state.redb` into a new file holding only what is live, and puts it in
@@ -173,7 +199,7 @@ impl DiskState {
     /// The keys of `table` that start with `prefix`, pending writes included.
     fn keys_from(&self, name: &'static str, prefix: &str) -> PortResult<Vec<String>> {
         self.flush()?;
-        let tx = self.db.begin_read().map_err(|e| err(name)(e.into()))?;
+        let tx = self.db().begin_read().map_err(|e| err(name)(e.into()))?;
         let t = tx
             .open_table(table(name))
             .map_err(|e| err(name)(e.into()))?;
@@ -193,7 +219,7 @@ impl DiskState {
     pub fn audit_records(&self) -> PortResult<Vec<AuditRecord>> {
         self.flush()?;
         let tx = self
-            .db
+            .db()
             .begin_read()
             .map_err(|e| err("read audit")(e.into()))?;
         let table = tx
@@ -420,7 +446,7 @@ impl MessageIndex for DiskState {
     async fn query(&self, query: &Query) -> PortResult<Page> {
         self.flush()?;
         let e = |e: redb::Error| PortError::Permanent(format!("state store (index): {e}"));
-        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let tx = self.db().begin_read().map_err(|x| e(x.into()))?;
         let index = tx.open_table(INDEX).map_err(|x| e(x.into()))?;
         let summaries = tx.open_table(SUMMARIES).map_err(|x| e(x.into()))?;
         let (from, to) = index_range(query);
@@ -469,7 +495,7 @@ impl AuditLog for DiskState {
     async fn records(&self, id: &str) -> PortResult<Vec<AuditRecord>> {
         self.flush()?;
         let e = |x: redb::Error| PortError::Permanent(format!("state store (audit): {x}"));
-        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let tx = self.db().begin_read().map_err(|x| e(x.into()))?;
         let table = tx.open_table(AUDIT).map_err(|x| e(x.into()))?;
         let (from, to) = (key2(id, ""), format!("{id}\u{1}"));
         let mut out: Vec<AuditRecord> = Vec::new();
