@@ -157,6 +157,13 @@ async fn happy_path_through_all_four_stages() {
     let replies_sent = replies(&stack.sent_mail().await).len() as f64;
     assert_eq!(replies_counted, replies_sent);
     assert!(docs.iter().all(|d| d.get("Faults").is_none()), "no faults");
+    // What the lines add to the logs (the cost model's CloudWatch Logs line).
+    let bytes: usize = docs.iter().map(|d| d.to_string().len() + 1).sum();
+    eprintln!(
+        "EMF: {} lines, {bytes} bytes for 5 messages ({} bytes per message)",
+        docs.len(),
+        bytes / 5
+    );
 
     // Items expire (DynamoDB TTL) after MAILROOM_RETENTION_DAYS.
     let now = std::time::SystemTime::now()
