@@ -46,28 +46,20 @@ fn aws_only(target: &Target, queue: Option<&str>) -> Result<()> {
 fn connected(
     target: &Target,
     runtime: &tokio::runtime::Runtime,
-) -> Result<(crate::target::Connected, aws_sdk_sqs::Client)> {
+) -> Result<crate::target::Connected> {
     if !target.is_aws() {
         bail!("dead-letter queues are a deployed stack's: pass --stack NAME");
     }
-    let connected = target.connect(runtime)?;
-    let stack = connected.stack.as_ref().expect("an AWS target");
-    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
-    Ok((connected, sqs))
+    target.connect(runtime)
 }
 
 #[cfg(feature = "aws")]
 pub fn list(target: &Target, queue: Option<&str>, format: Format) -> Result<()> {
-    use mailroom_aws::dlq::Dlqs;
     use std::io::Write;
     let stages = stages(queue)?;
     let runtime = crate::target::runtime()?;
-    let (connected, client) = connected(target, &runtime)?;
-    let stack = connected.stack.as_ref().expect("an AWS target");
-    let dlqs = Dlqs {
-        client,
-        names: &stack.names,
-    };
+    let connected = connected(target, &runtime)?;
+    let dlqs = connected.stack.as_ref().expect("an AWS target").dlqs();
     let audit = connected.operator.engine().ports().audit.clone();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -101,18 +93,13 @@ pub fn list(target: &Target, queue: Option<&str>, format: Format) -> Result<()> 
 
 #[cfg(feature = "aws")]
 pub fn redrive(target: &Target, queue: Option<&str>, all: bool, ids: &[String]) -> Result<()> {
-    use mailroom_aws::dlq::Dlqs;
     if !all && ids.is_empty() {
         bail!("name the messages to redrive (SQS message ids or mail ids), or pass --all");
     }
     let stages = stages(queue)?;
     let runtime = crate::target::runtime()?;
-    let (connected, client) = connected(target, &runtime)?;
-    let stack = connected.stack.as_ref().expect("an AWS target");
-    let dlqs = Dlqs {
-        client,
-        names: &stack.names,
-    };
+    let connected = connected(target, &runtime)?;
+    let dlqs = connected.stack.as_ref().expect("an AWS target").dlqs();
     let mut failed = 0;
     for stage in stages {
         let report = runtime

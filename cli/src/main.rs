@@ -572,11 +572,7 @@ fn run(
     out.flush()?;
     state.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
     // The config's retention, applied to the store as of now.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let collected = retention::collect(&runtime, engine, &state, now, false)?;
+    let collected = retention::collect(&runtime, engine, &state, target::now(), false)?;
     eprintln!("{}", summary.render(started.elapsed()));
     if let Some(path) = metrics {
         std::fs::write(path, summary.json(started.elapsed()).to_string())

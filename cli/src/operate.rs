@@ -179,21 +179,9 @@ pub fn operator_name(by: &Option<String>) -> String {
         .unwrap_or_else(|| "unknown operator".into())
 }
 
+/// Prints what a release or deletion did, safe for a terminal.
 fn report(id: &str, verb: &str, handled: mailroom_core::pipeline::release::Handled) {
-    use mailroom_core::pipeline::release::Handled;
-    match handled {
-        Handled::Done(record) => println!(
-            "{verb} {id} ({}): {}",
-            record.decided_by.join(" "),
-            shown(&record.reasons.join("; "), 400)
-        ),
-        Handled::Queued => println!(
-            "{verb} {id}: handed to the route stage, whose functions send its forwards and reply"
-        ),
-        Handled::NotInQuarantine => {
-            println!("message {id} is not in quarantine (released or deleted before): nothing done")
-        }
-    }
+    println!("{}", shown(&handled.describe(id, verb), 600));
 }
 
 /// `mailroom quarantine release ID`.

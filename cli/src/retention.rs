@@ -40,10 +40,7 @@ pub fn gc(target: &Target, as_of: Option<&str>, dry_run: bool) -> Result<()> {
     open_state(&target.state)?;
     let now = match as_of {
         Some(t) => crate::operate::parse_time(t)?,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        None => crate::target::now(),
     };
     let (engine, state) =
         crate::local_engine(target.config.as_deref(), &target.state, &target.outbox)?;

@@ -4,21 +4,13 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use mailroom_core::embedded::disk::DiskState;
 use mailroom_core::operate::{Forget, Operator};
 
 use crate::Format;
-use crate::target::{Target, open_state, runtime};
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::target::{Target, now, open_state, runtime};
 
 fn local(target: &Target, what: &str) -> Result<(Operator, Arc<DiskState>)> {
     if target.is_aws() {

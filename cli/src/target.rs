@@ -53,6 +53,17 @@ pub struct Stack {
     pub sdk: aws_config::SdkConfig,
 }
 
+#[cfg(feature = "aws")]
+impl Stack {
+    /// The stack's dead-letter queues, with the operator's credentials.
+    pub fn dlqs(&self) -> mailroom_aws::dlq::Dlqs<'_> {
+        mailroom_aws::dlq::Dlqs {
+            client: aws_sdk_sqs::Client::new(&self.sdk),
+            names: &self.names,
+        }
+    }
+}
+
 impl Target {
     pub fn is_aws(&self) -> bool {
         self.stack.is_some() || self.bucket.is_some()
@@ -148,6 +159,14 @@ pub fn open_state(state: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Now, in seconds since the epoch (the commands' clock for times and retention).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The runtime the commands block on (timers for backoff, I/O for AWS).

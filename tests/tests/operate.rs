@@ -203,6 +203,21 @@ async fn dead_letters_are_listed_with_their_reason_and_redriven_without_loss() {
     stack.assert_calls_allowed();
 }
 
+/// `mailroom` as the operator runs it against the stack: the operator's credentials and
+/// nothing else from this machine's environment.
+fn operator_command(stack: &Stack, binary: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(binary);
+    cmd.env_clear()
+        .env("AWS_ENDPOINT_URL", &stack.endpoint)
+        .env("AWS_ACCESS_KEY_ID", stack.principal(OPERATOR))
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", mailroom_tests::aws::REGION)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
 /// `target/<profile>/mailroom`, built with the `aws` feature (the README's test command
 /// builds it so); `None` (skip) without it unless the emulator is required.
 fn mailroom_binary() -> Option<std::path::PathBuf> {
@@ -241,17 +256,9 @@ async fn the_mailroom_command_works_on_a_stack_by_its_name() {
     let pipeline = stack.pipeline().await;
     stack.run_until_idle(&pipeline).await;
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(&binary)
+        let out = operator_command(&stack, &binary)
             .args(args)
             .args(["--stack", &stack.name])
-            .env_clear()
-            .env("AWS_ENDPOINT_URL", &stack.endpoint)
-            .env("AWS_ACCESS_KEY_ID", stack.principal(OPERATOR))
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", mailroom_tests::aws::REGION)
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .output()
             .expect("mailroom runs");
         (
@@ -347,16 +354,8 @@ async fn the_console_serves_a_stack_with_its_dead_letters() {
     stack.run_until_idle(&pipeline).await;
     stack.disarm(outage);
 
-    let mut child = std::process::Command::new(&binary)
+    let mut child = operator_command(&stack, &binary)
         .args(["console", "--port", "0", "--stack", &stack.name])
-        .env_clear()
-        .env("AWS_ENDPOINT_URL", &stack.endpoint)
-        .env("AWS_ACCESS_KEY_ID", stack.principal(OPERATOR))
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", mailroom_tests::aws::REGION)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("mailroom console starts");

@@ -2,7 +2,6 @@
 //! commands do, and renders a template; every value from a message is escaped there.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -10,7 +9,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use mailroom_core::config::SenderList;
 use mailroom_core::operate::{Cursor, MessageSummary, Query as IndexQuery};
-use mailroom_core::pipeline::release::Handled;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
@@ -68,13 +66,6 @@ impl Console {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 pub async fn css() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response()
 }
@@ -99,7 +90,11 @@ const CHART_HEIGHT: usize = 160;
 const DAYS: u64 = 14;
 
 pub async fn overview(State(c): State<Arc<Console>>) -> Response {
-    let o = match c.operator.overview(now(), DAYS, 50_000).await {
+    let o = match c
+        .operator
+        .overview(crate::target::now(), DAYS, 50_000)
+        .await
+    {
         Ok(o) => o,
         Err(e) => return c.error(StatusCode::BAD_GATEWAY, e),
     };
@@ -309,12 +304,12 @@ pub async fn act(State(c): State<Arc<Console>>, Form(a): Form<Action>) -> Respon
             .operator
             .release(&a.id, &c.by)
             .await
-            .map(|h| handled(&a.id, "released", h)),
+            .map(|h| h.describe(&a.id, "released")),
         "delete" => c
             .operator
             .delete(&a.id, &c.by)
             .await
-            .map(|h| handled(&a.id, "deleted", h)),
+            .map(|h| h.describe(&a.id, "deleted")),
         "allow" | "block" => {
             let list = if a.action == "allow" {
                 SenderList::Allow
@@ -330,22 +325,6 @@ pub async fn act(State(c): State<Arc<Console>>, Form(a): Form<Action>) -> Respon
     match done {
         Ok(message) => c.render("done.html", context! { message => message, id => a.id }),
         Err(e) => c.error(StatusCode::CONFLICT, e),
-    }
-}
-
-fn handled(id: &str, verb: &str, h: Handled) -> String {
-    match h {
-        Handled::Done(record) => format!(
-            "{verb} {id} ({}): {}",
-            record.decided_by.join(" "),
-            record.reasons.join("; ")
-        ),
-        Handled::Queued => format!(
-            "{verb} {id}: handed to the route stage, whose functions send its forwards and reply"
-        ),
-        Handled::NotInQuarantine => {
-            format!("message {id} is not in quarantine (released or deleted before): nothing done")
-        }
     }
 }
 
@@ -412,10 +391,7 @@ pub async fn dlq(State(c): State<Arc<Console>>) -> Response {
             "dead-letter queues are a deployed stack's: start the console with --stack NAME",
         );
     };
-    let dlqs = mailroom_aws::dlq::Dlqs {
-        client: aws_sdk_sqs::Client::new(&stack.sdk),
-        names: &stack.names,
-    };
+    let dlqs = stack.dlqs();
     let audit = c.operator.engine().ports().audit.clone();
     let mut entries = Vec::new();
     for stage in Stage::ALL {
@@ -447,10 +423,7 @@ async fn redrive(c: &Console, a: &Action) -> Response {
         Ok(s) => s[0],
         Err(e) => return c.error(StatusCode::BAD_REQUEST, format!("{e:#}")),
     };
-    let dlqs = mailroom_aws::dlq::Dlqs {
-        client: aws_sdk_sqs::Client::new(&stack.sdk),
-        names: &stack.names,
-    };
+    let dlqs = stack.dlqs();
     match dlqs.redrive(stage, Some(std::slice::from_ref(&a.id))).await {
         Ok(r) if r.failed.is_empty() => c.render(
             "done.html",
@@ -542,7 +515,7 @@ async fn erase(c: &Console, address: &str) -> Response {
     };
     let erasure = match c
         .operator
-        .erase(state.as_ref(), address, &c.by, false, crate::subject::now())
+        .erase(state.as_ref(), address, &c.by, false, crate::target::now())
         .await
     {
         Ok(e) => e,

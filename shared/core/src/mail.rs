@@ -414,14 +414,8 @@ fn body_text(message: &Message<'_>) -> String {
 /// The message with every header line that is not UTF-8 decoded as Windows-1252 and
 /// written as UTF-8; `None` when the header section is UTF-8 already (nearly always).
 fn utf8_headers(raw: &[u8]) -> Option<Vec<u8>> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 2)
-        .into_iter()
-        .chain(raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
-        .min()
-        .unwrap_or(raw.len());
+    // The header section only: it ends at the first empty line, so a body is not scanned.
+    let end = crate::route::headers::split(raw).headers.len();
     let head = &raw[..end];
     if std::str::from_utf8(head).is_ok() {
         return None;

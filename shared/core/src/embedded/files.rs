@@ -1,5 +1,6 @@
-//! Folder adapters for local runs: raw mail from files, objects and queues as folders, and
-//! an outbox folder holding every message the pipeline would send.
+//! Folder adapters for local runs: objects and queues as folders, and an outbox folder
+//! holding every message the pipeline would send. (Raw mail comes from the input files;
+//! the CLI reads them.)
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -10,8 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{Envelope, RawRef, Stage};
 use crate::ports::{
-    MailSender, ObjectStore, OutgoingMail, PortError, PortResult, QueueDelivery, RawMailSource,
-    StagePublisher,
+    MailSender, ObjectStore, OutgoingMail, PortError, PortResult, QueueDelivery, StagePublisher,
 };
 
 fn io(what: String) -> impl Fn(std::io::Error) -> PortError {
@@ -39,16 +39,6 @@ fn append_line(path: &Path, line: &str) -> PortResult<()> {
         .open(path)
         .map_err(io(format!("opening {}", path.display())))?;
     writeln!(f, "{line}").map_err(io(format!("writing {}", path.display())))
-}
-
-/// Reads raw mail from the file named by the [`RawRef`] key.
-pub struct FileSource;
-
-#[async_trait]
-impl RawMailSource for FileSource {
-    async fn get_raw(&self, raw: &RawRef) -> PortResult<Vec<u8>> {
-        fs::read(&raw.key).map_err(io(format!("reading {}", raw.key)))
-    }
 }
 
 /// Objects (stored and quarantined mail) as files below a folder.

@@ -30,6 +30,25 @@ pub enum Handled {
     NotInQuarantine,
 }
 
+impl Handled {
+    /// What was done to message `id`, for people: `verb` is "released" or "deleted".
+    pub fn describe(&self, id: &str, verb: &str) -> String {
+        match self {
+            Handled::Done(record) => format!(
+                "{verb} {id} ({}): {}",
+                record.decided_by.join(" "),
+                record.reasons.join("; ")
+            ),
+            Handled::Queued => format!(
+                "{verb} {id}: handed to the route stage, whose functions send its forwards and reply"
+            ),
+            Handled::NotInQuarantine => format!(
+                "message {id} is not in quarantine (released or deleted before): nothing done"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
     #[error("message {id} was quarantined for {finding}, and such mail is never released")]
