@@ -1,6 +1,7 @@
 //! The `mailroom` command: the whole pipeline locally, on mail files, with embedded storage.
 
 mod console;
+mod digest;
 mod dlq;
 mod input;
 mod learn;
@@ -129,6 +130,19 @@ enum Command {
         by: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        #[command(flatten)]
+        target: target::Target,
+    },
+    /// Mail each recipient a digest of their quarantined mail from the last [digest] period
+    /// (into the outbox), with signed links to release it that `mailroom console`
+    /// answers. A second run in the same period sends nothing again.
+    Digest {
+        /// Where the links point: the console's /link (start it with this port).
+        #[arg(long, default_value = digest::DEFAULT_LINK_BASE)]
+        link_base: String,
+        /// As if it were this date, time or age ago.
+        #[arg(long)]
+        as_of: Option<String>,
         #[command(flatten)]
         target: target::Target,
     },
@@ -309,6 +323,11 @@ fn main() -> ExitCode {
             dry_run,
             format,
         )),
+        Command::Digest {
+            link_base,
+            as_of,
+            target,
+        } => exit(digest::command(&target, &link_base, as_of.as_deref())),
         Command::Gc {
             as_of,
             dry_run,

@@ -97,12 +97,15 @@ pub fn serve(target: &Target, bind: std::net::IpAddr, port: u16, by: Option<Stri
         );
         use std::io::Write;
         std::io::stdout().flush()?;
-        axum::serve(listener, router(console))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("serving the console")
+        axum::serve(
+            listener,
+            router(console).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving the console")
     })
 }
 
@@ -118,6 +121,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/confirm", get(pages::confirm))
         .route("/act", post(pages::act))
         .route("/console.css", get(pages::css))
+        .route("/link", get(pages::link).post(pages::link))
         .layer(axum::middleware::from_fn_with_state(console.clone(), guard))
         .with_state(console)
 }
@@ -180,6 +184,10 @@ fn admit(console: &Console, request: &Request) -> Admit {
         });
     if !host_ok {
         return Admit::No("this console answers only on 127.0.0.1 and localhost\n");
+    }
+    // A digest's link carries its own signed token and is answered without the console's.
+    if request.uri().path() == "/link" {
+        return Admit::Yes;
     }
     if cookie_token(request.headers()).is_some_and(|t| same(&t, &console.token)) {
         return Admit::Yes;

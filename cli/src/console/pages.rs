@@ -544,3 +544,49 @@ async fn erase(c: &Console, address: &str) -> Response {
     );
     c.render("done.html", context! { message => message })
 }
+
+#[derive(Deserialize, Default)]
+pub struct LinkForm {
+    #[serde(default)]
+    t: Option<String>,
+}
+
+/// A digest's link (`mailroom digest`): GET asks to confirm, the confirmation's POST acts.
+pub async fn link(State(c): State<Arc<Console>>, request: axum::extract::Request) -> Response {
+    use axum::extract::FromRequest;
+    use mailroom_core::operate::links::LinkMethod;
+    let Some(state) = c.state.as_deref() else {
+        return c.error(
+            StatusCode::NOT_FOUND,
+            "on a stack, digest links are answered by its links function",
+        );
+    };
+    let ip = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|ci| ci.0.ip().to_string())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let query = Query::<LinkForm>::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let (method, token) = if request.method() == axum::http::Method::POST {
+        let form = Form::<LinkForm>::from_request(request, &())
+            .await
+            .map(|f| f.0)
+            .unwrap_or_default();
+        (LinkMethod::Post, form.t.or(query.t))
+    } else {
+        (LinkMethod::Get, query.t)
+    };
+    let desk = match crate::digest::desk(c.operator.clone(), state, c.target.config.clone()) {
+        Ok(d) => d,
+        Err(e) => return c.error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    };
+    let page = desk
+        .handle(method, token.as_deref(), &ip, crate::target::now())
+        .await;
+    let _ = state.flush();
+    eprintln!("link: {}", page.log);
+    let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Html(page.html())).into_response()
+}

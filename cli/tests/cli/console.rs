@@ -134,6 +134,40 @@ fn browser_available() -> bool {
     there
 }
 
+/// Chromium under chromedriver, headless, with its profile in `dir`.
+async fn chromium(dir: &Path) -> (Running, Client) {
+    let driver_port = free_port();
+    let driver = Running(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    wait_for_port(driver_port, "chromedriver");
+    let profile = dir.join("chromium-profile");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("a Chromium session");
+    (driver, browser)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
     if !browser_available() {
@@ -209,35 +243,7 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
         "a POST without the CSRF token: {status}"
     );
 
-    let driver_port = free_port();
-    let _driver = Running(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts"),
-    );
-    wait_for_port(driver_port, "chromedriver");
-    let profile = dir.join("chromium-profile");
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{driver_port}"))
-        .await
-        .expect("a Chromium session");
+    let (_driver, browser) = chromium(&dir).await;
 
     let result = async {
         browser.goto(base).await.unwrap();
@@ -503,5 +509,223 @@ fn a_released_latin1_message_is_forwarded_and_greeted_by_its_real_name() {
         reply.body_text(0).unwrap().contains("Hello René Müller,"),
         "{:?}",
         reply.body_text(0)
+    );
+}
+
+/// The links of the digest mailed to `to`, from the outbox: (release, allow) per message.
+fn digest_links(outbox: &Path, to: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    for entry in std::fs::read_dir(outbox).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let Some(mail) = mail_parser::MessageParser::default().parse(&bytes) else {
+            continue;
+        };
+        let is_digest = mail.header("X-Mailroom-Digest").is_some();
+        let to_them = mail.to().and_then(|a| a.first()).and_then(|a| a.address()) == Some(to);
+        if !(is_digest && to_them) {
+            continue;
+        }
+        assert_eq!(
+            mail.header("Auto-Submitted").and_then(|h| h.as_text()),
+            Some("auto-generated")
+        );
+        let text = mail.body_text(0).unwrap().into_owned();
+        assert!(mail.body_html(0).is_some(), "a digest has an HTML part too");
+        for word in text.split_whitespace() {
+            if word.starts_with("http://") {
+                links.push(word.to_string());
+            }
+        }
+    }
+    links
+}
+
+fn link_request(port: u16, method: &str, link: &str, token: &str) -> (String, String) {
+    let path = &link[link.find("/link").unwrap()..];
+    let form = format!("t={token}");
+    let body = if method == "POST" { form.as_str() } else { "" };
+    http(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_links_confirm_before_they_release_and_work_once() {
+    let dir = temp("digest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("mailroom.toml");
+    let example = std::fs::read_to_string(repo().join("examples/mailroom.toml")).unwrap();
+    std::fs::write(
+        &config,
+        example.replace("link_requests_per_hour = 30", "link_requests_per_hour = 12"),
+    )
+    .unwrap();
+    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
+    let store = [
+        "--config",
+        config.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--outbox",
+        outbox.to_str().unwrap(),
+    ];
+    let with = |first: &[&str]| {
+        let mut args = first.to_vec();
+        args.extend(store);
+        mailroom(&args)
+    };
+    assert!(with(&["run", "examples/mail"]).status.success());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/link");
+    let out = with(&["digest", "--link-base", &base]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("digest to billing@example.com (1 message): sent"),
+        "{said}"
+    );
+    assert!(
+        said.contains("digest to info@example.com (2 messages): sent"),
+        "{said}"
+    );
+    // A second run in the same period sends nothing again.
+    let before = outbox_files(&outbox);
+    let again =
+        String::from_utf8_lossy(&with(&["digest", "--link-base", &base]).stdout).into_owned();
+    assert!(again.contains("already sent this period"), "{again}");
+    assert_eq!(outbox_files(&outbox), before);
+
+    let links = digest_links(&outbox, "billing@example.com");
+    assert_eq!(
+        links.len(),
+        2,
+        "release and always-allow for one message: {links:?}"
+    );
+    let (release, allow) = (&links[0], &links[1]);
+    let token = |l: &str| l.split_once("?t=").unwrap().1.to_string();
+    // A token for another action under this one's signature: forged.
+    let forged = format!(
+        "{}.{}",
+        token(allow).split_once('.').unwrap().0,
+        token(release).split_once('.').unwrap().1
+    );
+    // A token past its expiry, signed with the store's own key.
+    let expired = {
+        let key = mailroom_core::embedded::disk::DiskState::open(&state)
+            .unwrap()
+            .link_key()
+            .unwrap();
+        let mut t = mailroom_core::operate::digest::LinkToken::verify(
+            &token(release),
+            std::slice::from_ref(&key),
+            0,
+        )
+        .unwrap();
+        t.expires = 1_000;
+        t.sign(&key)
+    };
+
+    let mut console = Command::new(env!("CARGO_BIN_EXE_mailroom"));
+    console
+        .args(["console", "--port", &port.to_string()])
+        .args(store)
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let console = Running(console.spawn().expect("mailroom console starts"));
+    wait_for_port(port, "mailroom console");
+    let ask = |method: &str, t: &str| link_request(port, method, release, t);
+
+    // A scanner's prefetch: a confirmation page, and nothing released.
+    let (status, page) = ask("GET", &token(release));
+    assert!(status.contains("200"), "{status}");
+    assert!(page.contains("Release this message?") && page.contains("id=\"confirm\""));
+    assert!(
+        page.contains("content-security-policy: default-src 'none'"),
+        "{page}"
+    );
+    assert_eq!(outbox_files(&outbox), before, "a GET releases nothing");
+    let (status, page) = ask("POST", &forged);
+    assert!(
+        status.contains("403") && page.contains("signature does not match"),
+        "{status}"
+    );
+    let (status, page) = ask("POST", &expired);
+    assert!(
+        status.contains("410") && page.contains("expired"),
+        "{status}"
+    );
+    assert_eq!(
+        outbox_files(&outbox),
+        before,
+        "refused tokens release nothing"
+    );
+
+    if browser_available() {
+        let (_driver, browser) = chromium(&dir).await;
+        let shots = Shots(Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"));
+        std::fs::create_dir_all(&shots.0).unwrap();
+        let result = async {
+            browser.goto(release).await.unwrap();
+            shots.take(&browser, "digest-confirm").await;
+            click(&browser, Locator::Id("confirm")).await;
+            let done = text(&browser, "h1").await;
+            assert_eq!(done, "Done");
+            shots.take(&browser, "digest-released").await;
+        }
+        .await;
+        browser.close().await.unwrap();
+        result
+    } else {
+        let (status, page) = ask("POST", &token(release));
+        assert!(
+            status.contains("200") && page.contains("Released"),
+            "{status}"
+        );
+    }
+    assert!(
+        outbox_files(&outbox) > before,
+        "the release sent the message's forward"
+    );
+    let released = outbox_files(&outbox);
+    let (status, page) = ask("POST", &token(release));
+    assert!(
+        status.contains("409") && page.contains("used already"),
+        "{status}"
+    );
+    assert_eq!(
+        outbox_files(&outbox),
+        released,
+        "a reused link does nothing"
+    );
+
+    // One source gets link_requests_per_hour requests an hour.
+    let limited = (0..12)
+        .map(|_| ask("GET", &token(release)).0)
+        .position(|s| s.contains("429"));
+    // 6 requests came before these 12 (5 when the POST came without the browser GET).
+    assert!(
+        limited.is_some_and(|i| i >= 6),
+        "the 13th request of the hour is refused, not sooner: {limited:?}"
+    );
+    drop(console);
+
+    let show =
+        String::from_utf8_lossy(&with(&["show", "5aaa49a4f24f88e5be750178"]).stdout).into_owned();
+    for event in ["link-viewed", "link-expired", "link-release", "link-reused"] {
+        assert!(show.contains(event), "{event} is audited:\n{show}");
+    }
+    assert!(
+        show.contains("operator:digest:billing@example.com"),
+        "{show}"
     );
 }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use mailroom_core::model::{AuditRecord, Stage};
-use mailroom_core::ports::{AuditLog, Claim, PortResult, StateStore};
+use mailroom_core::ports::{AuditLog, Claim, PortError, PortResult, StateStore};
 
 use crate::errors::{code, port_error};
 
@@ -269,6 +269,30 @@ impl StateStore for DynamoState {
             .send()
             .await;
         unless_condition_failed(out, &format!("freeing rate-limit slot {key}"))
+    }
+
+    async fn count_request(&self, key: &str, until: SystemTime) -> PortResult<u64> {
+        // The key names its window (`link-ip/IP/HOUR`), so a counter TTL has not yet
+        // removed is never read again.
+        let what = format!("counting request {key}");
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("rc#{key}")))
+            .key("sk", s("rc"))
+            .update_expression("ADD hits :one SET expires_at = :until")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":until", n(secs(until)))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| port_error(&what, &e, &[]))?;
+        out.attributes()
+            .and_then(|a| a.get("hits"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| PortError::Permanent(format!("{what}: no count in the answer")))
     }
 }
 

@@ -123,6 +123,10 @@ pub trait StateStore: Send + Sync {
 
     /// Frees the slot `key` if `owner` holds it (its reply could never be sent).
     async fn release_rate_limit(&self, key: &str, owner: &str) -> PortResult<()>;
+
+    /// Adds one to the counter `key` (made at zero, kept until `until`) and returns its new
+    /// value, in one atomic step: requests per source and window.
+    async fn count_request(&self, key: &str, until: SystemTime) -> PortResult<u64>;
 }
 
 /// The audit trail. One record per message and stage: appending a second record for the

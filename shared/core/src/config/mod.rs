@@ -4,6 +4,7 @@
 //! unreachable rules).
 
 mod classify;
+mod digest;
 mod edit;
 mod filter;
 mod respond;
@@ -13,6 +14,7 @@ mod validate;
 mod values;
 
 pub use classify::*;
+pub use digest::*;
 pub use edit::{EditError, Edited, SenderList, add_sender};
 pub use filter::*;
 pub use respond::*;
@@ -51,6 +53,8 @@ pub struct Config {
     pub respond: RespondConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub digest: DigestConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

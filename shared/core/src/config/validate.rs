@@ -49,6 +49,9 @@ impl Config {
         if let Some((span, message)) = self.retention.problem() {
             return Err(err(span, message));
         }
+        if let Some((span, message)) = self.digest.problem() {
+            return Err(err(span, message));
+        }
 
         let templates: Vec<&str> = self
             .respond

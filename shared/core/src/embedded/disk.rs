@@ -197,6 +197,34 @@ impl DiskState {
     }
 
     /// The keys of `table` that start with `prefix`, pending writes included.
+    /// A 32-byte secret kept in the store (made on first use): the subject key of erasure
+    /// records, the link key of quarantine digests.
+    fn secret(&self, name: &str) -> PortResult<Vec<u8>> {
+        let hex = self.update("meta", name, |cur| match cur {
+            Some(k) => (Ok(k), None),
+            None => {
+                let mut bytes = [0u8; 32];
+                match getrandom::fill(&mut bytes) {
+                    Ok(()) => {
+                        let k: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                        (Ok(k.clone()), Some(Some(k)))
+                    }
+                    Err(e) => (Err(format!("no randomness for the {name}: {e}")), None),
+                }
+            }
+        })?;
+        let hex = hex.map_err(PortError::Permanent)?;
+        self.flush()?;
+        Ok((0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
+            .collect())
+    }
+
+    /// The key digest links are signed with.
+    pub fn link_key(&self) -> PortResult<Vec<u8>> {
+        self.secret("link_key")
+    }
+
     fn keys_from(&self, name: &'static str, prefix: &str) -> PortResult<Vec<String>> {
         self.flush()?;
         let tx = self.db().begin_read().map_err(|e| err(name)(e.into()))?;
@@ -328,24 +356,7 @@ impl Forget for DiskState {
     }
 
     async fn subject_key(&self) -> PortResult<Vec<u8>> {
-        let hex = self.update("meta", "subject_key", |cur| match cur {
-            Some(k) => (Ok(k), None),
-            None => {
-                let mut bytes = [0u8; 32];
-                match getrandom::fill(&mut bytes) {
-                    Ok(()) => {
-                        let k: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                        (Ok(k.clone()), Some(Some(k)))
-                    }
-                    Err(e) => (Err(format!("no randomness for the subject key: {e}")), None),
-                }
-            }
-        })?;
-        let hex = hex.map_err(PortError::Permanent)?;
-        self.flush()?;
-        Ok((0..hex.len() / 2)
-            .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
-            .collect())
+        self.secret("subject_key")
     }
 }
 
@@ -412,6 +423,20 @@ impl StateStore for DiskState {
                 .is_some_and(|row| row.owner == owner);
             ((), held.then_some(None))
         })
+    }
+
+    async fn count_request(&self, key: &str, until: SystemTime) -> PortResult<u64> {
+        let now = crate::pipeline::epoch_secs(SystemTime::now());
+        let until = crate::pipeline::epoch_secs(until);
+        let n = self.update("rate_limits", &format!("count/{key}"), |cur| {
+            let (n, kept) = cur
+                .and_then(|v| serde_json::from_str::<(u64, u64)>(&v).ok())
+                .filter(|(_, kept)| *kept >= now)
+                .unwrap_or((0, until));
+            (n + 1, json(&(n + 1, kept)))
+        })?;
+        self.flush()?;
+        Ok(n)
     }
 }
 

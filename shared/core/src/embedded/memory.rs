@@ -44,6 +44,7 @@ struct Tables {
     stages: BTreeMap<(String, Stage), String>,
     effects: HashMap<(String, String), EffectRow>,
     slots: HashMap<String, SlotRow>,
+    counters: HashMap<String, (u64, SystemTime)>,
     /// By message id and [`AuditRecord::key`].
     audit: BTreeMap<(String, String), AuditRecord>,
     summaries: HashMap<String, MessageSummary>,
@@ -149,6 +150,17 @@ impl StateStore for MemoryState {
             t.slots.remove(key);
         }
         Ok(())
+    }
+
+    async fn count_request(&self, key: &str, until: SystemTime) -> PortResult<u64> {
+        let mut t = self.inner.lock().expect("state lock");
+        let now = SystemTime::now();
+        let entry = t.counters.entry(key.to_string()).or_insert((0, until));
+        if entry.1 < now {
+            *entry = (0, until);
+        }
+        entry.0 += 1;
+        Ok(entry.0)
     }
 }
 

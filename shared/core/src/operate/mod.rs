@@ -8,7 +8,9 @@
 //! DynamoDB table and S3 bucket of a deployed stack. The commands and the console both call
 //! them.
 
+pub mod digest;
 mod erase;
+pub mod links;
 mod operator;
 mod overview;
 mod retention;

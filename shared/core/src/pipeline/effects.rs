@@ -353,6 +353,9 @@ mod tests {
         async fn release_effect(&self, id: &str, effect: &str, owner: &str) -> PortResult<()> {
             self.inner.release_effect(id, effect, owner).await
         }
+        async fn count_request(&self, key: &str, until: SystemTime) -> PortResult<u64> {
+            self.inner.count_request(key, until).await
+        }
         async fn acquire_rate_limit(
             &self,
             key: &str,

@@ -182,7 +182,7 @@ pub fn content_id(raw: &[u8]) -> String {
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn epoch_secs(t: SystemTime) -> u64 {
+pub(crate) fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)

@@ -1,0 +1,119 @@
+//! Quarantine digests: who gets a mail listing the quarantined messages of a period, with
+//! signed links to release them, and how long those links work.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::HumanDuration;
+
+const DAY: u64 = 86_400;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    /// Gets every entry, whoever the message was for.
+    #[serde(default)]
+    pub admin: Option<Spanned<String>>,
+    /// Each recipient in `[mailroom] domains` gets the entries of the mail sent to them,
+    /// unless their domain is listed in `domains`.
+    #[serde(default = "super::yes")]
+    pub per_recipient: bool,
+    /// A domain's entries go to one address instead (a team's postmaster).
+    #[serde(default)]
+    pub domains: BTreeMap<String, Spanned<String>>,
+    /// The quarantined mail of this period before each run is listed.
+    #[serde(default = "day")]
+    pub period: HumanDuration,
+    /// How long a link in a digest works.
+    #[serde(default = "fortnight")]
+    pub link_expiry: HumanDuration,
+    /// Link requests one source IP may make per hour; more are refused.
+    #[serde(default = "per_hour")]
+    pub link_requests_per_hour: u32,
+}
+
+fn day() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(DAY))
+}
+fn fortnight() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(14 * DAY))
+}
+fn per_hour() -> u32 {
+    30
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        DigestConfig {
+            admin: None,
+            per_recipient: true,
+            domains: BTreeMap::new(),
+            period: day(),
+            link_expiry: fortnight(),
+            link_requests_per_hour: per_hour(),
+        }
+    }
+}
+
+impl DigestConfig {
+    /// The first address that is not one, with its span.
+    pub fn problem(&self) -> Option<(std::ops::Range<usize>, String)> {
+        let bad = |a: &Spanned<String>, what: &str| {
+            crate::route::headers::clean_address(a.get_ref())
+                .is_none()
+                .then(|| {
+                    (
+                        a.span(),
+                        format!("{what} {:?} is not an e-mail address", a.get_ref()),
+                    )
+                })
+        };
+        if let Some(p) = self.admin.as_ref().and_then(|a| bad(a, "digest.admin")) {
+            return Some(p);
+        }
+        if self.period.0.as_secs() < 3600 {
+            return Some((0..0, "digest.period must be at least 1h".into()));
+        }
+        if self.link_requests_per_hour == 0 {
+            return Some((
+                0..0,
+                "digest.link_requests_per_hour must be at least 1".into(),
+            ));
+        }
+        self.domains
+            .iter()
+            .find_map(|(d, a)| bad(a, &format!("digest.domains.{d:?}")))
+    }
+
+    /// Where the entries of mail to `recipient` go, once each.
+    pub fn destinations(&self, recipient: &str, our_domains: &[String]) -> Vec<String> {
+        let recipient = recipient.trim().to_ascii_lowercase();
+        let domain = recipient.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |a: &str| {
+            let a = a.trim().to_ascii_lowercase();
+            if !a.is_empty() && !out.contains(&a) {
+                out.push(a);
+            }
+        };
+        match self
+            .domains
+            .iter()
+            .find(|(d, _)| d.eq_ignore_ascii_case(domain))
+        {
+            Some((_, to)) => add(to.get_ref()),
+            None if self.per_recipient
+                && our_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) =>
+            {
+                add(&recipient)
+            }
+            None => {}
+        }
+        if let Some(admin) = &self.admin {
+            add(admin.get_ref());
+        }
+        out
+    }
+}

@@ -1,0 +1,382 @@
+//! The endpoint behind a digest's links (a Lambda function URL, or the local console): GET
+//! shows what the link would do and asks to confirm, and only the POST of that page acts,
+//! so a mail scanner that opens every link releases nothing. A token works once (its use
+//! is claimed like any effect), until it expires, and never for mail held for a virus or
+//! an executable. Each source IP gets a number of requests per hour. Every use of a
+//! signed token, refused or not, is audited on its message.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use minijinja::{Environment, context};
+use serde::Serialize;
+
+use super::digest::{LinkAction, LinkToken, TokenError};
+use super::{MessageSummary, Operator};
+use crate::model::{AuditRecord, Stage};
+use crate::pipeline::effects::{Effects, Ran, Repeat, effect_key};
+use crate::pipeline::release::{NEVER_RELEASED, OperatorError};
+use crate::ports::PortError;
+
+/// Adds a sender to `[filter] allow_senders` of the config the pipeline runs: the file
+/// locally, the config object in the stack's bucket.
+#[async_trait]
+pub trait SenderLists: Send + Sync {
+    /// What was done, for people.
+    async fn allow(&self, sender: &str) -> Result<String, String>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMethod {
+    Get,
+    Post,
+}
+
+/// The page a link request gets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkPage {
+    pub status: u16,
+    pub title: String,
+    pub lines: Vec<String>,
+    /// The confirmation form: the token to post back and the button's label.
+    pub confirm: Option<(String, String)>,
+    /// What happened, for the adapter's log (not shown).
+    #[serde(skip)]
+    pub log: String,
+}
+
+impl LinkPage {
+    fn new(status: u16, title: &str, lines: Vec<String>) -> LinkPage {
+        LinkPage {
+            status,
+            title: title.to_string(),
+            log: format!("{status} {title}"),
+            lines,
+            confirm: None,
+        }
+    }
+
+    fn logged(mut self, log: String) -> LinkPage {
+        self.log = log;
+        self
+    }
+
+    /// The page as HTML: every value escaped, no script, no style sheet, no image.
+    pub fn html(&self) -> String {
+        const PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>mailroom: {{ title }}</title></head>
+<body><main>
+<h1>{{ title }}</h1>
+{% for line in lines %}<p>{{ line }}</p>
+{% endfor %}{% if confirm %}<form method="post"><input type="hidden" name="t" value="{{ confirm[0] }}"><button type="submit" id="confirm">{{ confirm[1] }}</button></form>
+{% endif %}</main></body></html>
+"#;
+        let mut env = Environment::new();
+        env.add_template("link.html", PAGE)
+            .expect("the link page template parses");
+        env.get_template("link.html")
+            .and_then(|t| {
+                t.render(context! { title => &self.title, lines => &self.lines, confirm => &self.confirm })
+            })
+            .unwrap_or_else(|e| format!("<!doctype html><title>error</title><p>{e}</p>"))
+    }
+}
+
+/// The headers every link page carries: nothing runs, nothing loads, no page frames it,
+/// and the token in its URL is not sent on as a referrer or kept in a cache.
+pub const PAGE_HEADERS: [(&str, &str); 5] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+    ("x-frame-options", "DENY"),
+];
+
+/// The link endpoint over an operator.
+pub struct LinkDesk {
+    pub operator: Operator,
+    /// The current key first, then earlier keys whose links may still be out.
+    pub keys: Vec<Vec<u8>>,
+    pub senders: Arc<dyn SenderLists>,
+}
+
+impl LinkDesk {
+    /// Answers one request: `token` from the query (GET) or the form (POST), `ip` the
+    /// source address, `now` in seconds since the epoch.
+    pub async fn handle(
+        &self,
+        method: LinkMethod,
+        token: Option<&str>,
+        ip: &str,
+        now: u64,
+    ) -> LinkPage {
+        let engine = self.operator.engine();
+        let per_hour = engine.config().digest.link_requests_per_hour;
+        let hour = now / 3600;
+        let until = SystemTime::UNIX_EPOCH + Duration::from_secs((hour + 2) * 3600);
+        match engine
+            .ports()
+            .state
+            .count_request(&format!("link-ip/{ip}/{hour}"), until)
+            .await
+        {
+            Ok(n) if n > u64::from(per_hour) => {
+                return LinkPage::new(
+                    429,
+                    "Too many requests",
+                    vec![format!(
+                        "This address made more than {per_hour} link requests this hour. Try again later."
+                    )],
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return unavailable(&e.to_string()),
+        }
+        let Some(text) = token.filter(|t| !t.trim().is_empty()) else {
+            return LinkPage::new(
+                400,
+                "Not a valid link",
+                vec!["The link has no token.".into()],
+            );
+        };
+        let token = match LinkToken::verify(text, &self.keys, now) {
+            Ok(t) => t,
+            Err(TokenError::Expired(t)) => {
+                self.audit(&t, None, "expired", text, ip, now).await;
+                return LinkPage::new(
+                    410,
+                    "This link has expired",
+                    vec![
+                        "Links in a quarantine digest work for a limited time. Ask your mail administrator to release the message.".into(),
+                    ],
+                );
+            }
+            Err(e) => {
+                return LinkPage::new(
+                    403,
+                    "Not a valid link",
+                    vec![format!("{e}. Nothing was done.")],
+                )
+                .logged(format!("link refused from {ip}: {e}"));
+            }
+        };
+        let summary = match self.operator.summary(&token.id).await {
+            Ok(s) => s,
+            Err(OperatorError::UnknownId { .. }) => {
+                return LinkPage::new(
+                    404,
+                    "Message not found",
+                    vec![
+                        "The message is no longer kept (its retention ran out, or it was erased)."
+                            .into(),
+                    ],
+                );
+            }
+            Err(e) => return unavailable(&e.to_string()),
+        };
+        let what = describe(&summary);
+        if let Some(finding) = summary
+            .reasons
+            .iter()
+            .find(|r| NEVER_RELEASED.contains(&r.as_str()))
+        {
+            self.audit(&token, Some(&summary), "refused", text, ip, now)
+                .await;
+            return LinkPage::new(
+                403,
+                "This message cannot be released",
+                vec![
+                    what,
+                    format!("It was held for {finding}, and such mail is never released."),
+                ],
+            );
+        }
+        let asked = Asked {
+            token,
+            summary,
+            what,
+            text,
+            ip,
+            now,
+        };
+        match method {
+            LinkMethod::Get => self.confirm(asked).await,
+            LinkMethod::Post => self.act(asked).await,
+        }
+    }
+
+    async fn confirm(&self, asked: Asked<'_>) -> LinkPage {
+        let Asked {
+            token,
+            summary,
+            what,
+            text,
+            ip,
+            now,
+        } = asked;
+        self.audit(&token, Some(&summary), "viewed", text, ip, now)
+            .await;
+        if summary.quarantined.is_none() {
+            return LinkPage::new(
+                200,
+                "Nothing to do",
+                vec![
+                    what,
+                    "It is no longer in quarantine (released or deleted before).".into(),
+                ],
+            );
+        }
+        let (title, button) = match token.action {
+            LinkAction::Release => ("Release this message?", "Release it"),
+            LinkAction::Allow => (
+                "Release this message and always allow its sender?",
+                "Release it and allow the sender",
+            ),
+        };
+        let mut page = LinkPage::new(
+            200,
+            title,
+            vec![
+                what,
+                format!(
+                    "It goes on to {} as if it had not been held.",
+                    token.recipient
+                ),
+            ],
+        );
+        page.confirm = Some((text.trim().to_string(), button.to_string()));
+        page
+    }
+
+    async fn act(&self, asked: Asked<'_>) -> LinkPage {
+        let Asked {
+            token,
+            summary,
+            what,
+            text,
+            ip,
+            now,
+        } = asked;
+        let engine = self.operator.engine();
+        let effects = Effects {
+            state: engine.ports().state.as_ref(),
+            lease: crate::pipeline::EFFECT_LEASE,
+        };
+        let by = format!("digest:{}", token.recipient);
+        let key = effect_key(Stage::Route, "link", &LinkToken::fingerprint(text));
+        let (operator, senders) = (&self.operator, &self.senders);
+        let (id, action, sender) = (summary.id.clone(), token.action, summary.sender.clone());
+        let ran = effects
+            .once(&summary.id, Stage::Route, &key, Repeat::AtLeastOnce, || {
+                let by = by.clone();
+                async move {
+                    // The sender first: a release that fails after it is retried as a
+                    // whole, and allowing a sender twice changes nothing.
+                    let mut notes = Vec::new();
+                    if action == LinkAction::Allow
+                        && let Some(sender) = &sender
+                    {
+                        notes.push(senders.allow(sender).await.map_err(PortError::Retryable)?);
+                    }
+                    let handled = operator
+                        .release(&id, &by)
+                        .await
+                        .map_err(|e| PortError::Retryable(e.to_string()))?;
+                    notes.insert(0, handled.describe(&id, "released"));
+                    let note = notes.join("; ");
+                    Ok(note)
+                }
+            })
+            .await;
+        match ran {
+            Ok(Ran::Now(note)) | Ok(Ran::Unconfirmed(note)) => {
+                self.audit(&token, Some(&summary), token.action.as_str(), text, ip, now)
+                    .await;
+                let mut lines = vec![what];
+                lines.push(match token.action {
+                    LinkAction::Release => {
+                        "Released: it goes on as if it had not been held.".into()
+                    }
+                    LinkAction::Allow => format!(
+                        "Released, and mail from {} is no longer held for spam.",
+                        summary.sender.as_deref().unwrap_or("its sender")
+                    ),
+                });
+                LinkPage::new(200, "Done", lines)
+                    .logged(format!("{} by {by} from {ip}: {note}", summary.id))
+            }
+            Ok(Ran::Before(_)) => {
+                self.audit(&token, Some(&summary), "reused", text, ip, now)
+                    .await;
+                LinkPage::new(
+                    409,
+                    "This link was used already",
+                    vec![what, "A link works once. Nothing more was done.".into()],
+                )
+            }
+            Err(e) => unavailable(&e.to_string()),
+        }
+    }
+
+    /// One audit record per token and outcome on the token's message.
+    async fn audit(
+        &self,
+        token: &LinkToken,
+        summary: Option<&MessageSummary>,
+        outcome: &str,
+        text: &str,
+        ip: &str,
+        now: u64,
+    ) {
+        let record = AuditRecord {
+            id: token.id.clone(),
+            stage: Stage::Route,
+            decision: format!("link-{outcome}"),
+            reasons: vec![format!(
+                "{} link of the digest to {}, from {ip}",
+                token.action.as_str(),
+                token.recipient
+            )],
+            decided_by: vec![format!("digest:{}", token.recipient)],
+            sender: summary.and_then(|s| s.sender.clone()),
+            at: now,
+            event: Some(format!("link-{outcome}-{}", LinkToken::fingerprint(text))),
+        };
+        // A lost audit record does not undo what was done; the page's log says so.
+        let _ = self.operator.engine().ports().audit.append(&record).await;
+    }
+}
+
+/// A request with a valid token for a message that is kept.
+struct Asked<'a> {
+    token: LinkToken,
+    summary: MessageSummary,
+    /// The message in one line, for the page.
+    what: String,
+    /// The token as given.
+    text: &'a str,
+    ip: &'a str,
+    now: u64,
+}
+
+fn describe(s: &MessageSummary) -> String {
+    format!(
+        "From {}, subject \u{201c}{}\u{201d}.",
+        s.sender.as_deref().unwrap_or("(no sender)"),
+        s.subject.replace(['\r', '\n'], " ")
+    )
+}
+
+fn unavailable(detail: &str) -> LinkPage {
+    LinkPage::new(
+        503,
+        "Not done: try again",
+        vec!["The request could not be carried out just now; nothing was used up. Try the link again in a minute.".into()],
+    )
+    .logged(format!("link request failed: {detail}"))
+}
