@@ -156,7 +156,7 @@ for f in spec["functions"]:
 
 # Functions.
 glob = tpl.get("Globals", {}).get("Function", {})
-declared = {f["logical_id"] for f in spec["functions"]}
+declared = {f["logical_id"] for f in spec["functions"] + spec["digest_functions"]}
 for lid, r in res.items():
     if r["Type"] == "AWS::Serverless::Function":
         check(lid in declared, f"function {lid} is not declared in resources.json")
@@ -202,6 +202,30 @@ for f in spec["functions"]:
             package, bins = (names[0] if names else None), names
         check(package == f["package"], f"{cargo}: package is not {f['package']}")
         check(f["binary"] in bins, f"{cargo}: no bin named {f['binary']} (BuildProperties.Binary)")
+
+# The digest and links functions: scheduled, and behind a function URL.
+for f in spec["digest_functions"]:
+    lid = f["logical_id"]
+    p = props(lid, "AWS::Serverless::Function")
+    check(p.get("FunctionName") == stack_name(f["name_suffix"]), f"{lid} FunctionName")
+    check(p.get("CodeUri") == f["code_uri"], f"{lid} CodeUri")
+    check(res.get(lid, {}).get("Metadata", {}).get("BuildProperties", {}).get("Binary") == f["binary"], f"{lid} Binary")
+    env = {**glob.get("Environment", {}).get("Variables", {}), **p.get("Environment", {}).get("Variables", {})}
+    check(set(env) == set(f["env"]), f"{lid} env vars {sorted(env)} != {sorted(f['env'])}")
+    check(env.get("MAILROOM_LINK_KEY_SECRET") == {"Ref": spec["link_key_secret"]["logical_id"]}, f"{lid} link key secret")
+    cargo = Path(f["code_uri"]) / "Cargo.toml"
+    check(cargo.exists() and f'name = "{f["binary"]}"' in cargo.read_text(), f"{cargo}: no bin {f['binary']}")
+    if f["event"] == "Schedule":
+        events = list(p.get("Events", {}).values())
+        check(len(events) == 1 and events[0].get("Type") == "Schedule", f"{lid}: expected one Schedule event")
+        check(env.get("MAILROOM_LINK_URL") == {"Fn::GetAtt": ["LinksFunctionUrl", "FunctionUrl"]}, f"{lid} link URL")
+    else:
+        check(not p.get("Events"), f"{lid}: no events besides its URL")
+        check(p.get("FunctionUrlConfig", {}).get("AuthType") == "NONE", f"{lid}: a public function URL")
+        check(env.get("MAILROOM_ROUTE_QUEUE_URL") == {"Ref": queues["route"]["logical_id"]}, f"{lid} route queue")
+secret = props(spec["link_key_secret"]["logical_id"], "AWS::SecretsManager::Secret")
+check(secret.get("Name") == stack_name(spec["link_key_secret"]["name_suffix"]), "LinkKeySecret Name")
+check(secret.get("GenerateSecretString", {}).get("PasswordLength", 0) >= 32, "LinkKeySecret: at least 32 characters")
 
 # Custom metric alarm, on the functions' EMF count; metrics travel in the logs, so no role
 # may call PutMetricData (it takes no resource, only "*").

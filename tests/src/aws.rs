@@ -128,7 +128,17 @@ pub struct Resources {
     /// Setting key (`bucket`, `table`, ...) to environment variable name.
     pub env: BTreeMap<String, String>,
     pub functions: Vec<FunctionSpec>,
+    /// The digest and links functions (no source queue).
+    pub digest_functions: Vec<DigestFunctionSpec>,
     pub metrics: MetricsSpec,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DigestFunctionSpec {
+    pub key: String,
+    pub logical_id: String,
+    pub name_suffix: String,
+    pub env: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,6 +366,8 @@ pub struct Stack {
     pub tickets_url: String,
     /// The verified From address, unique to the stack so its sends can be told apart.
     pub from_address: String,
+    /// The ARN of the stack's link key in Secrets Manager.
+    pub link_key_arn: String,
     /// Sets `MAILROOM_CONFIG_REFRESH_SECONDS` for apps and functions built afterwards.
     pub config_refresh_seconds: Option<u64>,
     /// Sets `MAILROOM_EFFECT_LEASE_MS` for apps and functions built afterwards.
@@ -667,6 +679,28 @@ impl Stack {
                 )
             });
 
+        // The stack's generated link key, as the template's LinkKeySecret makes it.
+        let link_key_arn = aws_sdk_secretsmanager::Client::new(&sdk)
+            .create_secret()
+            .name(format!("{name}-link-key"))
+            .secret_string(format!(
+                "{:016x}{:016x}{:016x}{:016x}",
+                random_u64(),
+                random_u64(),
+                random_u64(),
+                random_u64()
+            ))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating the link key: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                )
+            })
+            .arn
+            .expect("a secret ARN");
+
         let stack = Stack {
             name,
             endpoint,
@@ -683,6 +717,7 @@ impl Stack {
             queues,
             tickets_url,
             from_address,
+            link_key_arn,
             config_refresh_seconds: None,
             effect_lease_ms: None,
             redelivery_delay: Duration::ZERO,
@@ -766,6 +801,54 @@ impl Stack {
         .await
         .unwrap_or_else(|e| panic!("starting the {stage} app: {e}"));
         (Arc::new(app), lines)
+    }
+
+    /// The digest or links function as a cold start builds it from exactly the variables
+    /// resources.json gives it, calling as that function. Links point at `link_url`.
+    pub async fn desk(
+        &self,
+        function: mailroom_aws::digest::Function,
+        link_url: &str,
+    ) -> mailroom_aws::digest::Desk {
+        let env = self.desk_env(function, link_url);
+        let settings =
+            mailroom_aws::digest::DeskSettings::from_lookup(function, |k| env.get(k).cloned())
+                .unwrap_or_else(|e| panic!("settings of {}: {e}", function.name()));
+        mailroom_aws::digest::Desk::new(
+            settings,
+            &self.sdk_as(function.name()).await,
+            mailroom_aws::metrics::Metrics::memory().0,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("starting the {} function: {e}", function.name()))
+    }
+
+    /// The digest or links function's environment: exactly its variables in resources.json.
+    pub fn desk_env(
+        &self,
+        function: mailroom_aws::digest::Function,
+        link_url: &str,
+    ) -> HashMap<String, String> {
+        use mailroom_aws::digest::{LINK_KEY_SECRET, LINK_URL, ROUTE_QUEUE_URL};
+        let r = resources();
+        let spec = r
+            .digest_functions
+            .iter()
+            .find(|f| f.key == function.name())
+            .unwrap_or_else(|| panic!("infra/resources.json has no {}", function.name()));
+        let mut values: HashMap<String, String> = self.env(Stage::Respond).into_iter().collect();
+        values.insert(LINK_KEY_SECRET.into(), self.link_key_arn.clone());
+        values.insert(LINK_URL.into(), link_url.to_string());
+        values.insert(ROUTE_QUEUE_URL.into(), self.queue("route").url.clone());
+        spec.env
+            .iter()
+            .map(|name| {
+                let v = values
+                    .get(name)
+                    .unwrap_or_else(|| panic!("the harness has no value for {name}"));
+                (name.clone(), v.clone())
+            })
+            .collect()
     }
 
     /// The access key id of a principal of this stack (`filter`, ..., [`OPERATOR`]).
@@ -1274,23 +1357,46 @@ impl Stack {
         unset: &[&str],
     ) -> FunctionProcess {
         let f = resources().function(stage);
+        let name = format!("{}{}", self.name, f.name_suffix);
+        self.spawn_function(stage.as_str(), &name, self.env(stage), binary, api, unset)
+    }
+
+    /// The digest or links function's binary on the Runtime API `api`.
+    pub fn start_desk_function(
+        &self,
+        function: mailroom_aws::digest::Function,
+        link_url: &str,
+        binary: &std::path::Path,
+        api: &RuntimeApi,
+    ) -> FunctionProcess {
+        let name = format!("{}-{}", self.name, function.name());
+        let env = self.desk_env(function, link_url).into_iter().collect();
+        self.spawn_function(function.name(), &name, env, binary, api, &[])
+    }
+
+    fn spawn_function(
+        &self,
+        who: &str,
+        function_name: &str,
+        env: Vec<(String, String)>,
+        binary: &std::path::Path,
+        api: &RuntimeApi,
+        unset: &[&str],
+    ) -> FunctionProcess {
         let mut cmd = tokio::process::Command::new(binary);
         cmd.env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", api.addr())
-            .env(
-                "AWS_LAMBDA_FUNCTION_NAME",
-                format!("{}{}", self.name, f.name_suffix),
-            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", function_name)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", self.principal(stage.as_str()))
+            .env("AWS_ACCESS_KEY_ID", self.principal(who))
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", REGION)
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .env("AWS_EC2_METADATA_DISABLED", "true");
-        for (k, v) in self.env(stage) {
+        for (k, v) in env {
             if !unset.contains(&k.as_str()) {
                 cmd.env(k, v);
             }
@@ -1367,9 +1473,16 @@ impl Stack {
             b.refs
                 .insert(q.dlq_logical_id.clone(), pair.dlq_url.clone());
         }
-        for f in &r.functions {
-            let group = format!("/aws/lambda/{}{}", self.name, f.name_suffix);
-            let lid = f.logical_id.replace("Function", "LogGroup");
+        b.refs
+            .insert("LinkKeySecret".into(), self.link_key_arn.clone());
+        let suffixes = r.functions.iter().map(|f| (&f.logical_id, &f.name_suffix));
+        let more = r
+            .digest_functions
+            .iter()
+            .map(|f| (&f.logical_id, &f.name_suffix));
+        for (logical_id, name_suffix) in suffixes.chain(more) {
+            let group = format!("/aws/lambda/{}{}", self.name, name_suffix);
+            let lid = logical_id.replace("Function", "LogGroup");
             att(
                 &lid,
                 "Arn",
@@ -1388,10 +1501,12 @@ impl Stack {
         let bindings = self.bindings();
         let r = resources();
         let mut policies = BTreeMap::new();
-        for f in &r.functions {
-            let role = crate::iam::role_of_function(&template, &f.logical_id);
+        let functions = r.functions.iter().map(|f| (&f.key, &f.logical_id));
+        let more = r.digest_functions.iter().map(|f| (&f.key, &f.logical_id));
+        for (key, logical_id) in functions.chain(more) {
+            let role = crate::iam::role_of_function(&template, logical_id);
             policies.insert(
-                self.principal(&f.key),
+                self.principal(key),
                 (
                     role.clone(),
                     crate::iam::policy_of(&template, &role, &bindings),
@@ -1671,7 +1786,12 @@ impl SentMail {
 /// A function's compiled binary beside the test executable (`target/<profile>/<binary>`).
 /// `None` (skip) when it is missing; a failure instead when the emulator is required.
 pub fn function_binary(stage: Stage) -> Option<PathBuf> {
-    let name = &resources().function(stage).binary;
+    binary_named(&resources().function(stage).binary)
+}
+
+/// A binary of the workspace beside the test executable; `None` (skip) when it was not
+/// built, unless the emulator is required.
+pub fn binary_named(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().expect("the test executable");
     // target/<profile>/deps/suite-<hash> -> target/<profile>/<name>
     let path = exe

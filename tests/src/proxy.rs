@@ -583,6 +583,16 @@ fn describe(
             };
             (action, needs)
         }
+        "secretsmanager" => {
+            let id = json()["SecretId"].as_str().unwrap_or("?").to_string();
+            let arn = if id.starts_with("arn:") {
+                id
+            } else {
+                format!("arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:{id}")
+            };
+            let needs = vec![Need::new(&format!("secretsmanager:{target}"), arn)];
+            (target, needs)
+        }
         other => (
             format!("{other}:?"),
             vec![Need::new(&format!("{other}:?"), "*")],

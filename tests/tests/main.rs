@@ -2,6 +2,7 @@
 //! `mailroom_tests`.
 
 mod aws;
+mod digest;
 mod edge_cases;
 mod faults;
 mod fuzz;

@@ -108,7 +108,7 @@ impl App {
             bucket: settings.bucket.clone(),
             key: settings.config_key.clone(),
             from_address: settings.from_address.clone(),
-            stage: settings.stage,
+            models: Some(settings.stage),
             effect_lease: settings.effect_lease,
         };
         let config = ConfigSource::load(

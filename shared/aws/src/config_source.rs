@@ -27,8 +27,9 @@ pub struct ConfigLocation {
     pub key: String,
     /// Overrides `[mailroom] from_address`.
     pub from_address: Option<String>,
-    /// The function's stage: only its models are loaded.
-    pub stage: Stage,
+    /// The function's stage, whose models alone are loaded; `None` loads every stage's (a
+    /// release runs filter and classify again before route).
+    pub models: Option<Stage>,
     /// How long an attempt holds a claimed effect.
     pub effect_lease: std::time::Duration,
 }
@@ -59,7 +60,7 @@ impl ConfigSource {
         refresh: Duration,
         metrics: Metrics,
     ) -> Result<ConfigSource, String> {
-        let (engine, versions) = build(&s3, &location, &ports, Some(location.stage)).await?;
+        let (engine, versions) = build(&s3, &location, &ports, location.models).await?;
         let current = Mutex::new(Current {
             engine: Arc::new(engine),
             versions,
@@ -98,14 +99,7 @@ impl ConfigSource {
         if !changed {
             return cur.engine.clone();
         }
-        match build(
-            &self.s3,
-            &self.location,
-            &self.ports,
-            Some(self.location.stage),
-        )
-        .await
-        {
+        match build(&self.s3, &self.location, &self.ports, self.location.models).await {
             Ok((engine, versions)) => {
                 tracing::info!(versions = ?versions, "loaded a new config");
                 cur.engine = Arc::new(engine);

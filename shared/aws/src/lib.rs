@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config_source;
+pub mod digest;
 pub mod dlq;
 pub mod dynamo;
 mod errors;

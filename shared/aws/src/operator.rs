@@ -108,7 +108,7 @@ pub async fn connect(
                 bucket: names.bucket.clone(),
                 key: names.config_key.clone(),
                 from_address: None,
-                stage: Stage::Route,
+                models: None,
                 effect_lease: mailroom_core::pipeline::EFFECT_LEASE,
             };
             build(&s3_client(sdk), &location, &ports, None)

@@ -23,7 +23,7 @@ pub const EFFECT_LEASE_MS: &str = "MAILROOM_EFFECT_LEASE_MS";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
     #[error("environment variable {0} is not set (the {1} function needs it)")]
-    Missing(&'static str, Stage),
+    Missing(&'static str, &'static str),
     #[error("environment variable {name} is invalid: {why}")]
     Invalid { name: &'static str, why: String },
 }
@@ -48,6 +48,18 @@ pub struct Settings {
     pub effect_lease: std::time::Duration,
 }
 
+/// A variable that must be set and not blank, trimmed.
+pub fn required(
+    function: &'static str,
+    get: impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<String, SettingsError> {
+    match get(name) {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        _ => Err(SettingsError::Missing(name, function)),
+    }
+}
+
 impl Settings {
     pub fn from_env(stage: Stage) -> Result<Settings, SettingsError> {
         Settings::from_lookup(stage, |name| std::env::var(name).ok())
@@ -57,12 +69,17 @@ impl Settings {
         stage: Stage,
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, SettingsError> {
-        let required = |name: &'static str| -> Result<String, SettingsError> {
-            match get(name) {
-                Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
-                _ => Err(SettingsError::Missing(name, stage)),
-            }
-        };
+        Settings::for_function(stage.as_str(), stage, get)
+    }
+
+    /// The settings of the function `function`, which works as `stage` does (the digest and
+    /// links functions read what respond reads, and name themselves in errors).
+    pub fn for_function(
+        function: &'static str,
+        stage: Stage,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingsError> {
+        let required = |name: &'static str| required(function, &get, name);
         let next_queue_url = match stage {
             Stage::Respond => None,
             _ => {
