@@ -1,29 +1,16 @@
-//! `mailroom erase` and `mailroom export`: one data subject's mail, on the embedded store of
-//! `mailroom run` (GDPR Art. 17 and 15). Erasure leaves one record with a keyed hash of the
-//! address, then rewrites `state.redb` so that the erased bytes are gone from the file.
+//! `mailroom erase` and `mailroom export`: one data subject's mail (GDPR Art. 17 and 15), on
+//! the embedded store of `mailroom run` or on a stack. Erasure leaves one record with a
+//! keyed hash of the address; locally it then rewrites `state.redb` so that the erased
+//! bytes are gone from the file.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use mailroom_core::embedded::disk::DiskState;
 use mailroom_core::operate::{Forget, Operator};
 
 use crate::Format;
-use crate::target::{Target, now, open_state, runtime};
-
-fn local(target: &Target, what: &str) -> Result<(Operator, Arc<DiskState>)> {
-    if target.is_aws() {
-        bail!(
-            "{what} works on the embedded store of `mailroom run` (--state DIR); not yet on a stack"
-        );
-    }
-    open_state(&target.state)?;
-    let (engine, state) =
-        crate::local_engine(target.config.as_deref(), &target.state, &target.outbox)?;
-    let store = format!("state folder {}", target.state.display());
-    Ok((Operator::new(Arc::new(engine), store), state))
-}
+use crate::target::{Target, now, runtime};
 
 /// `mailroom erase --subject ADDRESS`.
 pub fn erase(
@@ -37,12 +24,18 @@ pub fn erase(
         bail!("{subject:?} is not an address");
     }
     let runtime = runtime()?;
-    let (operator, state) = local(target, "erase")?;
-    let erasure = runtime.block_on(operator.erase(state.as_ref(), subject, by, dry_run, now()))?;
+    let connected = target.connect(&runtime)?;
+    let erasure = runtime.block_on(connected.operator.erase(
+        connected.forget.as_ref(),
+        subject,
+        by,
+        dry_run,
+        now(),
+    ))?;
+    let local = connected.state.is_some();
     // Every handle on the store closes before the file is rewritten.
-    drop(operator);
-    drop(state);
-    if !dry_run {
+    drop(connected);
+    if local && !dry_run {
         DiskState::rewrite(&target.state).map_err(anyhow::Error::msg)?;
     }
     let stdout = std::io::stdout();
@@ -56,11 +49,17 @@ pub fn erase(
         writeln!(out, "no message names {subject}: nothing to erase")?;
     }
     for m in &erasure.messages {
+        let raw = match (&m.raw, m.raw_erased) {
+            (Some(raw), true) => format!("raw mail {}: every version erased", raw.key),
+            (Some(raw), false) if local => format!("raw mail: {}", raw.key),
+            (Some(raw), false) => format!("raw mail {}", raw.key),
+            (None, _) => "finishing an interrupted erasure".into(),
+        };
         writeln!(
             out,
-            "{verb} {} (raw mail: {})",
+            "{verb} {} ({})",
             m.id,
-            crate::operate::shown(&m.raw.key, 200)
+            crate::operate::shown(&raw, 200)
         )?;
         for key in &m.objects {
             writeln!(out, "  copy    {}", crate::operate::shown(key, 200))?;
@@ -85,7 +84,7 @@ pub fn erase(
             r.by
         )?;
     }
-    if !erasure.messages.is_empty() {
+    if local && !erasure.messages.is_empty() {
         writeln!(
             out,
             "the raw mail named above is your own input; remove it from your archive (and what \
@@ -100,29 +99,23 @@ pub fn erase(
 /// file's bytes and how many messages it holds.
 pub async fn bundle(
     operator: &Operator,
-    state: &DiskState,
+    forget: &dyn Forget,
     address: &str,
 ) -> Result<(Vec<u8>, usize)> {
     let address = address.trim().to_ascii_lowercase();
-    let ids = state
-        .messages_naming(&address)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let messages = operator.export(forget, &address).await?;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
-    for id in &ids {
-        let view = operator.show(id).await?;
-        let bytes = operator
-            .bytes(&view.summary)
-            .await
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("reading message {id}"))?;
+    let mut ids = Vec::new();
+    for m in &messages {
+        let id = &m.view.summary.id;
         zip.start_file(format!("messages/{id}.eml"), options)?;
-        zip.write_all(&bytes)?;
+        zip.write_all(&m.bytes)?;
         zip.start_file(format!("messages/{id}.json"), options)?;
-        let record = serde_json::json!({ "summary": view.summary, "audit": view.audit });
+        let record = serde_json::json!({ "summary": m.view.summary, "audit": m.view.audit });
         zip.write_all(serde_json::to_string_pretty(&record)?.as_bytes())?;
+        ids.push(id.clone());
     }
     zip.start_file("request.json", options)?;
     let request = serde_json::json!({
@@ -137,8 +130,12 @@ pub async fn bundle(
 /// `mailroom export --subject ADDRESS --out FILE.zip`.
 pub fn export(target: &Target, subject: &str, out: &std::path::Path) -> Result<()> {
     let runtime = runtime()?;
-    let (operator, state) = local(target, "export")?;
-    let (bytes, n) = runtime.block_on(bundle(&operator, &state, subject))?;
+    let connected = target.connect(&runtime)?;
+    let (bytes, n) = runtime.block_on(bundle(
+        &connected.operator,
+        connected.forget.as_ref(),
+        subject,
+    ))?;
     std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
     println!(
         "wrote {} with {n} messages naming {}",

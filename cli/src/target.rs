@@ -41,8 +41,10 @@ pub const NO_AWS: &str = "this mailroom was built without AWS support; build it 
 /// The operator functions on the chosen store, and (on a stack) its queues.
 pub struct Connected {
     pub operator: Operator,
-    /// The embedded store itself (for what only it does: erasure, export).
+    /// The embedded store itself (what only it does: rewriting `state.redb`).
     pub state: Option<Arc<mailroom_core::embedded::disk::DiskState>>,
+    /// Erasure and export on the store.
+    pub forget: Arc<dyn mailroom_core::operate::Forget>,
     #[cfg(feature = "aws")]
     pub stack: Option<Stack>,
 }
@@ -81,6 +83,7 @@ impl Target {
                 Arc::new(engine),
                 format!("state folder {}", self.state.display()),
             ),
+            forget: state.clone(),
             state: Some(state),
             #[cfg(feature = "aws")]
             stack: None,
@@ -105,9 +108,11 @@ impl Target {
             let operator = connect(&sdk, &names, local)
                 .await
                 .map_err(anyhow::Error::msg)?;
+            let forget = Arc::new(mailroom_aws::erase::StackForget::on(&sdk, &names));
             Ok(Connected {
                 operator,
                 state: None,
+                forget,
                 stack: Some(Stack { names, sdk }),
             })
         })

@@ -628,6 +628,22 @@ impl Stack {
                     aws_sdk_s3::error::DisplayErrorContext(&e)
                 )
             });
+        // Versioned, as the template's MailBucket is.
+        s3.put_bucket_versioning()
+            .bucket(&bucket)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "versioning bucket {bucket}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            });
         // The receipt rule's S3 action publishes to the inbound topic; the inbound queue is
         // subscribed to it as the template subscribes it.
         let sns = aws_sdk_sns::Client::new(&sdk);

@@ -4,6 +4,7 @@
 mod aws;
 mod digest;
 mod edge_cases;
+mod erase;
 mod faults;
 mod fuzz;
 mod golden;

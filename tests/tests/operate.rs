@@ -320,6 +320,27 @@ async fn the_mailroom_command_works_on_a_stack_by_its_name() {
     assert!(err.contains("is not an address"), "{err}");
     // The functions start with the edited config (a refusal would panic here).
     stack.pipeline().await;
+
+    // Export, then erase, the sender's mail.
+    let zip = std::env::temp_dir().join(format!("{}-export.zip", stack.name));
+    let (code, out, err) = run(&[
+        "export",
+        "--subject",
+        "promo@prizes.example",
+        "--out",
+        zip.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("with 1 messages"), "{out}");
+    assert!(std::fs::metadata(&zip).unwrap().len() > 100);
+    let _ = std::fs::remove_file(&zip);
+    let (code, out, err) = run(&["erase", "--subject", "promo@prizes.example", "--dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("would erase {spam}")), "{out}");
+    let (code, out, err) = run(&["erase", "--subject", "promo@prizes.example", "--by", "dpo"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("every version erased"), "{out}");
+    assert!(stack.items(&spam).await.is_empty());
     stack.assert_calls_allowed();
 }
 

@@ -35,8 +35,10 @@ const COOKIE: &str = "mailroom_console";
 
 pub struct Console {
     pub operator: Operator,
-    /// The embedded store (erasure and export work on it only).
+    /// The embedded store (rewritten after an erasure; digest links are answered on it).
     pub state: Option<Arc<mailroom_core::embedded::disk::DiskState>>,
+    /// Erasure and export, on either store.
+    pub forget: Arc<dyn mailroom_core::operate::Forget>,
     pub target: Target,
     /// Who acts, for the audit trail.
     pub by: String,
@@ -76,6 +78,7 @@ pub fn serve(target: &Target, bind: std::net::IpAddr, port: u16, by: Option<Stri
         let console = Arc::new(Console {
             operator: connected.operator,
             state: connected.state,
+            forget: connected.forget,
             target: target.clone(),
             by: crate::operate::operator_name(&by),
             token: secret()?,

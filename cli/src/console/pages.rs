@@ -457,17 +457,10 @@ pub struct Subject {
 }
 
 pub async fn subject(State(c): State<Arc<Console>>, Query(q): Query<Subject>) -> Response {
-    let Some(state) = &c.state else {
-        return c.error(
-            StatusCode::NOT_FOUND,
-            "erasure and export work on the embedded store of mailroom run",
-        );
-    };
     let address = q.address.trim().to_ascii_lowercase();
     let mut rows = Vec::new();
     if !address.is_empty() {
-        use mailroom_core::operate::Forget;
-        let ids = match state.messages_naming(&address).await {
+        let ids = match c.forget.messages_naming(&address).await {
             Ok(ids) => ids,
             Err(e) => return c.error(StatusCode::BAD_GATEWAY, e),
         };
@@ -484,13 +477,7 @@ pub async fn subject(State(c): State<Arc<Console>>, Query(q): Query<Subject>) ->
 }
 
 pub async fn export(State(c): State<Arc<Console>>, Query(q): Query<Subject>) -> Response {
-    let Some(state) = &c.state else {
-        return c.error(
-            StatusCode::NOT_FOUND,
-            "export works on the embedded store of mailroom run",
-        );
-    };
-    match crate::subject::bundle(&c.operator, state, &q.address).await {
+    match crate::subject::bundle(&c.operator, c.forget.as_ref(), &q.address).await {
         Ok((bytes, _)) => (
             [
                 (header::CONTENT_TYPE, "application/zip".to_string()),
@@ -507,21 +494,23 @@ pub async fn export(State(c): State<Arc<Console>>, Query(q): Query<Subject>) -> 
 }
 
 async fn erase(c: &Console, address: &str) -> Response {
-    let Some(state) = &c.state else {
-        return c.error(
-            StatusCode::NOT_FOUND,
-            "erasure works on the embedded store of mailroom run",
-        );
-    };
     let erasure = match c
         .operator
-        .erase(state.as_ref(), address, &c.by, false, crate::target::now())
+        .erase(
+            c.forget.as_ref(),
+            address,
+            &c.by,
+            false,
+            crate::target::now(),
+        )
         .await
     {
         Ok(e) => e,
         Err(e) => return c.error(StatusCode::CONFLICT, e),
     };
-    if let Err(e) = state.rewrite_open() {
+    if let Some(state) = &c.state
+        && let Err(e) = state.rewrite_open()
+    {
         return c.error(StatusCode::INTERNAL_SERVER_ERROR, e);
     }
     let went: Vec<String> = erasure

@@ -4,6 +4,7 @@
 //! |---|---|---|---|
 //! | summary | `msg#<id>` | `summary` | `t_pk = t#<YYYY-MM>`, `s_pk = s#<sender>`, `q_pk = q#<YYYY-MM>` (while quarantined), `ix_sk = <time>#<id>` |
 //! | recipient | `rcpt#<address>` | `<time>#<id>` | |
+//! | another address it names (Cc, Reply-To, ...) | `addr#<address>` | `<time>#<id>` | |
 //!
 //! The global secondary indexes `by-time`, `by-sender` and `by-quarantine` order each by
 //! `ix_sk`; an index cannot key on a list, so each recipient is an item of its own. Time
@@ -155,9 +156,22 @@ impl MessageIndex for DynamoState {
             .send()
             .await
             .map_err(|e| port_error(&what, &e, &[]))?;
-        for r in &summary.recipients {
+        // Erasure finds a message by every address it names: the sender and recipients
+        // by their own index, the others by an item each.
+        let others = summary
+            .addresses
+            .iter()
+            .filter(|a| summary.sender.as_ref() != Some(*a) && !summary.recipients.contains(a))
+            .map(|a| format!("addr#{a}"));
+        let items: Vec<String> = summary
+            .recipients
+            .iter()
+            .map(|r| format!("rcpt#{r}"))
+            .chain(others)
+            .collect();
+        for pk in items {
             let item = HashMap::from([
-                ("pk".to_string(), s(format!("rcpt#{r}"))),
+                ("pk".to_string(), s(pk)),
                 ("sk".to_string(), s(ix.clone())),
                 ("id".to_string(), s(summary.id.clone())),
                 ("expires_at".to_string(), self.expires()),

@@ -6,6 +6,7 @@ pub mod config_source;
 pub mod digest;
 pub mod dlq;
 pub mod dynamo;
+pub mod erase;
 mod errors;
 pub mod events;
 pub mod handler;

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use super::{EffectRow, SlotRow, decide_claim, decide_release, decide_slot};
-use crate::model::{AuditRecord, Stage};
+use crate::model::{AuditRecord, RawRef, Stage};
 use crate::operate::{
     ErasureRecord, Forget, MessageSummary, Page, Query, collect_page, index_keys, index_range,
 };
@@ -321,7 +321,7 @@ impl Forget for DiskState {
         Ok(gone)
     }
 
-    async fn forget_slots(&self, address: &str) -> PortResult<usize> {
+    async fn forget_slots(&self, address: &str, _templates: &[String]) -> PortResult<usize> {
         let needle = format!("#{address}#");
         let keys: Vec<String> = self
             .keys_from("rate_limits", "")?
@@ -335,9 +335,38 @@ impl Forget for DiskState {
         Ok(keys.len())
     }
 
-    async fn record_erasure(&self, record: &ErasureRecord) -> PortResult<()> {
+    async fn purge_object(&self, key: &str) -> PortResult<usize> {
+        // The folder `mailroom run` writes copies into beside the state (no versions).
+        let objects = super::files::DirObjects {
+            root: self.dir.join("objects"),
+        };
+        crate::ports::ObjectStore::delete_object(&objects, key).await?;
+        Ok(1)
+    }
+
+    async fn purge_raw(&self, _id: &str, _raw: &RawRef) -> PortResult<Option<usize>> {
+        Ok(None)
+    }
+
+    async fn begin_erasure(&self, subject: &str, ids: &[String]) -> PortResult<()> {
+        self.update("meta", &format!("erasing/{subject}"), |_| ((), json(&ids)))?;
+        self.flush()
+    }
+
+    async fn pending_erasure(&self, subject: &str) -> PortResult<Vec<String>> {
+        let pending = self.update("meta", &format!("erasing/{subject}"), |cur| (cur, None))?;
+        Ok(pending
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default())
+    }
+
+    /// Kept until `mailroom gc` applies `retention.erasures`.
+    async fn record_erasure(&self, record: &ErasureRecord, _keep_until: u64) -> PortResult<()> {
         let key = format!("{:020}\u{0}{}", record.at, record.subject);
         self.update("erasures", &key, |_| ((), json(record)))?;
+        self.update("meta", &format!("erasing/{}", record.subject), |_| {
+            ((), Some(None))
+        })?;
         self.flush()
     }
 
@@ -544,6 +573,35 @@ impl AuditLog for DiskState {
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    #[tokio::test]
+    async fn an_unfinished_erasure_is_remembered_across_a_restart_until_recorded() {
+        let dir =
+            std::env::temp_dir().join(format!("mailroom-erasing-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ids = vec!["m1".to_string(), "m2".to_string()];
+        {
+            let s = DiskState::open(&dir).unwrap();
+            s.begin_erasure("h1", &ids).await.unwrap();
+            // The process dies here.
+        }
+        let s = DiskState::open(&dir).unwrap();
+        assert_eq!(s.pending_erasure("h1").await.unwrap(), ids);
+        assert!(s.pending_erasure("h2").await.unwrap().is_empty());
+        let record = ErasureRecord {
+            subject: "h1".into(),
+            at: 1,
+            by: "t".into(),
+            messages: 2,
+            objects: 0,
+            records: 0,
+            slots: 0,
+        };
+        s.record_erasure(&record, 10).await.unwrap();
+        assert!(s.pending_erasure("h1").await.unwrap().is_empty());
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[tokio::test]
     async fn state_survives_reopen_and_dedups() {

@@ -5,8 +5,9 @@
 //! (not the address), when, by whom, and the counts. Mail already forwarded or delivered
 //! cannot be recalled: the report says where each message went.
 //!
-//! Every step can run again: objects go first, then the records that find them, so an
-//! interrupted erasure run again finds what is left and finishes the job.
+//! Every step can run again: the messages are noted first, then objects go, then the
+//! records that find them, so an interrupted erasure run again finishes the job (from the
+//! note, for messages no index finds any more).
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
@@ -26,10 +27,25 @@ pub trait Forget: Send + Sync {
     /// Removes everything kept about message `id`: stage, effect and audit records, its
     /// summary and index entries. Returns how many records went.
     async fn forget_message(&self, id: &str) -> PortResult<usize>;
-    /// Removes the rate-limit slots kept for `address`. Returns how many went.
-    async fn forget_slots(&self, address: &str) -> PortResult<usize>;
-    /// Keeps the erasure record.
-    async fn record_erasure(&self, record: &ErasureRecord) -> PortResult<()>;
+    /// Removes the auto-reply rate-limit slots kept for `address` (one per template of
+    /// `templates`). Returns how many went.
+    async fn forget_slots(&self, address: &str, templates: &[String]) -> PortResult<usize>;
+    /// Removes a stored or quarantined copy, every version of it where the store keeps
+    /// versions. Returns how many objects (or versions) went.
+    async fn purge_object(&self, key: &str) -> PortResult<usize>;
+    /// Removes message `id`'s raw mail where the store holds it (a stack's `raw/`, and
+    /// `raw`, where the summary says it lies: a released message's is its quarantined
+    /// copy); `None` when it is the user's own input, left to them.
+    async fn purge_raw(&self, id: &str, raw: &RawRef) -> PortResult<Option<usize>>;
+    /// Notes, before anything is removed, which messages an erasure of `subject` (its hash)
+    /// covers: a run that stops half way is finished by the next from this list, even for
+    /// messages no index finds any more.
+    async fn begin_erasure(&self, subject: &str, ids: &[String]) -> PortResult<()>;
+    /// The messages of an unfinished erasure of `subject`.
+    async fn pending_erasure(&self, subject: &str) -> PortResult<Vec<String>>;
+    /// Keeps the erasure record until `keep_until` (seconds since the epoch) and ends the
+    /// erasure begun for its subject.
+    async fn record_erasure(&self, record: &ErasureRecord, keep_until: u64) -> PortResult<()>;
     /// Removes the erasure records made before `at` (their retention ran out).
     async fn forget_erasures_before(&self, at: u64) -> PortResult<usize>;
     /// The store's secret key for subject hashes (made on first use, kept with the store).
@@ -54,8 +70,11 @@ pub struct ErasureRecord {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErasedMessage {
     pub id: String,
-    /// Where the raw mail is (locally: the input file, which is the user's own).
-    pub raw: RawRef,
+    /// Where the raw mail is (locally: the input file, which is the user's own); none
+    /// when an earlier, interrupted erasure took the message's summary already.
+    pub raw: Option<RawRef>,
+    /// The raw mail was removed (a stack's `raw/`, every version).
+    pub raw_erased: bool,
     /// The stored and quarantined copies removed.
     pub objects: Vec<String>,
     /// What was carried out for it and cannot be recalled: forwards, deliveries, replies.
@@ -111,7 +130,37 @@ fn store(e: impl std::fmt::Display, id: &str) -> OperatorError {
     }
 }
 
+/// One message of an access request: what `show` gives, and the mail itself.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub view: super::MessageView,
+    pub bytes: Vec<u8>,
+}
+
 impl Operator {
+    /// Every message that names `address`, for an access request (GDPR Art. 15).
+    pub async fn export(
+        &self,
+        forget: &dyn Forget,
+        address: &str,
+    ) -> Result<Vec<Exported>, OperatorError> {
+        let address = address.trim().to_ascii_lowercase();
+        let ids = forget
+            .messages_naming(&address)
+            .await
+            .map_err(|e| store(e, &address))?;
+        let mut out = Vec::new();
+        for id in &ids {
+            let view = self.show(id).await?;
+            let bytes = self
+                .bytes(&view.summary)
+                .await
+                .map_err(|e| store(format!("reading the mail: {e}"), id))?;
+            out.push(Exported { view, bytes });
+        }
+        Ok(out)
+    }
+
     /// Erases every message that names `address` (see the module). With `dry_run` it only
     /// reports what would go.
     pub async fn erase(
@@ -124,26 +173,38 @@ impl Operator {
     ) -> Result<Erasure, OperatorError> {
         let address = address.trim().to_ascii_lowercase();
         let ports = self.engine().ports();
-        let ids = forget
+        let key = forget
+            .subject_key()
+            .await
+            .map_err(|e| store(e, "subject key"))?;
+        let subject = subject_hash(&key, &address);
+        let mut ids = forget
             .messages_naming(&address)
             .await
             .map_err(|e| store(e, &address))?;
+        let pending = forget
+            .pending_erasure(&subject)
+            .await
+            .map_err(|e| store(e, "the unfinished erasure"))?;
+        ids.extend(pending);
+        ids.sort();
+        ids.dedup();
         let mut messages = Vec::new();
         for id in &ids {
-            let Some(summary) = ports.index.get(id).await.map_err(|e| store(e, id))? else {
-                continue;
-            };
+            // A message an interrupted erasure already took the summary of is finished
+            // from what is left.
+            let summary = ports.index.get(id).await.map_err(|e| store(e, id))?;
             let audit = ports.audit.records(id).await.map_err(|e| store(e, id))?;
             messages.push(ErasedMessage {
                 id: id.clone(),
-                raw: summary.raw.clone(),
+                raw: summary.as_ref().map(|s| s.raw.clone()),
                 objects: summary
-                    .quarantined
                     .iter()
-                    .chain(&summary.stored)
+                    .flat_map(|s| s.quarantined.iter().chain(&s.stored))
                     .cloned()
                     .collect(),
                 went: went(&audit),
+                raw_erased: false,
             });
         }
         if dry_run {
@@ -153,15 +214,26 @@ impl Operator {
                 record: None,
             });
         }
+        forget
+            .begin_erasure(&subject, &ids)
+            .await
+            .map_err(|e| store(e, "noting the erasure"))?;
         let (mut objects, mut records) = (0, 0);
-        for m in &messages {
+        for m in &mut messages {
             for key in &m.objects {
-                ports
-                    .objects
-                    .delete_object(key)
+                objects += forget
+                    .purge_object(key)
                     .await
                     .map_err(|e| store(e, &m.id))?;
-                objects += 1;
+            }
+            if let Some(raw) = &m.raw
+                && let Some(n) = forget
+                    .purge_raw(&m.id, raw)
+                    .await
+                    .map_err(|e| store(e, &m.id))?
+            {
+                objects += n;
+                m.raw_erased = true;
             }
         }
         for m in &messages {
@@ -170,16 +242,20 @@ impl Operator {
                 .await
                 .map_err(|e| store(e, &m.id))?;
         }
+        let templates: Vec<String> = self
+            .engine()
+            .config()
+            .respond
+            .templates
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
         let slots = forget
-            .forget_slots(&address)
+            .forget_slots(&address, &templates)
             .await
             .map_err(|e| store(e, "rate limits"))?;
-        let key = forget
-            .subject_key()
-            .await
-            .map_err(|e| store(e, "subject key"))?;
         let record = ErasureRecord {
-            subject: subject_hash(&key, &address),
+            subject,
             at: now,
             by: by.to_string(),
             messages: messages.len(),
@@ -187,8 +263,9 @@ impl Operator {
             records,
             slots,
         };
+        let keep = crate::config::RetentionConfig::secs(&self.engine().config().retention.erasures);
         forget
-            .record_erasure(&record)
+            .record_erasure(&record, now + keep)
             .await
             .map_err(|e| store(e, "erasure record"))?;
         Ok(Erasure {

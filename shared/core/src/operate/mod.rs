@@ -15,7 +15,7 @@ mod operator;
 mod overview;
 mod retention;
 
-pub use erase::{ErasedMessage, Erasure, ErasureRecord, Forget, subject_hash};
+pub use erase::{ErasedMessage, Erasure, ErasureRecord, Exported, Forget, subject_hash};
 pub use operator::{Operator, ReleaseVia};
 pub use overview::{Overview, OverviewDay};
 pub use retention::Collected;

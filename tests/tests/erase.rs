@@ -1,0 +1,204 @@
+//! Erasure and export per data subject on a stack, with the operator's credentials: every
+//! message naming the address (as sender, and only in Cc) loses its raw mail and copies in
+//! every version, its items, index entries, audit and auto-reply slot; an erasure stopped
+//! half way by a failing table is finished by the next run; afterwards no item and no
+//! object version holds the address.
+
+use mailroom_aws::erase::StackForget;
+use mailroom_aws::operator::{StackNames, connect};
+use mailroom_core::operate::{Forget, subject_hash};
+use mailroom_tests::aws::{OPERATOR, Stack, fixture, ses_message_id};
+use mailroom_tests::proxy::Fault;
+
+const SUBJECT: &str = "promo@prizes.example";
+
+/// Every item of the table and every version of every object, as text, that holds `needle`.
+async fn holding(stack: &Stack, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut start = None;
+    loop {
+        let page = stack
+            .dynamo
+            .scan()
+            .table_name(&stack.table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items.unwrap_or_default() {
+            let text = format!("{item:?}");
+            if text.to_ascii_lowercase().contains(needle) {
+                found.push(format!("item {:?}", item.get("pk")));
+            }
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    let versions = stack
+        .s3
+        .list_object_versions()
+        .bucket(&stack.bucket)
+        .send()
+        .await
+        .unwrap();
+    for v in versions.versions() {
+        let (key, version) = (v.key().unwrap(), v.version_id().unwrap());
+        let body = stack
+            .s3
+            .get_object()
+            .bucket(&stack.bucket)
+            .key(key)
+            .version_id(version)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        if String::from_utf8_lossy(&body)
+            .to_ascii_lowercase()
+            .contains(needle)
+        {
+            found.push(format!("object {key} version {version}"));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_on_a_stack_leaves_no_version_and_no_item_naming_the_address() {
+    let Some(stack) = Stack::create("erase").await else {
+        return;
+    };
+    let spam = stack.put_mail("spam-fail.eml").await;
+    let cc = stack
+        .put_raw(
+            &ses_message_id(),
+            String::from_utf8(fixture("support.eml"))
+                .unwrap()
+                .replacen(
+                    "To: support@example.com",
+                    "To: support@example.com\r\nCc: Prize Desk <Promo@Prizes.example>",
+                    1,
+                )
+                .into_bytes(),
+        )
+        .await;
+    let other = stack.put_mail("sales.eml").await;
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+    let names = StackNames::of_stack(&stack.name, &stack.account);
+    let sdk = stack.sdk_as(OPERATOR).await;
+    let op = connect(&sdk, &names, None).await.unwrap();
+    // The release sends the auto-reply to the subject: a rate-limit slot names them.
+    op.release(&spam, "ops").await.unwrap();
+    stack.run_until_idle(&pipeline).await;
+    assert!(
+        stack
+            .sent_mail()
+            .await
+            .iter()
+            .any(|m| m.destinations == [SUBJECT]),
+        "the subject got an auto-reply"
+    );
+    let forget = StackForget::on(&sdk, &names);
+    assert_eq!(
+        mailroom_aws::erase::RAW_PREFIX,
+        mailroom_tests::aws::resources().prefix("raw")
+    );
+    let mut found = forget.messages_naming(SUBJECT).await.unwrap();
+    found.sort();
+    let mut want = vec![spam.clone(), cc.clone()];
+    want.sort();
+    assert_eq!(found, want, "by sender, and by an address only in Cc");
+
+    // The access request: both messages as they arrived, with their audit trails.
+    let exported = op.export(&forget, "Promo@Prizes.example").await.unwrap();
+    assert_eq!(exported.len(), 2);
+    let of_spam = exported.iter().find(|m| m.view.summary.id == spam).unwrap();
+    assert!(String::from_utf8_lossy(&of_spam.bytes).contains("Claim your reward today"));
+    assert!(
+        of_spam
+            .view
+            .audit
+            .iter()
+            .any(|r| r.event.as_deref() == Some("release"))
+    );
+
+    // The table fails part way: the erasure stops with an error naming what failed.
+    let rule = stack.arm(OPERATOR, "DeleteItem", 4, 1000, Fault::Internal);
+    let stopped = op.erase(&forget, SUBJECT, "dpo", false, now()).await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    stack.disarm(rule);
+    assert!(!holding(&stack, SUBJECT).await.is_empty(), "half done");
+    // Run again, it finishes.
+    let erasure = op
+        .erase(&forget, SUBJECT, "dpo", false, now())
+        .await
+        .unwrap();
+    assert_eq!(erasure.messages.len(), 2, "{erasure:?}");
+    let record = erasure.record.clone().unwrap();
+    assert_eq!(record.slots, 1, "the auto-reply slot");
+    assert!(
+        erasure
+            .messages
+            .iter()
+            .any(|m| m.went.iter().any(|w| w.contains("sales-team@corp.example"))),
+        "the report says where the mail went: {erasure:?}"
+    );
+    assert_eq!(
+        holding(&stack, SUBJECT).await,
+        Vec::<String>::new(),
+        "spam {spam} cc {cc} other {other}: {erasure:#?}"
+    );
+    assert!(stack.items(&spam).await.is_empty() && stack.items(&cc).await.is_empty());
+    assert!(
+        !stack.items(&other).await.is_empty(),
+        "other people's mail stays"
+    );
+    assert!(
+        !stack.objects("raw/").await.is_empty(),
+        "other people's raw mail stays"
+    );
+
+    // What stays: the record under the keyed hash, kept for retention.erasures.
+    let key = forget.subject_key().await.unwrap();
+    let hash = subject_hash(&key, SUBJECT);
+    assert_eq!(record.subject, hash);
+    let kept = stack
+        .dynamo
+        .query()
+        .table_name(&stack.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("erasure#{hash}")),
+        )
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    assert_eq!(kept.len(), 1);
+    let expires: u64 = kept[0]["expires_at"].as_n().unwrap().parse().unwrap();
+    assert!(expires > now() + 1800 * 86_400, "five years: {expires}");
+    assert!(forget.pending_erasure(&hash).await.unwrap().is_empty());
+    // Again: nothing left to erase.
+    let again = op
+        .erase(&forget, SUBJECT, "dpo", false, now())
+        .await
+        .unwrap();
+    assert!(again.messages.is_empty());
+    stack.assert_calls_allowed();
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
