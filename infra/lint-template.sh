@@ -215,6 +215,8 @@ for f in spec["digest_functions"]:
     check(env.get("MAILROOM_LINK_KEY_SECRET") == {"Ref": spec["link_key_secret"]["logical_id"]}, f"{lid} link key secret")
     cargo = Path(f["code_uri"]) / "Cargo.toml"
     check(cargo.exists() and f'name = "{f["binary"]}"' in cargo.read_text(), f"{cargo}: no bin {f['binary']}")
+    alarm = props(lid.replace("Function", "ErrorsAlarm"), "AWS::CloudWatch::Alarm")
+    check(alarm.get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": lid}}], f"{lid} errors alarm")
     if f["event"] == "Schedule":
         events = list(p.get("Events", {}).values())
         check(len(events) == 1 and events[0].get("Type") == "Schedule", f"{lid}: expected one Schedule event")

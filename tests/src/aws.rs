@@ -820,23 +820,23 @@ impl Stack {
     }
 
     /// The digest or links function as a cold start builds it from exactly the variables
-    /// resources.json gives it, calling as that function. Links point at `link_url`.
+    /// resources.json gives it, calling as that function, with its EMF lines kept in
+    /// memory. Links point at `link_url`.
     pub async fn desk(
         &self,
         function: mailroom_aws::digest::Function,
         link_url: &str,
-    ) -> mailroom_aws::digest::Desk {
+    ) -> (mailroom_aws::digest::Desk, MetricLines) {
         let env = self.desk_env(function, link_url);
         let settings =
             mailroom_aws::digest::DeskSettings::from_lookup(function, |k| env.get(k).cloned())
                 .unwrap_or_else(|e| panic!("settings of {}: {e}", function.name()));
-        mailroom_aws::digest::Desk::new(
-            settings,
-            &self.sdk_as(function.name()).await,
-            mailroom_aws::metrics::Metrics::memory().0,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("starting the {} function: {e}", function.name()))
+        let (metrics, lines) = mailroom_aws::metrics::Metrics::memory();
+        let desk =
+            mailroom_aws::digest::Desk::new(settings, &self.sdk_as(function.name()).await, metrics)
+                .await
+                .unwrap_or_else(|e| panic!("starting the {} function: {e}", function.name()));
+        (desk, lines)
     }
 
     /// The digest or links function's environment: exactly its variables in resources.json.

@@ -80,7 +80,7 @@ async fn a_digest_lists_the_quarantine_and_its_links_release_once() {
     stack.run_until_idle(&pipeline).await;
     let sent_before = stack.sent_mail().await.len();
 
-    let digest = stack.desk(Function::Digest, LINKS).await;
+    let (digest, digest_metrics) = stack.desk(Function::Digest, LINKS).await;
     let at = now();
     let sent = digest.send_digests(at).await.expect("the digest run");
     assert_eq!(sent.len(), 1, "{sent:?}");
@@ -120,7 +120,7 @@ async fn a_digest_lists_the_quarantine_and_its_links_release_once() {
     let token = |l: &str| l.split_once("?t=").unwrap().1.to_string();
     let (release, allow) = (token(links[0]), token(links[1]));
 
-    let desk = stack.desk(Function::Links, LINKS).await;
+    let (desk, link_metrics) = stack.desk(Function::Links, LINKS).await;
     let ask = |method: &'static str, t: String, ip: &'static str| {
         let desk = &desk;
         async move { desk.answer(&url_event(method, &t, ip), now()).await }
@@ -241,6 +241,35 @@ async fn a_digest_lists_the_quarantine_and_its_links_release_once() {
             .keys()
             .any(|k| k.starts_with("audit#route#link-refused-"))
     );
+    // Their EMF lines: a digest sent, then found sent; each link request by outcome.
+    let count = |lines: &mailroom_tests::aws::MetricLines, name: &str, dim: &str, value: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|d| d[dim] == value && d[name] == 1.0)
+            .count()
+    };
+    assert_eq!(count(&digest_metrics, "Digests", "Digest", "sent"), 1);
+    assert_eq!(
+        count(&digest_metrics, "Digests", "Digest", "sent-before"),
+        1
+    );
+    for (outcome, n) in [
+        ("release", 1),
+        ("reused", 1),
+        ("expired", 1),
+        ("refused", 1),
+    ] {
+        assert_eq!(
+            count(&link_metrics, "LinkRequests", "Outcome", outcome),
+            n,
+            "{outcome}"
+        );
+    }
+    assert!(count(&link_metrics, "LinkRequests", "Outcome", "limited") >= 1);
+    assert_eq!(count(&link_metrics, "LinkRequests", "Outcome", "forged"), 2);
     stack.assert_no_dead_letters().await;
     stack.assert_calls_allowed();
 }

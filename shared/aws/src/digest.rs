@@ -147,6 +147,7 @@ pub struct Desk {
     pub keys: LinkKeys,
     s3: aws_sdk_s3::Client,
     release_via: ReleaseVia,
+    metrics: Metrics,
 }
 
 impl Desk {
@@ -182,7 +183,7 @@ impl Desk {
             location,
             ports,
             Duration::from_secs(settings.config_refresh_seconds),
-            metrics,
+            metrics.clone(),
         )
         .await?;
         Ok(Desk {
@@ -194,6 +195,7 @@ impl Desk {
             config,
             s3,
             release_via,
+            metrics,
         })
     }
 
@@ -212,9 +214,14 @@ impl Desk {
             .ok_or("the links function answers links; it sends no digest")?;
         let keys = self.keys.get().await?;
         let key = keys.first().ok_or("the link key has no current version")?;
-        digest::send(&self.operator().await, link_url, key, now)
+        let sent = digest::send(&self.operator().await, link_url, key, now)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        for d in &sent {
+            let how = if d.before { "sent-before" } else { "sent" };
+            self.metrics.count_by("Digests", "Digest", how);
+        }
+        Ok(sent)
     }
 
     /// The links function's answer to one request.
@@ -252,6 +259,8 @@ impl Desk {
                 return response(503, "<!doctype html><title>mailroom</title><p>Not available just now: try again in a minute.</p>".into());
             }
         };
+        self.metrics
+            .count_by("LinkRequests", "Outcome", page.outcome);
         if page.status >= 500 || page.status == 403 {
             tracing::warn!(status = page.status, "{}", page.log);
         } else {

@@ -83,6 +83,14 @@ impl Metrics {
         });
     }
 
+    /// Counts one event with one dimension (`LinkRequests` by `Outcome`, ...).
+    pub fn count_by(&self, name: &'static str, dimension: &'static str, value: &str) {
+        self.emit(Doc {
+            dimensions: vec![(dimension, value.to_string())],
+            metrics: vec![(name, 1.0, "Count")],
+        });
+    }
+
     /// What a stage did with one message, and how long it took.
     pub fn stage(&self, stage: Stage, env: &Envelope, took: Duration) {
         let s = || ("Stage", stage.as_str().to_string());

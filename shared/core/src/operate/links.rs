@@ -44,16 +44,20 @@ pub struct LinkPage {
     /// What happened, for the adapter's log (not shown).
     #[serde(skip)]
     pub log: String,
+    /// What happened in a word, for metrics: confirm, nothing, release, allow, reused,
+    /// expired, forged, refused, unknown, limited, unavailable.
+    pub outcome: &'static str,
 }
 
 impl LinkPage {
-    fn new(status: u16, title: &str, lines: Vec<String>) -> LinkPage {
+    fn new(outcome: &'static str, status: u16, title: &str, lines: Vec<String>) -> LinkPage {
         LinkPage {
             status,
             title: title.to_string(),
             log: format!("{status} {title}"),
             lines,
             confirm: None,
+            outcome,
         }
     }
 
@@ -127,6 +131,7 @@ impl LinkDesk {
         {
             Ok(n) if n > u64::from(per_hour) => {
                 return LinkPage::new(
+                    "limited",
                     429,
                     "Too many requests",
                     vec![format!(
@@ -139,6 +144,7 @@ impl LinkDesk {
         }
         let Some(text) = token.filter(|t| !t.trim().is_empty()) else {
             return LinkPage::new(
+                "malformed",
                 400,
                 "Not a valid link",
                 vec!["The link has no token.".into()],
@@ -148,7 +154,7 @@ impl LinkDesk {
             Ok(t) => t,
             Err(TokenError::Expired(t)) => {
                 self.audit(&t, None, "expired", text, ip, now).await;
-                return LinkPage::new(
+                return LinkPage::new("expired", 
                     410,
                     "This link has expired",
                     vec![
@@ -158,6 +164,7 @@ impl LinkDesk {
             }
             Err(e) => {
                 return LinkPage::new(
+                    "forged",
                     403,
                     "Not a valid link",
                     vec![format!("{e}. Nothing was done.")],
@@ -169,6 +176,7 @@ impl LinkDesk {
             Ok(s) => s,
             Err(OperatorError::UnknownId { .. }) => {
                 return LinkPage::new(
+                    "unknown",
                     404,
                     "Message not found",
                     vec![
@@ -188,6 +196,7 @@ impl LinkDesk {
             self.audit(&token, Some(&summary), "refused", text, ip, now)
                 .await;
             return LinkPage::new(
+                "refused",
                 403,
                 "This message cannot be released",
                 vec![
@@ -223,6 +232,7 @@ impl LinkDesk {
             .await;
         if summary.quarantined.is_none() {
             return LinkPage::new(
+                "nothing",
                 200,
                 "Nothing to do",
                 vec![
@@ -239,6 +249,7 @@ impl LinkDesk {
             ),
         };
         let mut page = LinkPage::new(
+            "confirm",
             200,
             title,
             vec![
@@ -307,13 +318,14 @@ impl LinkDesk {
                         summary.sender.as_deref().unwrap_or("its sender")
                     ),
                 });
-                LinkPage::new(200, "Done", lines)
+                LinkPage::new(token.action.as_str(), 200, "Done", lines)
                     .logged(format!("{} by {by} from {ip}: {note}", summary.id))
             }
             Ok(Ran::Before(_)) => {
                 self.audit(&token, Some(&summary), "reused", text, ip, now)
                     .await;
                 LinkPage::new(
+                    "reused",
                     409,
                     "This link was used already",
                     vec![what, "A link works once. Nothing more was done.".into()],
@@ -373,7 +385,7 @@ fn describe(s: &MessageSummary) -> String {
 }
 
 fn unavailable(detail: &str) -> LinkPage {
-    LinkPage::new(
+    LinkPage::new("unavailable", 
         503,
         "Not done: try again",
         vec!["The request could not be carried out just now; nothing was used up. Try the link again in a minute.".into()],
