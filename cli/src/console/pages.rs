@@ -41,7 +41,6 @@ impl Console {
     fn render(&self, name: &str, ctx: minijinja::Value) -> Response {
         let ctx = context! {
             aws => self.target.is_aws(),
-            embedded => self.state.is_some(),
             store => self.operator.store(),
             ..ctx
         };
