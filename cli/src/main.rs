@@ -10,25 +10,21 @@ mod output;
 #[cfg(feature = "aws")]
 mod push;
 mod retention;
+mod run;
 mod senders;
 mod subject;
 mod target;
 
-use std::io::{IsTerminal, Write};
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use mailroom_core::Config;
 use mailroom_core::embedded::disk::DiskState;
 use mailroom_core::embedded::files::{DirObjects, DirQueues, InProcess, Outbox};
-use mailroom_core::model::{Envelope, RawRef};
-use mailroom_core::pipeline::{Engine, Ports, content_id};
+use mailroom_core::pipeline::{Engine, Ports};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +62,10 @@ enum Command {
         /// Also write the run's figures (the counts of the summary) to this file as JSON.
         #[arg(long)]
         metrics: Option<PathBuf>,
+        /// Messages run at once, each on a core of its own (default: every core). The
+        /// output keeps the input order.
+        #[arg(long)]
+        jobs: Option<usize>,
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
@@ -389,15 +389,17 @@ fn main() -> ExitCode {
             state,
             outbox,
             metrics,
+            jobs,
             inputs,
-        } => match run(
-            config.as_deref(),
+        } => match run::run(&run::RunArgs {
+            config: config.as_deref(),
             format,
-            &state,
-            &outbox,
-            metrics.as_deref(),
-            &inputs,
-        ) {
+            state_dir: &state,
+            outbox: &outbox,
+            metrics: metrics.as_deref(),
+            jobs: jobs.unwrap_or_else(run::cores),
+            inputs: &inputs,
+        }) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
@@ -494,127 +496,4 @@ pub(crate) fn local_engine(
         Engine::new(Arc::new(config), filter, classifier, ports),
         state,
     ))
-}
-
-/// Returns whether every input was processed.
-fn run(
-    config: Option<&Path>,
-    format: Format,
-    state_dir: &Path,
-    outbox: &Path,
-    metrics: Option<&Path>,
-    inputs: &[PathBuf],
-) -> Result<bool> {
-    let (engine, state) = local_engine(config, state_dir, outbox)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .context("starting the async runtime")?;
-
-    let files = input::files(inputs);
-    let progress = if std::io::stderr().is_terminal() && files.len() > 200 {
-        let bar = ProgressBar::new(files.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} files {per_sec} eta {eta}")
-                .expect("valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    if let Format::Table = format {
-        writeln!(out, "{}", output::TABLE_HEADER)?;
-    }
-    let mut summary = output::Summary::default();
-    let started = Instant::now();
-    for file in files {
-        for msg in input::messages(file) {
-            let record = match msg.raw {
-                Err(e) => {
-                    summary.failed += 1;
-                    mailroom_core::report::Report::failure(&msg.source, &e)
-                }
-                Ok(raw) => {
-                    summary.bytes += raw.len() as u64;
-                    let mut env = Envelope::new(
-                        content_id(&raw),
-                        RawRef {
-                            bucket: "local".into(),
-                            key: msg.source.clone(),
-                        },
-                    );
-                    env.receipt = msg.receipt;
-                    // A bug in one message must not end the run: catch it, report it, go on.
-                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        runtime.block_on(async {
-                            match engine.run_all(env.clone(), &raw).await {
-                                Ok(outcome) => Ok(outcome),
-                                Err(e) if e.is_retryable() => Err(e.to_string()),
-                                // The failure path the functions take: quarantine and audit.
-                                Err(e) => Err(
-                                    match engine.quarantine_failure(&env, &e, Some(&raw)).await {
-                                        Ok(record) => format!("{e} ({})", record.decision),
-                                        Err(also) => also,
-                                    },
-                                ),
-                            }
-                        })
-                    }))
-                    .map_err(panic_text)
-                    .and_then(|r| r);
-                    match result {
-                        Ok(outcome) => {
-                            if outcome.parse_error.is_some() {
-                                summary.failed += 1;
-                            }
-                            mailroom_core::report::Report::of(&msg.source, &outcome)
-                        }
-                        Err(e) => {
-                            summary.failed += 1;
-                            mailroom_core::report::Report::failure(&msg.source, &e)
-                        }
-                    }
-                }
-            };
-            summary.add(&record);
-            match format {
-                Format::Jsonl => writeln!(out, "{}", serde_json::to_string(&record)?)?,
-                Format::Table => writeln!(out, "{}", output::table_row(&record))?,
-            }
-        }
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
-    out.flush()?;
-    state.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
-    // The config's retention, applied to the store as of now.
-    let collected = retention::collect(&runtime, engine, &state, target::now(), false)?;
-    eprintln!("{}", summary.render(started.elapsed()));
-    if let Some(path) = metrics {
-        std::fs::write(path, summary.json(started.elapsed()).to_string())
-            .with_context(|| format!("writing the metrics to {}", path.display()))?;
-    }
-    if collected != Default::default() {
-        eprintln!("  retention:  removed {}", retention::describe(&collected));
-    }
-    eprintln!(
-        "  outbox:     {}\n  state:      {}",
-        outbox.display(),
-        state_dir.display()
-    );
-    Ok(summary.failed == 0)
-}
-
-fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned());
-    format!(
-        "internal error (panic) while processing: {}",
-        what.unwrap_or_default()
-    )
 }

@@ -13,13 +13,13 @@ use crate::target::{Target, open_state, runtime};
 /// Applies the engine's config's retention to its embedded store as of `now`.
 pub fn collect(
     runtime: &tokio::runtime::Runtime,
-    engine: Engine,
+    engine: Arc<Engine>,
     state: &DiskState,
     now: u64,
     dry_run: bool,
 ) -> Result<Collected> {
     let retention = engine.config().retention.clone();
-    let operator = Operator::new(Arc::new(engine), "the embedded store");
+    let operator = Operator::new(engine, "the embedded store");
     Ok(runtime.block_on(operator.collect(state, &retention, now, dry_run))?)
 }
 
@@ -45,7 +45,7 @@ pub fn gc(target: &Target, as_of: Option<&str>, dry_run: bool) -> Result<()> {
     let (engine, state) =
         crate::local_engine(target.config.as_deref(), &target.state, &target.outbox)?;
     let runtime = runtime()?;
-    let collected = collect(&runtime, engine, &state, now, dry_run)?;
+    let collected = collect(&runtime, Arc::new(engine), &state, now, dry_run)?;
     drop(state);
     if !dry_run && collected != Collected::default() {
         // Removed records leave no bytes behind in free pages.

@@ -85,11 +85,9 @@ fn check_rejects_a_bad_config_with_line_and_column() {
     assert!(out.stdout.is_empty() || !String::from_utf8_lossy(&out.stdout).contains("accept"));
 }
 
-#[test]
-fn run_over_examples_then_rerun_sends_nothing_twice() {
-    let dir = temp("run");
-    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
-    let args = [
+/// `mailroom run` over the examples with their config, as JSONL, into `state` and `outbox`.
+fn run_examples<'a>(state: &'a Path, outbox: &'a Path) -> Vec<&'a str> {
+    vec![
         "run",
         "--config",
         "examples/mailroom.toml",
@@ -100,7 +98,59 @@ fn run_over_examples_then_rerun_sends_nothing_twice() {
         "--outbox",
         outbox.to_str().unwrap(),
         "examples/mail",
-    ];
+    ]
+}
+
+/// The examples twice over (every message has a copy), with `jobs` messages at a time: the
+/// rows without their times, the outbox files, and what a second run added to the outbox.
+fn run_in_parallel(jobs: &str) -> (Vec<String>, usize, usize) {
+    let dir = temp(&format!("jobs-{jobs}"));
+    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
+    let mut args = run_examples(&state, &outbox);
+    args.extend(["examples/mail", "--jobs", jobs]);
+    let out = mailroom(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = jsonl(&out)
+        .into_iter()
+        .map(|mut r| {
+            r.as_object_mut().unwrap().remove("at");
+            r.to_string()
+        })
+        .collect();
+    let sent = outbox_files(&outbox);
+    assert!(mailroom(&args).status.success());
+    let again = outbox_files(&outbox) - sent;
+    let _ = std::fs::remove_dir_all(&dir);
+    (rows, sent, again)
+}
+
+#[test]
+fn run_with_jobs_keeps_the_input_order_and_each_effect_once() {
+    let (one, sent_one, again_one) = run_in_parallel("1");
+    let (four, sent_four, again_four) = run_in_parallel("4");
+    assert!(one.len() >= 28, "{} rows", one.len());
+    // The same reports in the same order, duplicates included, as one at a time.
+    assert_eq!(one, four);
+    assert_eq!(
+        sent_one, sent_four,
+        "each copy's effects once, in parallel too"
+    );
+    assert_eq!(
+        (again_one, again_four),
+        (0, 0),
+        "a second run sends nothing"
+    );
+}
+
+#[test]
+fn run_over_examples_then_rerun_sends_nothing_twice() {
+    let dir = temp("run");
+    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
+    let args = run_examples(&state, &outbox);
     let out = mailroom(&args);
     assert!(
         out.status.success(),

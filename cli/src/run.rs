@@ -1,0 +1,201 @@
+//! `mailroom run`: the whole pipeline over mail files, with embedded storage. Messages run
+//! `--jobs` at a time on a runtime with one worker per job; their reports are written in
+//! the input order. Two copies of one message (the same content, so the same id) never run
+//! at once: the second waits for the first and then finds its effects done, as it would
+//! one after the other.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use mailroom_core::model::{Envelope, RawRef};
+use mailroom_core::pipeline::{Engine, content_id};
+use mailroom_core::report::Report;
+
+use crate::{Format, input, output, retention, target};
+
+pub struct RunArgs<'a> {
+    pub config: Option<&'a Path>,
+    pub format: Format,
+    pub state_dir: &'a Path,
+    pub outbox: &'a Path,
+    pub metrics: Option<&'a Path>,
+    pub jobs: usize,
+    pub inputs: &'a [PathBuf],
+}
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One message through every stage, or the failure path; never a panic.
+async fn process(engine: Arc<Engine>, source: String, raw: Vec<u8>, env: Envelope) -> Report {
+    let named = source.clone();
+    let task = tokio::spawn(async move {
+        let outcome = match engine.run_all(env.clone(), &raw).await {
+            Ok(outcome) => Ok(outcome),
+            Err(e) if e.is_retryable() => Err(e.to_string()),
+            // The failure path the functions take: quarantine and audit.
+            Err(e) => Err(
+                match engine.quarantine_failure(&env, &e, Some(&raw)).await {
+                    Ok(record) => format!("{e} ({})", record.decision),
+                    Err(also) => also,
+                },
+            ),
+        };
+        (source, outcome)
+    });
+    // A bug in one message must not end the run: the panic is caught with its task.
+    match task.await {
+        Ok((source, Ok(outcome))) => Report::of(&source, &outcome),
+        Ok((source, Err(e))) => Report::failure(&source, &e),
+        Err(joined) => {
+            let text = joined
+                .try_into_panic()
+                .map(panic_text)
+                .unwrap_or_else(|e| format!("internal error: {e}"));
+            Report::failure(&named, &text)
+        }
+    }
+}
+
+/// Returns whether every input was processed.
+pub fn run(args: &RunArgs<'_>) -> Result<bool> {
+    let (engine, state) = crate::local_engine(args.config, args.state_dir, args.outbox)?;
+    let engine = Arc::new(engine);
+    let jobs = args.jobs.max(1);
+    // Messages started and not yet written: more than the workers, so that one slow
+    // message does not leave the others idle; few, so that large messages do not pile up.
+    let window = if jobs == 1 { 1 } else { 4 * jobs };
+    // One job runs on this thread alone: no hand-off between threads per message.
+    let runtime = if jobs == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(jobs)
+            .enable_time()
+            .build()
+    }
+    .context("starting the async runtime")?;
+
+    let files = input::files(args.inputs);
+    let progress = if std::io::stderr().is_terminal() && files.len() > 200 {
+        let bar = ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} files {per_sec} eta {eta}")
+                .expect("valid template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if let Format::Table = args.format {
+        writeln!(out, "{}", output::TABLE_HEADER)?;
+    }
+    let mut summary = output::Summary::default();
+    let started = Instant::now();
+    let mut write = |record: Report, summary: &mut output::Summary| -> Result<()> {
+        if record.error.is_some() {
+            summary.failed += 1;
+        }
+        summary.add(&record);
+        match args.format {
+            Format::Jsonl => writeln!(out, "{}", serde_json::to_string(&record)?)?,
+            Format::Table => writeln!(out, "{}", output::table_row(&record))?,
+        }
+        Ok(())
+    };
+    runtime.block_on(async {
+        // In input order: the reports of messages started and not yet written.
+        let mut running: VecDeque<tokio::task::JoinHandle<Report>> = VecDeque::new();
+        let mut by_id: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+        for file in files {
+            for msg in input::messages(file) {
+                while running.len() >= window {
+                    let done = running.pop_front().expect("a running message");
+                    write(joined(done.await), &mut summary)?;
+                }
+                let raw = match msg.raw {
+                    Err(e) => {
+                        running.push_back(tokio::spawn(
+                            async move { Report::failure(&msg.source, &e) },
+                        ));
+                        continue;
+                    }
+                    Ok(raw) => raw,
+                };
+                summary.bytes += raw.len() as u64;
+                let id = content_id(&raw);
+                let mut env = Envelope::new(
+                    id.clone(),
+                    RawRef {
+                        bucket: "local".into(),
+                        key: msg.source.clone(),
+                    },
+                );
+                env.receipt = msg.receipt;
+                // Taken here, in input order: a later copy of the message waits for this one.
+                if by_id.len() > 4 * jobs {
+                    by_id.retain(|_, lock| Arc::strong_count(lock) > 1);
+                }
+                let turn = by_id.entry(id).or_default().clone().lock_owned().await;
+                let engine = engine.clone();
+                running.push_back(tokio::spawn(async move {
+                    let report = process(engine, msg.source, raw, env).await;
+                    drop(turn);
+                    report
+                }));
+            }
+            progress.inc(1);
+        }
+        while let Some(done) = running.pop_front() {
+            write(joined(done.await), &mut summary)?;
+        }
+        anyhow::Ok(())
+    })?;
+    progress.finish_and_clear();
+    out.flush()?;
+    drop(out);
+    state.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The config's retention, applied to the store as of now.
+    let collected = retention::collect(&runtime, engine, &state, target::now(), false)?;
+    eprintln!("{}", summary.render(started.elapsed()));
+    if let Some(path) = args.metrics {
+        std::fs::write(path, summary.json(started.elapsed()).to_string())
+            .with_context(|| format!("writing the metrics to {}", path.display()))?;
+    }
+    if collected != Default::default() {
+        eprintln!("  retention:  removed {}", retention::describe(&collected));
+    }
+    eprintln!(
+        "  outbox:     {}\n  state:      {}",
+        args.outbox.display(),
+        args.state_dir.display()
+    );
+    Ok(summary.failed == 0)
+}
+
+fn joined(r: Result<Report, tokio::task::JoinError>) -> Report {
+    r.unwrap_or_else(|e| Report::failure("", &format!("internal error: {e}")))
+}
+
+fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned());
+    format!(
+        "internal error (panic) while processing: {}",
+        what.unwrap_or_default()
+    )
+}
