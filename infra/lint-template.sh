@@ -143,7 +143,10 @@ for lid, r in res.items():
     if r["Type"] == "AWS::SQS::Queue":
         check(lid in declared, f"queue {lid} is not declared in resources.json")
 check(f"${{AWS::StackName}}{spec['deliver_queue_name_prefix']}*" in text, "delivery queue prefix not granted")
-check(qs["visibility_timeout_seconds"] >= 6 * fs["timeout_seconds"] + fs["batching_window_seconds"],
+window = tpl["Parameters"]["BatchingWindowSeconds"]
+check(window.get("Default") == fs["batching_window_seconds"] and window.get("MaxValue") == fs["batching_window_max_seconds"],
+      "BatchingWindowSeconds: default and maximum as resources.json says")
+check(qs["visibility_timeout_seconds"] >= 6 * fs["timeout_seconds"] + fs["batching_window_max_seconds"],
       "visibility timeout must be >= 6 x function timeout + batching window")
 # Raw mail must outlast a message's time in a DLQ plus the window to redrive it.
 floor = qs["dlq_retention_seconds"] // 86400 + qs["redrive_window_days"]
@@ -187,7 +190,7 @@ for f in spec["functions"]:
     ev = events[0].get("Properties", {}) if events else {}
     check(ev.get("Queue") == {"Fn::GetAtt": [queues[f["source_queue"]]["logical_id"], "Arn"]}, f"{lid} source queue")
     check(ev.get("BatchSize") == fs["batch_size"], f"{lid} BatchSize")
-    check(ev.get("MaximumBatchingWindowInSeconds") == fs["batching_window_seconds"], f"{lid} batching window")
+    check(ev.get("MaximumBatchingWindowInSeconds") == {"Ref": "BatchingWindowSeconds"}, f"{lid} batching window should be !Ref BatchingWindowSeconds")
     check(ev.get("ScalingConfig") == {"MaximumConcurrency": fs["max_concurrency"]}, f"{lid} MaximumConcurrency")
     check(ev.get("FunctionResponseTypes") == ["ReportBatchItemFailures"], f"{lid} ReportBatchItemFailures")
     # The crate may not exist yet; when it does, its package and bin names must match.

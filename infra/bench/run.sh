@@ -6,7 +6,7 @@
 #
 #   bash infra/bench/run.sh [--quick] [--only PART,...] [--compare OLD.json] [--runs N] [--messages N]
 #
-# Parts (all by default; pick with --only throughput,coldstart,memory,size,cost):
+# Parts (all by default; pick with --only throughput,coldstart,memory,size,latency,cost):
 #   throughput  in process, per stage and for the whole pipeline: the criterion bench
 #               (cargo bench -p mailroom-core --bench pipeline), messages/s and MB/s; and
 #               `mailroom run --format jsonl` as one process over the same corpus: messages/s,
@@ -19,6 +19,9 @@
 #               target/bench/large: peak RSS and wall of `mailroom run` on each, and of each
 #               function binary handling the 40 MB one (S3 on moto); flags any over 128 MiB
 #   size        each function's release binary and a zip of it named bootstrap
+#   latency     one message alone, from the receipt notification to the auto-reply handed to
+#               SES: the four stage handlers against moto, each queue read at once (cargo
+#               bench -p mailroom-tests --bench latency), 30 runs; median and p90
 #   cost        cost per million messages at public AWS prices (see docs/cost-model.md),
 #               from this run's figures or, for parts not run, target/bench/latest.json's
 #
@@ -33,7 +36,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo_root="$(pwd)"
 
-parts="throughput,coldstart,memory,size,cost"
+parts="throughput,coldstart,memory,size,latency,cost"
 quick=""
 compare=""
 runs=10
@@ -58,7 +61,7 @@ if [[ -n "$compare" ]]; then
 fi
 has() { [[ ",${parts}," == *",$1,"* ]]; }
 for p in ${parts//,/ }; do
-    case "$p" in throughput|coldstart|memory|size|cost) ;; *) echo "unknown part: $p" >&2; exit 2 ;; esac
+    case "$p" in throughput|coldstart|memory|size|latency|cost) ;; *) echo "unknown part: $p" >&2; exit 2 ;; esac
 done
 
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
@@ -87,7 +90,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-if has coldstart || has memory; then
+if has coldstart || has memory || has latency; then
     bash infra/setup-venv.sh >&2
     moto_start
     endpoint="$MOTO_ENDPOINT"
