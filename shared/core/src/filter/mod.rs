@@ -6,6 +6,7 @@
 //! [`checks::all`]. The content score comes from a pluggable [`SpamScorer`].
 
 pub mod checks;
+mod heuristics;
 pub mod scorer;
 
 use crate::config::{Config, FilterConfig};
