@@ -722,6 +722,7 @@ def function_env(ctx, stage, api):
         r["env"]["from_address"]: st["from_address"],
         r["env"]["deliver_queue_prefix"]: STACK + r["deliver_queue_name_prefix"],
         r["env"]["retention_days"]: "30",
+        r["env"]["raw_retention_days"]: "30",
         r["env"]["log"]: "info",
     }
     if spec.get("next_queue"):
