@@ -707,14 +707,23 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
         released,
         "a reused link does nothing"
     );
+    // "Not spam, always allow" on the message released already: the sender is allowed.
+    let (status, page) = ask("POST", &token(allow));
+    assert!(
+        status.contains("200") && page.contains("released before"),
+        "{page}"
+    );
+    let edited = std::fs::read_to_string(&config).unwrap();
+    assert!(edited.contains("\"rene@kunde.example\""), "{edited}");
+    assert_eq!(outbox_files(&outbox), released, "nothing released twice");
 
     // One source gets link_requests_per_hour requests an hour.
     let limited = (0..12)
         .map(|_| ask("GET", &token(release)).0)
         .position(|s| s.contains("429"));
-    // 6 requests came before these 12 (5 when the POST came without the browser GET).
+    // 7 requests came before these 12 (6 when the POST came without the browser's GET).
     assert!(
-        limited.is_some_and(|i| i >= 6),
+        limited.is_some_and(|i| i >= 5),
         "the 13th request of the hour is refused, not sooner: {limited:?}"
     );
     drop(console);

@@ -309,13 +309,22 @@ impl LinkDesk {
                 self.audit(&token, Some(&summary), token.action.as_str(), text, ip, now)
                     .await;
                 let mut lines = vec![what];
-                lines.push(match token.action {
-                    LinkAction::Release => {
+                let sender = summary.sender.as_deref().unwrap_or("its sender");
+                // What the summary read before acting said: still held, or released before.
+                let held = summary.quarantined.is_some();
+                lines.push(match (token.action, held) {
+                    (LinkAction::Release, true) => {
                         "Released: it goes on as if it had not been held.".into()
                     }
-                    LinkAction::Allow => format!(
-                        "Released, and mail from {} is no longer held for spam.",
-                        summary.sender.as_deref().unwrap_or("its sender")
+                    (LinkAction::Release, false) => {
+                        "It was no longer in quarantine (released or deleted before): nothing to do."
+                            .into()
+                    }
+                    (LinkAction::Allow, true) => format!(
+                        "Released, and mail from {sender} is no longer held for spam."
+                    ),
+                    (LinkAction::Allow, false) => format!(
+                        "It was released before; mail from {sender} is no longer held for spam."
                     ),
                 });
                 LinkPage::new(token.action.as_str(), 200, "Done", lines)
