@@ -85,30 +85,59 @@ fn check_rejects_a_bad_config_with_line_and_column() {
     assert!(out.stdout.is_empty() || !String::from_utf8_lossy(&out.stdout).contains("accept"));
 }
 
-/// `mailroom run` over the examples with their config, as JSONL, into `state` and `outbox`.
-fn run_examples<'a>(state: &'a Path, outbox: &'a Path) -> Vec<&'a str> {
-    vec![
-        "run",
-        "--config",
-        "examples/mailroom.toml",
-        "--format",
-        "jsonl",
-        "--state",
-        state.to_str().unwrap(),
-        "--outbox",
-        outbox.to_str().unwrap(),
-        "examples/mail",
-    ]
+/// A test's own state folder and outbox, and the config its commands use (the example's
+/// unless given): what every command on the embedded store takes.
+struct Store {
+    config: PathBuf,
+    state: PathBuf,
+    outbox: PathBuf,
 }
+
+impl Store {
+    /// `state/` and `outbox/` under `dir`, with the example config.
+    fn under(dir: &Path) -> Store {
+        Store {
+            config: PathBuf::from("examples/mailroom.toml"),
+            state: dir.join("state"),
+            outbox: dir.join("outbox"),
+        }
+    }
+
+    fn with_config(self, config: PathBuf) -> Store {
+        Store { config, ..self }
+    }
+
+    /// `--config C --state S --outbox O`.
+    fn args(&self) -> [&str; 6] {
+        [
+            "--config",
+            self.config.to_str().unwrap(),
+            "--state",
+            self.state.to_str().unwrap(),
+            "--outbox",
+            self.outbox.to_str().unwrap(),
+        ]
+    }
+
+    /// `mailroom CMD...` on this store.
+    fn mailroom(&self, cmd: &[&str]) -> Output {
+        let mut args = cmd.to_vec();
+        args.extend(self.args());
+        mailroom(&args)
+    }
+}
+
+/// `mailroom run` over the examples, as JSONL.
+const RUN_EXAMPLES: [&str; 4] = ["run", "--format", "jsonl", "examples/mail"];
 
 /// The examples twice over (every message has a copy), with `jobs` messages at a time: the
 /// rows without their times, the outbox files, and what a second run added to the outbox.
 fn run_in_parallel(jobs: &str) -> (Vec<String>, usize, usize) {
     let dir = temp(&format!("jobs-{jobs}"));
-    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
-    let mut args = run_examples(&state, &outbox);
+    let store = Store::under(&dir);
+    let mut args = RUN_EXAMPLES.to_vec();
     args.extend(["examples/mail", "--jobs", jobs]);
-    let out = mailroom(&args);
+    let out = store.mailroom(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -121,9 +150,9 @@ fn run_in_parallel(jobs: &str) -> (Vec<String>, usize, usize) {
             r.to_string()
         })
         .collect();
-    let sent = outbox_files(&outbox);
-    assert!(mailroom(&args).status.success());
-    let again = outbox_files(&outbox) - sent;
+    let sent = outbox_files(&store.outbox);
+    assert!(store.mailroom(&args).status.success());
+    let again = outbox_files(&store.outbox) - sent;
     let _ = std::fs::remove_dir_all(&dir);
     (rows, sent, again)
 }
@@ -149,9 +178,9 @@ fn run_with_jobs_keeps_the_input_order_and_each_effect_once() {
 #[test]
 fn run_over_examples_then_rerun_sends_nothing_twice() {
     let dir = temp("run");
-    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
-    let args = run_examples(&state, &outbox);
-    let out = mailroom(&args);
+    let store = Store::under(&dir);
+    let outbox = &store.outbox;
+    let out = store.mailroom(&RUN_EXAMPLES);
     assert!(
         out.status.success(),
         "{}",
@@ -200,7 +229,7 @@ fn run_over_examples_then_rerun_sends_nothing_twice() {
             assert!(row.get(key).is_some(), "missing {key} in {row}");
         }
     }
-    let sent_first = outbox_files(&outbox);
+    let sent_first = outbox_files(outbox);
     let replies_first = rows
         .iter()
         .filter(|r| r["auto_reply"]["status"] == "sent")
@@ -216,10 +245,10 @@ fn run_over_examples_then_rerun_sends_nothing_twice() {
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("messages/s"), "{summary}");
 
-    let again = mailroom(&args);
+    let again = store.mailroom(&RUN_EXAMPLES);
     assert!(again.status.success());
     assert_eq!(
-        outbox_files(&outbox),
+        outbox_files(outbox),
         sent_first,
         "a second run must send nothing new"
     );
@@ -576,26 +605,16 @@ fn a_released_message_goes_on_once_and_blocked_executables_stay() {
         example("06-virus.eml").replace("X-SES-Virus-Verdict: FAIL", "X-SES-Virus-Verdict: PASS");
     std::fs::write(input.join("sales.eml"), sales).unwrap();
     std::fs::write(input.join("cv.eml"), cv).unwrap();
-    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
-    let local = |cmd: &[&str]| {
-        let mut args: Vec<&str> = cmd.to_vec();
-        args.extend([
-            "--config",
-            "examples/mailroom.toml",
-            "--state",
-            state.to_str().unwrap(),
-            "--outbox",
-            outbox.to_str().unwrap(),
-        ]);
-        mailroom(&args)
-    };
+    let store = Store::under(&dir);
+    let (state, outbox) = (&store.state, &store.outbox);
+    let local = |cmd: &[&str]| store.mailroom(cmd);
     let run = local(&["run", "--format", "jsonl", input.to_str().unwrap()]);
     let rows = jsonl(&run);
     assert!(
         rows.iter().all(|r| r["verdict"] == "quarantine"),
         "{rows:#?}"
     );
-    assert_eq!(outbox_files(&outbox), 0);
+    assert_eq!(outbox_files(outbox), 0);
     let id_of = |file: &str| {
         rows.iter()
             .find(|r| r["source"].as_str().unwrap().ends_with(file))
@@ -618,11 +637,11 @@ fn a_released_message_goes_on_once_and_blocked_executables_stay() {
         "{said}"
     );
     // The sales rule forwards to two people in one send; the rule says no auto-reply.
-    assert_eq!(outbox_files(&outbox), 1, "{said}");
+    assert_eq!(outbox_files(outbox), 1, "{said}");
     let again = local(&["quarantine", "release", &sales_id, "--by", "ops-ann"]);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("not in quarantine"));
-    assert_eq!(outbox_files(&outbox), 1, "a second release sends nothing");
+    assert_eq!(outbox_files(outbox), 1, "a second release sends nothing");
     let show = mailroom(&[
         "show",
         &sales_id,
@@ -654,7 +673,7 @@ fn a_released_message_goes_on_once_and_blocked_executables_stay() {
         why.contains("never released") && why.contains("BLOCKED_EXTENSION"),
         "{why}"
     );
-    assert_eq!(outbox_files(&outbox), 1);
+    assert_eq!(outbox_files(outbox), 1);
 
     let deleted = local(&["quarantine", "delete", &cv_id, "--by", "ops-bo"]);
     assert!(
@@ -775,22 +794,13 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
 #[test]
 fn an_erased_subject_is_gone_from_the_store_down_to_its_bytes() {
     let dir = temp("erase");
-    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
+    let state = dir.join("state");
     let store = |cmd: &[&str]| {
         let mut args = cmd.to_vec();
         args.extend(["--state", state.to_str().unwrap()]);
         mailroom(&args)
     };
-    let run = mailroom(&[
-        "run",
-        "--config",
-        "examples/mailroom.toml",
-        "--state",
-        state.to_str().unwrap(),
-        "--outbox",
-        outbox.to_str().unwrap(),
-        "examples/mail",
-    ]);
+    let run = Store::under(&dir).mailroom(&["run", "examples/mail"]);
     assert!(run.status.success());
     // The billing customer: a forward, a stored copy, an auto-reply and its rate-limit slot.
     let subject = "ap@bigcustomer.example";
@@ -865,19 +875,9 @@ fn an_erased_subject_is_gone_from_the_store_down_to_its_bytes() {
 #[test]
 fn retention_removes_each_class_when_its_time_has_run_out() {
     let dir = temp("gc");
-    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
-    let store = |cmd: &[&str]| {
-        let mut args = cmd.to_vec();
-        args.extend([
-            "--config",
-            "examples/mailroom.toml",
-            "--state",
-            state.to_str().unwrap(),
-            "--outbox",
-            outbox.to_str().unwrap(),
-        ]);
-        mailroom(&args)
-    };
+    let on_store = Store::under(&dir);
+    let state = &on_store.state;
+    let store = |cmd: &[&str]| on_store.mailroom(cmd);
     assert!(store(&["run", "examples/mail"]).status.success());
     let in_days = |d: u64| {
         humantime::format_rfc3339_seconds(
@@ -950,20 +950,9 @@ fn retention_removes_each_class_when_its_time_has_run_out() {
 fn run_writes_its_figures_as_json() {
     let dir = temp("metrics");
     let file = dir.join("metrics.json");
-    let out = mailroom(&[
-        "run",
-        "--config",
-        "examples/mailroom.toml",
-        "--format",
-        "jsonl",
-        "--state",
-        dir.join("state").to_str().unwrap(),
-        "--outbox",
-        dir.join("outbox").to_str().unwrap(),
-        "--metrics",
-        file.to_str().unwrap(),
-        "examples/mail",
-    ]);
+    let mut args = RUN_EXAMPLES.to_vec();
+    args.extend(["--metrics", file.to_str().unwrap()]);
+    let out = Store::under(&dir).mailroom(&args);
     assert!(out.status.success());
     let rows = jsonl(&out);
     let m: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();

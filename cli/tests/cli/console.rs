@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use super::{mailroom, outbox_files, repo, temp};
+use super::{Store, mailroom, outbox_files, repo, temp};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -180,20 +180,16 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
     // allow and block edit the config: a copy, not the example itself.
     let config = dir.join("mailroom.toml");
     std::fs::copy(repo().join("examples/mailroom.toml"), &config).unwrap();
-    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
-    let store = [
-        "--config",
-        config.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--outbox",
-        outbox.to_str().unwrap(),
-    ];
-    let mut run = vec!["run"];
-    run.extend(store);
-    run.push("examples/mail");
-    assert!(mailroom(&run).status.success());
-    let sent_by_run = outbox_files(&outbox);
+    let on_store = Store::under(&dir).with_config(config.clone());
+    let (state, outbox) = (&on_store.state, &on_store.outbox);
+    let store = on_store.args();
+    assert!(
+        on_store
+            .mailroom(&["run", "examples/mail"])
+            .status
+            .success()
+    );
+    let sent_by_run = outbox_files(outbox);
 
     let mut console = Command::new(env!("CARGO_BIN_EXE_mailroom"));
     console
@@ -329,7 +325,7 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
             "{done}"
         );
         assert_eq!(
-            outbox_files(&outbox),
+            outbox_files(outbox),
             sent_by_run + 2,
             "the forward to finance and the reply"
         );
@@ -403,7 +399,7 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
         let done = text(&browser, "p.done").await;
         assert!(done.contains("erased 1 messages"), "{done}");
         assert_eq!(
-            super::files_holding(&state, subject),
+            super::files_holding(state, subject),
             Vec::<PathBuf>::new(),
             "no byte of the state names the erased address"
         );
@@ -421,19 +417,9 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
 #[test]
 fn a_released_latin1_message_is_forwarded_and_greeted_by_its_real_name() {
     let dir = temp("latin1");
-    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
-    let args = |cmd: &[&str]| {
-        let mut a = cmd.to_vec();
-        a.extend([
-            "--config",
-            "examples/mailroom.toml",
-            "--state",
-            state.to_str().unwrap(),
-            "--outbox",
-            outbox.to_str().unwrap(),
-        ]);
-        mailroom(&a)
-    };
+    let store = Store::under(&dir);
+    let (state, outbox) = (&store.state, &store.outbox);
+    let args = |cmd: &[&str]| store.mailroom(cmd);
     assert!(
         args(&[
             "run",
@@ -472,7 +458,7 @@ fn a_released_latin1_message_is_forwarded_and_greeted_by_its_real_name() {
     );
     let mut forward = None;
     let mut reply = None;
-    for e in std::fs::read_dir(&outbox).unwrap() {
+    for e in std::fs::read_dir(outbox).unwrap() {
         let path = e.unwrap().path();
         if path.extension().is_some_and(|x| x == "eml") {
             let raw = std::fs::read(&path).unwrap();
@@ -565,20 +551,10 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
         example.replace("link_requests_per_hour = 30", "link_requests_per_hour = 12"),
     )
     .unwrap();
-    let (state, outbox) = (dir.join("state"), dir.join("outbox"));
-    let store = [
-        "--config",
-        config.to_str().unwrap(),
-        "--state",
-        state.to_str().unwrap(),
-        "--outbox",
-        outbox.to_str().unwrap(),
-    ];
-    let with = |first: &[&str]| {
-        let mut args = first.to_vec();
-        args.extend(store);
-        mailroom(&args)
-    };
+    let on_store = Store::under(&dir).with_config(config.clone());
+    let (state, outbox) = (&on_store.state, &on_store.outbox);
+    let store = on_store.args();
+    let with = |first: &[&str]| on_store.mailroom(first);
     assert!(with(&["run", "examples/mail"]).status.success());
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}/link");
@@ -598,13 +574,13 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
         "{said}"
     );
     // A second run in the same period sends nothing again.
-    let before = outbox_files(&outbox);
+    let before = outbox_files(outbox);
     let again =
         String::from_utf8_lossy(&with(&["digest", "--link-base", &base]).stdout).into_owned();
     assert!(again.contains("already sent this period"), "{again}");
-    assert_eq!(outbox_files(&outbox), before);
+    assert_eq!(outbox_files(outbox), before);
 
-    let links = digest_links(&outbox, "billing@example.com");
+    let links = digest_links(outbox, "billing@example.com");
     assert_eq!(
         links.len(),
         2,
@@ -620,7 +596,7 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
     );
     // A token past its expiry, signed with the store's own key.
     let expired = {
-        let key = mailroom_core::embedded::disk::DiskState::open(&state)
+        let key = mailroom_core::embedded::disk::DiskState::open(state)
             .unwrap()
             .link_key()
             .unwrap();
@@ -653,7 +629,7 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
         page.contains("content-security-policy: default-src 'none'"),
         "{page}"
     );
-    assert_eq!(outbox_files(&outbox), before, "a GET releases nothing");
+    assert_eq!(outbox_files(outbox), before, "a GET releases nothing");
     let (status, page) = ask("POST", &forged);
     assert!(
         status.contains("403") && page.contains("signature does not match"),
@@ -665,7 +641,7 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
         "{status}"
     );
     assert_eq!(
-        outbox_files(&outbox),
+        outbox_files(outbox),
         before,
         "refused tokens release nothing"
     );
@@ -693,20 +669,16 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
         );
     }
     assert!(
-        outbox_files(&outbox) > before,
+        outbox_files(outbox) > before,
         "the release sent the message's forward"
     );
-    let released = outbox_files(&outbox);
+    let released = outbox_files(outbox);
     let (status, page) = ask("POST", &token(release));
     assert!(
         status.contains("409") && page.contains("used already"),
         "{status}"
     );
-    assert_eq!(
-        outbox_files(&outbox),
-        released,
-        "a reused link does nothing"
-    );
+    assert_eq!(outbox_files(outbox), released, "a reused link does nothing");
     // "Not spam, always allow" on the message released already: the sender is allowed.
     let (status, page) = ask("POST", &token(allow));
     assert!(
@@ -715,7 +687,7 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
     );
     let edited = std::fs::read_to_string(&config).unwrap();
     assert!(edited.contains("\"rene@kunde.example\""), "{edited}");
-    assert_eq!(outbox_files(&outbox), released, "nothing released twice");
+    assert_eq!(outbox_files(outbox), released, "nothing released twice");
 
     // One source gets link_requests_per_hour requests an hour.
     let limited = (0..12)

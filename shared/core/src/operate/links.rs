@@ -187,61 +187,51 @@ impl LinkDesk {
             }
             Err(e) => return unavailable(&e.to_string()),
         };
-        let what = describe(&summary);
-        if let Some(finding) = summary
+        let a = Asked {
+            what: describe(&summary),
+            token,
+            summary,
+            text,
+            ip,
+            now,
+        };
+        if let Some(finding) = a
+            .summary
             .reasons
             .iter()
             .find(|r| NEVER_RELEASED.contains(&r.as_str()))
         {
-            self.audit(&token, Some(&summary), "refused", text, ip, now)
-                .await;
+            self.audit_use(&a, "refused").await;
             return LinkPage::new(
                 "refused",
                 403,
                 "This message cannot be released",
                 vec![
-                    what,
+                    a.what.clone(),
                     format!("It was held for {finding}, and such mail is never released."),
                 ],
             );
         }
-        let asked = Asked {
-            token,
-            summary,
-            what,
-            text,
-            ip,
-            now,
-        };
         match method {
-            LinkMethod::Get => self.confirm(asked).await,
-            LinkMethod::Post => self.act(asked).await,
+            LinkMethod::Get => self.confirm(a).await,
+            LinkMethod::Post => self.act(a).await,
         }
     }
 
-    async fn confirm(&self, asked: Asked<'_>) -> LinkPage {
-        let Asked {
-            token,
-            summary,
-            what,
-            text,
-            ip,
-            now,
-        } = asked;
-        self.audit(&token, Some(&summary), "viewed", text, ip, now)
-            .await;
-        if summary.quarantined.is_none() {
+    async fn confirm(&self, a: Asked<'_>) -> LinkPage {
+        self.audit_use(&a, "viewed").await;
+        if a.summary.quarantined.is_none() {
             return LinkPage::new(
                 "nothing",
                 200,
                 "Nothing to do",
                 vec![
-                    what,
+                    a.what,
                     "It is no longer in quarantine (released or deleted before).".into(),
                 ],
             );
         }
-        let (title, button) = match token.action {
+        let (title, button) = match a.token.action {
             LinkAction::Release => ("Release this message?", "Release it"),
             LinkAction::Allow => (
                 "Release this message and always allow its sender?",
@@ -253,33 +243,26 @@ impl LinkDesk {
             200,
             title,
             vec![
-                what,
+                a.what,
                 format!(
                     "It goes on to {} as if it had not been held.",
-                    token.recipient
+                    a.token.recipient
                 ),
             ],
         );
-        page.confirm = Some((text.trim().to_string(), button.to_string()));
+        page.confirm = Some((a.text.trim().to_string(), button.to_string()));
         page
     }
 
-    async fn act(&self, asked: Asked<'_>) -> LinkPage {
-        let Asked {
-            token,
-            summary,
-            what,
-            text,
-            ip,
-            now,
-        } = asked;
+    async fn act(&self, a: Asked<'_>) -> LinkPage {
+        let (token, summary, ip) = (&a.token, &a.summary, a.ip);
         let engine = self.operator.engine();
         let effects = Effects {
             state: engine.ports().state.as_ref(),
             lease: crate::pipeline::EFFECT_LEASE,
         };
         let by = format!("digest:{}", token.recipient);
-        let key = effect_key(Stage::Route, "link", &LinkToken::fingerprint(text));
+        let key = effect_key(Stage::Route, "link", &LinkToken::fingerprint(a.text));
         let (operator, senders) = (&self.operator, &self.senders);
         let (id, action, sender) = (summary.id.clone(), token.action, summary.sender.clone());
         let ran = effects
@@ -306,9 +289,8 @@ impl LinkDesk {
             .await;
         match ran {
             Ok(Ran::Now(note)) | Ok(Ran::Unconfirmed(note)) => {
-                self.audit(&token, Some(&summary), token.action.as_str(), text, ip, now)
-                    .await;
-                let mut lines = vec![what];
+                self.audit_use(&a, token.action.as_str()).await;
+                let mut lines = vec![a.what.clone()];
                 let sender = summary.sender.as_deref().unwrap_or("its sender");
                 // What the summary read before acting said: still held, or released before.
                 let held = summary.quarantined.is_some();
@@ -331,17 +313,25 @@ impl LinkDesk {
                     .logged(format!("{} by {by} from {ip}: {note}", summary.id))
             }
             Ok(Ran::Before(_)) => {
-                self.audit(&token, Some(&summary), "reused", text, ip, now)
-                    .await;
+                self.audit_use(&a, "reused").await;
                 LinkPage::new(
                     "reused",
                     409,
                     "This link was used already",
-                    vec![what, "A link works once. Nothing more was done.".into()],
+                    vec![
+                        a.what.clone(),
+                        "A link works once. Nothing more was done.".into(),
+                    ],
                 )
             }
             Err(e) => unavailable(&e.to_string()),
         }
+    }
+
+    /// The audit record of a request with a valid token for a kept message.
+    async fn audit_use(&self, a: &Asked<'_>, outcome: &str) {
+        self.audit(&a.token, Some(&a.summary), outcome, a.text, a.ip, a.now)
+            .await;
     }
 
     /// One audit record per token and outcome on the token's message.
