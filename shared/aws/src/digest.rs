@@ -6,7 +6,7 @@
 //! key keep working until they expire.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::lambda_function_urls::{
@@ -16,14 +16,14 @@ use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
 use mailroom_core::config::SenderList;
 use mailroom_core::model::Stage;
-use mailroom_core::operate::digest::{self, DigestSent};
+use mailroom_core::operate::digest::{self, DigestSent, LinkToken, TokenError};
 use mailroom_core::operate::links::{LinkDesk, LinkMethod, PAGE_HEADERS, SenderLists};
 use mailroom_core::operate::{Operator, ReleaseVia};
 
 use crate::app::s3_client;
 use crate::config_source::{ConfigLocation, ConfigSource};
 use crate::metrics::Metrics;
-use crate::settings::{Settings, SettingsError, required};
+use crate::settings::{Settings, SettingsError, required, required_url};
 
 /// The Secrets Manager secret (ARN or name) holding the link key.
 pub const LINK_KEY_SECRET: &str = "MAILROOM_LINK_KEY_SECRET";
@@ -67,17 +67,7 @@ impl DeskSettings {
         let name = function.name();
         let settings = Settings::for_function(name, Stage::Respond, &get)?;
         let secret = required(name, &get, LINK_KEY_SECRET)?;
-        let url = |var: &'static str| -> Result<String, SettingsError> {
-            let v = required(name, &get, var)?;
-            if v.starts_with("https://") || v.starts_with("http://") {
-                Ok(v)
-            } else {
-                Err(SettingsError::Invalid {
-                    name: var,
-                    why: format!("{v:?} is not a URL"),
-                })
-            }
-        };
+        let url = |var: &'static str| required_url(name, &get, var, "URL");
         let (link_url, route_queue_url) = match function {
             Function::Digest => (Some(url(LINK_URL)?), None),
             Function::Links => (None, Some(url(ROUTE_QUEUE_URL)?)),
@@ -93,48 +83,84 @@ impl DeskSettings {
 }
 
 /// The link key's versions: the current one first, then the previous one while there is
-/// one (a rotation keeps the links already sent working).
+/// one (a rotation keeps the links already sent working). Kept for `keep` between reads.
 pub struct LinkKeys {
-    pub client: aws_sdk_secretsmanager::Client,
-    pub secret: String,
+    client: aws_sdk_secretsmanager::Client,
+    secret: String,
+    keep: Duration,
+    cached: tokio::sync::Mutex<Option<(Instant, Vec<Vec<u8>>)>>,
 }
 
+/// A token none of the cached keys signed reads the secret again, at most this often: a
+/// rotation newer than the cache is seen at once, and forged tokens cost no read each.
+const REREAD_AFTER: Duration = Duration::from_secs(5);
+
 impl LinkKeys {
-    pub async fn get(&self) -> Result<Vec<Vec<u8>>, String> {
-        let mut keys = Vec::new();
-        for stage in ["AWSCURRENT", "AWSPREVIOUS"] {
-            let out = self
-                .client
-                .get_secret_value()
-                .secret_id(&self.secret)
-                .version_stage(stage)
-                .send()
-                .await;
-            match out {
-                Ok(v) => match v.secret_string() {
-                    Some(s) if s.len() >= 32 => keys.push(s.as_bytes().to_vec()),
-                    _ => {
-                        return Err(format!(
-                            "the link key {} ({stage}) is shorter than 32 characters",
-                            self.secret
-                        ));
-                    }
-                },
-                // No previous version before the first rotation.
-                Err(e)
-                    if stage == "AWSPREVIOUS"
-                        && e.as_service_error()
-                            .is_some_and(|s| s.is_resource_not_found_exception()) => {}
-                Err(e) => {
-                    return Err(format!(
-                        "reading the link key {} ({stage}): {}",
-                        self.secret,
-                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                    ));
-                }
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret: String, keep: Duration) -> LinkKeys {
+        LinkKeys {
+            client,
+            secret,
+            keep,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The current key, read now (what signs new links).
+    pub async fn current(&self) -> Result<Vec<u8>, String> {
+        self.read("AWSCURRENT")
+            .await?
+            .ok_or_else(|| format!("the link key {} has no current version", self.secret))
+    }
+
+    /// The keys that verify links: cached, read again when older than `keep`, or than
+    /// [`REREAD_AFTER`] when `unsigned` says a token at hand is signed by none of them.
+    pub async fn verifying(
+        &self,
+        unsigned: impl Fn(&[Vec<u8>]) -> bool,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, keys)) = cached.as_ref() {
+            let age = at.elapsed();
+            if age < self.keep && (age < REREAD_AFTER || !unsigned(keys)) {
+                return Ok(keys.to_vec());
             }
         }
+        let mut keys = vec![self.current().await?];
+        keys.extend(self.read("AWSPREVIOUS").await?);
+        *cached = Some((Instant::now(), keys.clone()));
         Ok(keys)
+    }
+
+    async fn read(&self, stage: &str) -> Result<Option<Vec<u8>>, String> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret)
+            .version_stage(stage)
+            .send()
+            .await;
+        match out {
+            Ok(v) => match v.secret_string() {
+                Some(s) if s.len() >= 32 => Ok(Some(s.as_bytes().to_vec())),
+                _ => Err(format!(
+                    "the link key {} ({stage}) is shorter than 32 characters",
+                    self.secret
+                )),
+            },
+            // No previous version before the first rotation.
+            Err(e)
+                if stage == "AWSPREVIOUS"
+                    && e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(format!(
+                "reading the link key {} ({stage}): {}",
+                self.secret,
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            )),
+        }
     }
 }
 
@@ -174,7 +200,11 @@ impl Desk {
             bucket: settings.bucket.clone(),
             key: settings.config_key.clone(),
             from_address: settings.from_address.clone(),
-            models: None,
+            // A release (links) runs filter and classify again; a digest runs no stage.
+            models: match desk.function {
+                Function::Links => None,
+                Function::Digest => Some(Stage::Respond),
+            },
             effect_lease: settings.effect_lease,
         };
         let s3 = s3_client(sdk);
@@ -187,10 +217,11 @@ impl Desk {
         )
         .await?;
         Ok(Desk {
-            keys: LinkKeys {
-                client: aws_sdk_secretsmanager::Client::new(sdk),
-                secret: desk.secret.clone(),
-            },
+            keys: LinkKeys::new(
+                aws_sdk_secretsmanager::Client::new(sdk),
+                desk.secret.clone(),
+                Duration::from_secs(settings.config_refresh_seconds),
+            ),
             settings: desk,
             config,
             s3,
@@ -212,9 +243,8 @@ impl Desk {
             .link_url
             .as_deref()
             .ok_or("the links function answers links; it sends no digest")?;
-        let keys = self.keys.get().await?;
-        let key = keys.first().ok_or("the link key has no current version")?;
-        let sent = digest::send(&self.operator().await, link_url, key, now)
+        let key = self.keys.current().await?;
+        let sent = digest::send(&self.operator().await, link_url, &key, now)
             .await
             .map_err(|e| e.to_string())?;
         for d in &sent {
@@ -241,7 +271,12 @@ impl Desk {
             LinkMethod::Get => None,
         }
         .or_else(|| request.query_string_parameters.get("t").cloned());
-        let page = match self.keys.get().await {
+        let unsigned = |keys: &[Vec<u8>]| {
+            token
+                .as_deref()
+                .is_some_and(|t| LinkToken::verify(t, keys, now) == Err(TokenError::Forged))
+        };
+        let page = match self.keys.verifying(unsigned).await {
             Ok(keys) => {
                 let desk = LinkDesk {
                     operator: self.operator().await,
@@ -337,10 +372,7 @@ async fn start(function: Function) -> Result<Arc<Desk>, lambda_runtime::Error> {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    mailroom_core::pipeline::epoch_secs(std::time::SystemTime::now())
 }
 
 /// The digest function's `main`: one run per scheduled event.

@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use mailroom_core::model::RawRef;
 use mailroom_core::operate::{ErasureRecord, Forget};
 use mailroom_core::ports::{MessageIndex, PortError, PortResult};
+use mailroom_core::secret::{hex, random_key, unhex};
 
 use crate::dynamo::DynamoState;
 use crate::errors::{code, port_error};
@@ -307,19 +308,17 @@ impl Forget for StackForget {
     }
 
     async fn subject_key(&self) -> PortResult<Vec<u8>> {
-        let hex = |item: &HashMap<String, AttributeValue>| text(item, "key");
+        let stored = |item: &HashMap<String, AttributeValue>| text(item, "key");
         if let Some(key) = self
             .get("meta", "subject-key")
             .await?
             .as_ref()
-            .and_then(hex)
+            .and_then(stored)
         {
             return Ok(unhex(&key));
         }
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| PortError::Permanent(format!("no randomness for the subject key: {e}")))?;
-        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let bytes = random_key("subject key").map_err(PortError::Permanent)?;
+        let key = hex(&bytes);
         let made = self
             .state
             .client
@@ -337,7 +336,7 @@ impl Forget for StackForget {
             Err(e) if code(&e) == Some("ConditionalCheckFailedException") => {
                 let item = self.get("meta", "subject-key").await?;
                 item.as_ref()
-                    .and_then(hex)
+                    .and_then(stored)
                     .map(|k| unhex(&k))
                     .ok_or_else(|| {
                         PortError::Retryable("the subject key is not readable yet".into())
@@ -346,10 +345,4 @@ impl Forget for StackForget {
             Err(e) => Err(port_error("making the subject key", &e, &[])),
         }
     }
-}
-
-fn unhex(hex: &str) -> Vec<u8> {
-    (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
-        .collect()
 }

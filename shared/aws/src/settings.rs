@@ -60,6 +60,24 @@ pub fn required(
     }
 }
 
+/// A required variable that must hold an http(s) URL (`kind` says which, in the error).
+pub fn required_url(
+    function: &'static str,
+    get: impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    kind: &str,
+) -> Result<String, SettingsError> {
+    let url = required(function, get, name)?;
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(url)
+    } else {
+        Err(SettingsError::Invalid {
+            name,
+            why: format!("{url:?} is not a {kind}"),
+        })
+    }
+}
+
 impl Settings {
     pub fn from_env(stage: Stage) -> Result<Settings, SettingsError> {
         Settings::from_lookup(stage, |name| std::env::var(name).ok())
@@ -82,16 +100,7 @@ impl Settings {
         let required = |name: &'static str| required(function, &get, name);
         let next_queue_url = match stage {
             Stage::Respond => None,
-            _ => {
-                let url = required(NEXT_QUEUE_URL)?;
-                if !url.starts_with("http://") && !url.starts_with("https://") {
-                    return Err(SettingsError::Invalid {
-                        name: NEXT_QUEUE_URL,
-                        why: format!("{url:?} is not a queue URL"),
-                    });
-                }
-                Some(url)
-            }
+            _ => Some(required_url(function, &get, NEXT_QUEUE_URL, "queue URL")?),
         };
         let from_address = get(FROM_ADDRESS)
             .map(|v| v.trim().to_string())

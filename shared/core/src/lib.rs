@@ -18,6 +18,7 @@ pub mod receipt;
 pub mod report;
 pub mod respond;
 pub mod route;
+pub mod secret;
 
 pub use config::Config;
 pub use mail::Mail;

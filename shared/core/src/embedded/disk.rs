@@ -123,6 +123,10 @@ impl DiskState {
     }
 
     fn write_out(db: &Database, pending: &mut Pending) -> PortResult<()> {
+        // Nothing to write is not worth a durable commit (reads flush first).
+        if pending.is_empty() {
+            return Ok(());
+        }
         let mut tx = db.begin_write().map_err(|e| err("flush")(e.into()))?;
         tx.set_durability(Durability::Immediate);
         for ((name, key), value) in std::mem::take(pending) {
@@ -196,28 +200,22 @@ impl DiskState {
         std::fs::rename(&fresh, &path).map_err(|e| what(&e))
     }
 
-    /// The keys of `table` that start with `prefix`, pending writes included.
     /// A 32-byte secret kept in the store (made on first use): the subject key of erasure
     /// records, the link key of quarantine digests.
     fn secret(&self, name: &str) -> PortResult<Vec<u8>> {
         let hex = self.update("meta", name, |cur| match cur {
             Some(k) => (Ok(k), None),
-            None => {
-                let mut bytes = [0u8; 32];
-                match getrandom::fill(&mut bytes) {
-                    Ok(()) => {
-                        let k: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                        (Ok(k.clone()), Some(Some(k)))
-                    }
-                    Err(e) => (Err(format!("no randomness for the {name}: {e}")), None),
+            None => match crate::secret::random_key(name) {
+                Ok(bytes) => {
+                    let k = crate::secret::hex(&bytes);
+                    (Ok(k.clone()), Some(Some(k)))
                 }
-            }
+                Err(e) => (Err(e), None),
+            },
         })?;
         let hex = hex.map_err(PortError::Permanent)?;
         self.flush()?;
-        Ok((0..hex.len() / 2)
-            .filter_map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
-            .collect())
+        Ok(crate::secret::unhex(&hex))
     }
 
     /// The key digest links are signed with.
@@ -225,6 +223,7 @@ impl DiskState {
         self.secret("link_key")
     }
 
+    /// The keys of `table` that start with `prefix`, pending writes included.
     fn keys_from(&self, name: &'static str, prefix: &str) -> PortResult<Vec<String>> {
         self.flush()?;
         let tx = self.db().begin_read().map_err(|e| err(name)(e.into()))?;

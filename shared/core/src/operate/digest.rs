@@ -3,6 +3,7 @@
 //! release it and always allow its sender. The links' tokens are checked by
 //! [`super::links`]; a digest goes out once per period and address, whatever retries.
 
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -19,7 +20,7 @@ use sha2::Sha256;
 use super::{MessageSummary, Operator, Query};
 use crate::model::Stage;
 use crate::pipeline::effects::{Effects, Ran, Repeat, effect_key};
-use crate::pipeline::release::{NEVER_RELEASED, OperatorError};
+use crate::pipeline::release::{OperatorError, never_released};
 use crate::ports::OutgoingMail;
 use crate::route::headers::clean_address;
 
@@ -118,8 +119,7 @@ impl LinkToken {
     /// A short name of the token for effect keys and audit events (not the token itself).
     pub fn fingerprint(text: &str) -> String {
         use sha2::Digest;
-        let d = Sha256::digest(text.trim().as_bytes());
-        d[..8].iter().map(|b| format!("{b:02x}")).collect()
+        crate::secret::hex(&Sha256::digest(text.trim().as_bytes())[..8])
     }
 }
 
@@ -177,11 +177,7 @@ pub async fn collect(op: &Operator, now: u64) -> Result<Vec<Digest>, OperatorErr
             if row.sender.as_deref() == Some(ours.as_str()) {
                 continue;
             }
-            let held_for = row
-                .reasons
-                .iter()
-                .find(|r| NEVER_RELEASED.contains(&r.as_str()))
-                .cloned();
+            let held_for = never_released(&row.reasons).cloned();
             let mut to: Vec<String> = Vec::new();
             for r in &row.recipients {
                 for d in config.digest.destinations(r, &config.mailroom.domains) {
@@ -251,6 +247,16 @@ Each link opens a page that asks you to confirm; nothing happens until you do. L
 "#;
 
 /// "day", "7 days", "12 hours".
+/// The digest's two templates, compiled once per process.
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.add_template("digest.txt", TEXT)
+        .expect("the digest's text template parses");
+    env.add_template("digest.html", HTML)
+        .expect("the digest's HTML template parses");
+    env
+});
+
 fn period_words(secs: u64) -> String {
     let (n, unit) = if secs.is_multiple_of(86_400) {
         (secs / 86_400, "day")
@@ -323,13 +329,9 @@ pub fn render(
         period => period_words(config.period.0.as_secs()),
         expires => day(expires as i64),
     };
-    let mut env = Environment::new();
-    env.add_template("digest.txt", TEXT)
-        .map_err(|e| e.to_string())?;
-    env.add_template("digest.html", HTML)
-        .map_err(|e| e.to_string())?;
     let render = |name: &str| {
-        env.get_template(name)
+        TEMPLATES
+            .get_template(name)
             .and_then(|t| t.render(&ctx))
             .map_err(|e| format!("the digest for {}: {e}", digest.to))
     };
@@ -407,7 +409,6 @@ pub async fn send(
     Ok(out)
 }
 
-/// A new random key for link tokens (32 bytes).
 #[cfg(test)]
 mod tests {
     use super::*;

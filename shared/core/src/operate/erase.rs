@@ -94,11 +94,7 @@ pub struct Erasure {
 pub fn subject_hash(key: &[u8], address: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(address.trim().to_ascii_lowercase().as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::secret::hex(&mac.finalize().into_bytes())
 }
 
 /// The notes of effects that left the system, from a message's audit records.
@@ -151,11 +147,19 @@ impl Operator {
             .map_err(|e| store(e, &address))?;
         let mut out = Vec::new();
         for id in &ids {
-            let view = self.show(id).await?;
+            let summary = self.summary(id).await?;
+            let audit = self
+                .engine()
+                .ports()
+                .audit
+                .records(id)
+                .await
+                .map_err(|e| store(format!("reading the audit trail: {e}"), id))?;
             let bytes = self
-                .bytes(&view.summary)
+                .bytes(&summary)
                 .await
                 .map_err(|e| store(format!("reading the mail: {e}"), id))?;
+            let view = super::MessageView::of(summary, audit, &bytes);
             out.push(Exported { view, bytes });
         }
         Ok(out)

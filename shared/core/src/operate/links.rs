@@ -5,7 +5,7 @@
 //! an executable. Each source IP gets a number of requests per hour. Every use of a
 //! signed token, refused or not, is audited on its message.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -16,7 +16,7 @@ use super::digest::{LinkAction, LinkToken, TokenError};
 use super::{MessageSummary, Operator};
 use crate::model::{AuditRecord, Stage};
 use crate::pipeline::effects::{Effects, Ran, Repeat, effect_key};
-use crate::pipeline::release::{NEVER_RELEASED, OperatorError};
+use crate::pipeline::release::{OperatorError, never_released};
 use crate::ports::PortError;
 
 /// Adds a sender to `[filter] allow_senders` of the config the pipeline runs: the file
@@ -77,10 +77,14 @@ impl LinkPage {
 {% endfor %}{% if confirm %}<form method="post"><input type="hidden" name="t" value="{{ confirm[0] }}"><button type="submit" id="confirm">{{ confirm[1] }}</button></form>
 {% endif %}</main></body></html>
 "#;
-        let mut env = Environment::new();
-        env.add_template("link.html", PAGE)
-            .expect("the link page template parses");
-        env.get_template("link.html")
+        static PAGES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+            let mut env = Environment::new();
+            env.add_template("link.html", PAGE)
+                .expect("the link page template parses");
+            env
+        });
+        PAGES
+            .get_template("link.html")
             .and_then(|t| {
                 t.render(context! { title => &self.title, lines => &self.lines, confirm => &self.confirm })
             })
@@ -195,12 +199,7 @@ impl LinkDesk {
             ip,
             now,
         };
-        if let Some(finding) = a
-            .summary
-            .reasons
-            .iter()
-            .find(|r| NEVER_RELEASED.contains(&r.as_str()))
-        {
+        if let Some(finding) = never_released(&a.summary.reasons) {
             self.audit_use(&a, "refused").await;
             return LinkPage::new(
                 "refused",

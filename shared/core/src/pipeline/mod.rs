@@ -178,11 +178,11 @@ pub struct Headline {
 /// A content-derived message id for mail that has no SES id (local runs): the same bytes
 /// always get the same id, so a re-run is recognised as a duplicate.
 pub fn content_id(raw: &[u8]) -> String {
-    let digest = Sha256::digest(raw);
-    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+    crate::secret::hex(&Sha256::digest(raw)[..12])
 }
 
-pub(crate) fn epoch_secs(t: SystemTime) -> u64 {
+/// Seconds since the epoch.
+pub fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)

@@ -18,6 +18,13 @@ pub const NEVER_RELEASED: [&str; 4] = [
     "ARCHIVE_BLOCKED_ENTRY",
 ];
 
+/// The finding among `reasons` that keeps a message in quarantine, if there is one.
+pub fn never_released(reasons: &[String]) -> Option<&String> {
+    reasons
+        .iter()
+        .find(|r| NEVER_RELEASED.contains(&r.as_str()))
+}
+
 /// What a release or a deletion did.
 #[derive(Debug)]
 pub enum Handled {
@@ -78,11 +85,7 @@ impl Engine {
         by: &str,
         via_queue: bool,
     ) -> Result<Handled, OperatorError> {
-        if let Some(finding) = summary
-            .reasons
-            .iter()
-            .find(|r| NEVER_RELEASED.contains(&r.as_str()))
-        {
+        if let Some(finding) = never_released(&summary.reasons) {
             return Err(OperatorError::Refused {
                 id: summary.id.clone(),
                 finding: finding.clone(),
