@@ -23,7 +23,7 @@ fn observe(config: &Config, raw: &[u8], name: &str) -> Value {
         .lock()
         .unwrap()
         .iter()
-        .map(|m| describe_sent(&m.from, &m.to, &m.raw))
+        .map(|m| describe_sent(&m.from, &m.to, &m.raw.to_vec()))
         .collect();
     obj.insert("sent".into(), json!(sent));
     obj.insert(

@@ -1,5 +1,6 @@
 //! SESv2: sending forwards and auto-replies as raw MIME.
 
+use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
-use mailroom_core::ports::{MailSender, OutgoingMail, PortError, PortResult};
+use base64::write::EncoderWriter;
+use mailroom_core::ports::{MailBytes, MailSender, OutgoingMail, PortError, PortResult};
 
 type HttpResponse = aws_sdk_sesv2::config::http::HttpResponse;
 
@@ -114,7 +115,7 @@ fn classify(what: &str, e: &SdkError<SendEmailError, HttpResponse>) -> PortError
 /// released: at most the message and one encoding are held.
 #[derive(Debug)]
 struct RawBody {
-    raw: Mutex<Option<Bytes>>,
+    raw: Mutex<Option<MailBytes>>,
 }
 
 impl Intercept for RawBody {
@@ -143,8 +144,9 @@ impl Intercept for RawBody {
     }
 }
 
-/// The serialised SendEmail body with the base64 of `raw` where the marker's is.
-fn splice_message(body: Option<&[u8]>, raw: Bytes) -> Result<Vec<u8>, BoxError> {
+/// The serialised SendEmail body with the base64 of `raw` where the marker's is, encoded
+/// chunk by chunk (a forward's rewritten header section, then the shared body).
+fn splice_message(body: Option<&[u8]>, raw: MailBytes) -> Result<Vec<u8>, BoxError> {
     let body = body.ok_or("the SendEmail request body is not in memory")?;
     let marker = STANDARD.encode(MARKER);
     let at = body
@@ -154,9 +156,13 @@ fn splice_message(body: Option<&[u8]>, raw: Bytes) -> Result<Vec<u8>, BoxError> 
     let encoded = base64::encoded_len(raw.len(), true).ok_or("the message is too large")?;
     let mut out = Vec::with_capacity(body.len() - marker.len() + encoded);
     out.extend_from_slice(&body[..at]);
-    let start = out.len();
-    out.resize(start + encoded, 0);
-    STANDARD.encode_slice(&raw, &mut out[start..])?;
+    {
+        let mut encoder = EncoderWriter::new(&mut out, &STANDARD);
+        for chunk in raw.chunks() {
+            encoder.write_all(chunk)?;
+        }
+        encoder.finish()?;
+    }
     drop(raw);
     out.extend_from_slice(&body[at + marker.len()..]);
     Ok(out)
@@ -165,6 +171,7 @@ fn splice_message(body: Option<&[u8]>, raw: Bytes) -> Result<Vec<u8>, BoxError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn the_message_replaces_the_marker() {
@@ -172,11 +179,20 @@ mod tests {
         let body = format!(
             r#"{{"Content":{{"Raw":{{"Data":"{marker}"}}}},"FromEmailAddress":"a@example.com"}}"#
         );
-        let raw = Bytes::from_static(b"From: a@example.com\r\n\r\nbody \xff\x00");
+        // Chunk lengths that are not multiples of 3, as a rewritten header section's are.
+        let raw = MailBytes::from_chunks(
+            [
+                &b"From: a@example.com\r\n"[..],
+                b"\r\nbody \xff",
+                b"\x00",
+                b"!!",
+            ]
+            .map(Bytes::from_static),
+        );
         let out = splice_message(Some(body.as_bytes()), raw.clone()).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let data = json["Content"]["Raw"]["Data"].as_str().unwrap();
-        assert_eq!(STANDARD.decode(data).unwrap(), raw);
+        assert_eq!(STANDARD.decode(data).unwrap(), raw.to_vec());
         assert_eq!(json["FromEmailAddress"], "a@example.com");
         assert_eq!(out.capacity(), out.len(), "the body was sized up front");
         assert!(splice_message(Some(b"{}"), raw).is_err());

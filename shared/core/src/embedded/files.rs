@@ -104,7 +104,9 @@ impl MailSender for Outbox {
             .map_err(io(format!("creating outbox {}", self.dir.display())))?;
         let mut h = Sha256::new();
         h.update(mail.to.join(",").as_bytes());
-        h.update(&mail.raw);
+        for chunk in mail.raw.chunks() {
+            h.update(chunk);
+        }
         let name = format!(
             "{}.eml",
             h.finalize()[..10]
@@ -113,12 +115,21 @@ impl MailSender for Outbox {
                 .collect::<String>()
         );
         let path = self.dir.join(&name);
-        fs::write(&path, &mail.raw).map_err(io(format!("writing {}", path.display())))?;
+        write_chunks(&path, mail.raw.chunks())
+            .map_err(io(format!("writing {}", path.display())))?;
         let line =
             serde_json::json!({ "file": name, "from": mail.from, "to": mail.to }).to_string();
         append_line(&self.dir.join("index.jsonl"), &line)?;
         Ok(format!("outbox:{name}"))
     }
+}
+
+fn write_chunks<'a>(path: &Path, chunks: impl Iterator<Item = &'a [u8]>) -> std::io::Result<()> {
+    let mut file = fs::File::create(path)?;
+    for chunk in chunks {
+        file.write_all(chunk)?;
+    }
+    Ok(())
 }
 
 /// For in-process runs, where every stage runs in turn and nothing is published.

@@ -14,6 +14,7 @@ mod stages;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::classify::Classifier;
@@ -23,8 +24,8 @@ use crate::mail::{Mail, MailError, strip_mbox_from_line};
 use crate::model::{AuditRecord, Envelope, Stage};
 use crate::operate::MessageSummary;
 use crate::ports::{
-    AuditLog, MailSender, MessageIndex, ObjectStore, PortError, QueueDelivery, RawMailSource,
-    StagePublisher, StateStore,
+    AuditLog, MailBytes, MailSender, MessageIndex, ObjectStore, PortError, QueueDelivery,
+    RawMailSource, StagePublisher, StateStore,
 };
 use crate::route::forward::ForwardPlan;
 use crate::route::headers::HeaderEdit;
@@ -78,8 +79,7 @@ impl Deferred {
 }
 
 /// The raw message at the end of a stage: borrowed when one parse serves all stages (local
-/// runs), owned in an invocation, where the last forward rewrites it in place instead of
-/// copying it.
+/// runs), owned in an invocation, where the forwards then share it without a copy.
 enum Raw<'r> {
     Borrowed(&'r [u8]),
     Owned(Vec<u8>),
@@ -358,30 +358,32 @@ impl Engine {
             decided.audit.decided_by.push(format!("operator:{by}"));
         }
         let mut deferred = std::mem::take(&mut decided.deferred);
-        // Forwards last: the last one takes the raw buffer, and a forward is the costliest
-        // to copy (SES needs it base64-encoded on top).
+        // Stores first, each a rewritten copy written and released in turn; then the
+        // forwards, which share one buffer of the message (an owned message becomes it
+        // without a copy), each adding only its header section.
         deferred.sort_by_key(|d| matches!(d, Deferred::Forward { .. }));
-        let count = deferred.len();
         let mut raw = Some(raw);
-        for (i, action) in deferred.into_iter().enumerate() {
-            let rewritten = if !action.rewrites() {
-                Vec::new()
-            } else if i + 1 == count {
-                // The last one takes an owned message and rewrites it in place.
-                match raw.take() {
-                    Some(Raw::Owned(bytes)) => action.edit().apply_owned(bytes),
-                    Some(Raw::Borrowed(bytes)) => action.edit().apply(strip_mbox_from_line(bytes)),
-                    None => Vec::new(),
+        let mut shared: Option<Bytes> = None;
+        for action in deferred {
+            let rewritten = match (&action, &raw) {
+                _ if !action.rewrites() => MailBytes::default(),
+                (Deferred::Store { .. }, Some(raw)) => action
+                    .edit()
+                    .apply(strip_mbox_from_line(raw.bytes()))
+                    .into(),
+                _ => {
+                    let bytes = shared.get_or_insert_with(|| match raw.take() {
+                        Some(Raw::Owned(bytes)) => Bytes::from(bytes),
+                        Some(Raw::Borrowed(bytes)) => Bytes::copy_from_slice(bytes),
+                        None => Bytes::new(),
+                    });
+                    action.edit().apply_shared(bytes)
                 }
-            } else {
-                raw.as_ref()
-                    .map(|r| action.edit().apply(strip_mbox_from_line(r.bytes())))
-                    .unwrap_or_default()
             };
             let (index, note) = self.carry_out(&env.id, action, rewritten).await?;
             decided.audit.reasons[index] = note;
         }
-        drop(raw);
+        drop((raw, shared));
         if let Some(summary) = &decided.summary {
             self.ports.index.record(summary).await.map_err(|e| {
                 StageError::from_port(&env.id, stage, "recording the message summary", e)
@@ -412,7 +414,7 @@ impl Engine {
         &self,
         id: &str,
         action: Deferred,
-        rewritten: Vec<u8>,
+        rewritten: MailBytes,
     ) -> Result<(usize, String), StageError> {
         match action {
             Deferred::Forward { index, to, plan } => {
@@ -443,7 +445,7 @@ impl Engine {
             Deferred::Store { index, key, .. } => {
                 self.ports
                     .objects
-                    .put_object(&key, rewritten)
+                    .put_object(&key, rewritten.into_vec())
                     .await
                     .map_err(|e| {
                         StageError::from_port(id, Stage::Route, &format!("storing under {key}"), e)

@@ -178,7 +178,8 @@ category = "vip-only"
         let reference = reference_for(mail.message_id.as_deref().unwrap(), "SUP-");
         let out = render(&mail, &plan, &r, &config, &reference).unwrap();
         assert_eq!(out.to, ["ann@example.org"]);
-        let p = MessageParser::default().parse(&out.raw[..]).unwrap();
+        let raw = out.raw.to_vec();
+        let p = MessageParser::default().parse(&raw[..]).unwrap();
         assert_eq!(
             p.subject(),
             Some(format!("Your billing request {reference}").as_str())

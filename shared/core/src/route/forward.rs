@@ -7,12 +7,10 @@
 //! `Sender` go, a repeated `Message-ID` is cut to its first occurrence, and everything else,
 //! body included, stays byte for byte (see [`super::headers`]).
 
-use bytes::Bytes;
-
 use crate::config::General;
 use crate::mail::Mail;
 use crate::matcher::domain_matches;
-use crate::ports::OutgoingMail;
+use crate::ports::{MailBytes, OutgoingMail};
 
 use super::headers::{self, HeaderEdit, clean_address, clean_header_text, rfc2047_encode};
 
@@ -56,10 +54,9 @@ impl ForwardPlan {
         }
     }
 
-    /// The messages to send, given the rewritten bytes ([`HeaderEdit::apply`] or
-    /// [`HeaderEdit::apply_owned`] of `edit`), which every chunk's send shares.
-    pub fn messages(self, rewritten: Vec<u8>) -> impl Iterator<Item = OutgoingMail> {
-        let raw = Bytes::from(rewritten);
+    /// The messages to send, given the rewritten bytes ([`HeaderEdit::apply_shared`] of
+    /// `edit`), which every chunk's send shares.
+    pub fn messages(self, raw: MailBytes) -> impl Iterator<Item = OutgoingMail> {
         let from = self.from;
         self.chunks.into_iter().map(move |to| OutgoingMail {
             from: from.clone(),
@@ -153,6 +150,7 @@ pub fn format_mailbox(name: Option<&str>, address: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use mail_parser::MessageParser;
 
     const RAW: &[u8] = b"Return-Path: <ann@example.org>\r\nDKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=xyz\r\nFrom: \"Ann Example\" <Ann@Example.org>\r\nSender: list@example.org\r\nTo: support@example.com\r\nSubject: Help\r\nMessage-ID: <m1@example.org>\r\nMessage-ID: <m2@example.org>\r\nX-Custom: keep me\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello,\r\nFrom: this line is body\r\n";
@@ -164,7 +162,14 @@ mod tests {
         }
     }
 
-    fn forward(raw: &[u8], to: &[String]) -> Vec<OutgoingMail> {
+    /// A forward as sent, in one piece.
+    struct Sent {
+        from: String,
+        to: Vec<String>,
+        raw: Vec<u8>,
+    }
+
+    fn forward(raw: &[u8], to: &[String]) -> Vec<Sent> {
         let mail = Mail::parse(raw).unwrap();
         let plan = ForwardPlan::new(
             &mail,
@@ -172,8 +177,20 @@ mod tests {
             to,
             &[("X-Team".into(), "support".into())],
         );
-        let rewritten = plan.edit.apply(mail.raw);
-        plan.messages(rewritten).collect()
+        let contiguous = plan.edit.apply(mail.raw);
+        let shared = plan.edit.apply_shared(&Bytes::copy_from_slice(raw));
+        assert_eq!(
+            shared.to_vec(),
+            contiguous,
+            "the shared rewrite is the copied one"
+        );
+        plan.messages(shared)
+            .map(|m| Sent {
+                raw: m.raw.to_vec(),
+                from: m.from,
+                to: m.to,
+            })
+            .collect()
     }
 
     fn header_count(raw: &[u8], name: &str) -> usize {

@@ -7,6 +7,10 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
+
+use crate::ports::MailBytes;
+
 /// Header lines longer than this (in bytes) are folded at whitespace when we write them.
 const FOLD_AT: usize = 78;
 
@@ -200,16 +204,13 @@ impl HeaderEdit {
         out
     }
 
-    /// The same edit on a message we own (a leading mbox `From ` line is dropped, as
-    /// [`Mail`](crate::Mail) does): only the header section is rewritten, in place, so a
-    /// 40 MB body is never in memory twice.
-    pub fn apply_owned(&self, mut raw: Vec<u8>) -> Vec<u8> {
-        let skip = raw.len() - crate::mail::strip_mbox_from_line(&raw).len();
+    /// The same edit as a forward sends it: the rewritten header section, then the rest of
+    /// `raw` (after a leading mbox `From ` line) shared, not copied.
+    pub fn apply_shared(&self, raw: &Bytes) -> MailBytes {
+        let skip = raw.len() - crate::mail::strip_mbox_from_line(raw).len();
         let split = split(&raw[skip..]);
-        let end = skip + split.headers.len();
-        let headers = self.header_section(&split);
-        raw.splice(..end, headers);
-        raw
+        let body = skip + split.headers.len();
+        MailBytes::from_chunks([Bytes::from(self.header_section(&split)), raw.slice(body..)])
     }
 
     /// The edited header fields, each with its line ending.
@@ -442,7 +443,7 @@ mod tests {
     }
 
     #[test]
-    fn owned_edit_matches_the_borrowed_one() {
+    fn shared_edit_matches_the_copied_one() {
         let edit = HeaderEdit::new()
             .remove("DKIM-Signature")
             .keep_first("Message-ID")
@@ -451,8 +452,10 @@ mod tests {
         let mboxed = [b"From ann@example.org Mon Jan  1 00:00:00 2024\n", CRLF_MSG].concat();
         for raw in [CRLF_MSG, lf.as_bytes(), &mboxed] {
             let stripped = crate::mail::strip_mbox_from_line(raw);
+            let shared = edit.apply_shared(&Bytes::copy_from_slice(raw));
+            assert_eq!(shared.chunks().count(), 2, "header section and body");
             assert_eq!(
-                edit.apply_owned(raw.to_vec()),
+                shared.to_vec(),
                 edit.apply(stripped),
                 "{}",
                 String::from_utf8_lossy(raw)
