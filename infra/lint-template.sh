@@ -183,6 +183,7 @@ for f in spec["functions"]:
               f"{lid} {spec['env']['deliver_queue_prefix']} should be !Sub ${{AWS::StackName}}{spec['deliver_queue_name_prefix']}")
     if spec["env"]["retention_days"] in f["env"]:
         check(env.get(spec["env"]["retention_days"]) == {"Ref": "AuditRetentionDays"}, f"{lid} {spec['env']['retention_days']} should be !Ref AuditRetentionDays")
+    check(env.get(spec["env"]["tls_roots"]) == {"Ref": "TlsRoots"}, f"{lid} {spec['env']['tls_roots']} should be !Ref TlsRoots")
     if spec["env"]["raw_retention_days"] in f["env"]:
         check(env.get(spec["env"]["raw_retention_days"]) == {"Ref": "RetentionDays"}, f"{lid} {spec['env']['raw_retention_days']} should be !Ref RetentionDays")
     events = list(p.get("Events", {}).values())
@@ -216,6 +217,7 @@ for f in spec["digest_functions"]:
     env = {**glob.get("Environment", {}).get("Variables", {}), **p.get("Environment", {}).get("Variables", {})}
     check(set(env) == set(f["env"]), f"{lid} env vars {sorted(env)} != {sorted(f['env'])}")
     check(env.get("MAILROOM_LINK_KEY_SECRET") == {"Ref": spec["link_key_secret"]["logical_id"]}, f"{lid} link key secret")
+    check(env.get(spec["env"]["tls_roots"]) == {"Ref": "TlsRoots"}, f"{lid} {spec['env']['tls_roots']} should be !Ref TlsRoots")
     cargo = Path(f["code_uri"]) / "Cargo.toml"
     check(cargo.exists() and f'name = "{f["binary"]}"' in cargo.read_text(), f"{cargo}: no bin {f['binary']}")
     alarm = props(lid.replace("Function", "ErrorsAlarm"), "AWS::CloudWatch::Alarm")

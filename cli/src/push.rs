@@ -13,7 +13,9 @@ pub fn push_config(file: &Path, bucket: &str, key: &str) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let sdk = mailroom_aws::app::sdk_config().await;
+        let sdk = mailroom_aws::app::operator_sdk_config()
+            .await
+            .map_err(anyhow::Error::msg)?;
         push_async(&sdk, file, bucket, key).await
     })
 }

@@ -74,7 +74,9 @@ fn push(target: &Target, _path: &Path) -> Result<()> {
 /// Edits the stack's own config in its bucket (no local file given).
 #[cfg(feature = "aws")]
 pub async fn on_stack(target: &Target, list: SenderList, sender: &str) -> Result<String> {
-    let sdk = mailroom_aws::app::sdk_config().await;
+    let sdk = mailroom_aws::app::operator_sdk_config()
+        .await
+        .map_err(anyhow::Error::msg)?;
     let names = crate::target::stack_names(target, &sdk).await?;
     mailroom_aws::config_source::edit_senders(
         &mailroom_aws::app::s3_client(&sdk),

@@ -99,7 +99,9 @@ impl Target {
     fn connect_aws(&self, runtime: &tokio::runtime::Runtime) -> Result<Connected> {
         use mailroom_aws::operator::connect;
         runtime.block_on(async {
-            let sdk = mailroom_aws::app::sdk_config().await;
+            let sdk = mailroom_aws::app::operator_sdk_config()
+                .await
+                .map_err(anyhow::Error::msg)?;
             let names = stack_names(self, &sdk).await?;
             let local = match &self.config {
                 Some(path) => Some(crate::load_config(path)?),

@@ -765,6 +765,7 @@ impl Stack {
             (r.env_name("retention_days"), RETENTION_DAYS.to_string()),
             (r.env_name("raw_retention_days"), RETENTION_DAYS.to_string()),
             (r.env_name("log"), "info".to_string()),
+            (r.env_name("tls_roots"), "amazon".to_string()),
         ]);
         if let Some(next) = &f.next_queue {
             values.insert(r.env_name("next_queue_url"), self.queue(next).url.clone());

@@ -64,6 +64,7 @@ fn resources_json_names_what_the_functions_read() {
         ("from_address", settings::FROM_ADDRESS),
         ("deliver_queue_prefix", settings::DELIVER_QUEUE_PREFIX),
         ("retention_days", settings::RETENTION_DAYS),
+        ("tls_roots", mailroom_aws::tls::ROOTS_VAR),
     ] {
         assert_eq!(r.env_name(key), var, "infra/resources.json env.{key}");
     }

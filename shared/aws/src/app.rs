@@ -15,6 +15,7 @@ use crate::s3::S3Mail;
 use crate::ses::SesSender;
 use crate::settings::Settings;
 use crate::sqs::{SqsDelivery, SqsPublisher};
+use crate::tls::Roots;
 
 pub struct App {
     pub settings: Settings,
@@ -23,10 +24,25 @@ pub struct App {
     config: ConfigSource,
 }
 
-/// The SDK config from the environment. `AWS_ENDPOINT_URL` (honoured by the SDK) points
-/// every client at an emulator.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+/// The SDK config from the environment, its HTTPS client trusting `roots`.
+/// `AWS_ENDPOINT_URL` (honoured by the SDK) points every client at an emulator.
+pub async fn sdk_config(roots: Roots) -> SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::tls::http_client(roots))
+        .load()
+        .await
+}
+
+/// The functions' SDK config: Amazon's embedded roots unless `MAILROOM_TLS_ROOTS` says
+/// otherwise (see [`crate::tls`]).
+pub async fn function_sdk_config() -> Result<SdkConfig, String> {
+    Ok(sdk_config(Roots::from_env(Roots::Amazon)?).await)
+}
+
+/// The CLI's SDK config, on an operator's machine: the system's store unless
+/// `MAILROOM_TLS_ROOTS` says otherwise.
+pub async fn operator_sdk_config() -> Result<SdkConfig, String> {
+    Ok(sdk_config(Roots::from_env(Roots::Native)?).await)
 }
 
 /// An S3 client; path-style addressing when an endpoint is set, as emulators need.

@@ -365,7 +365,7 @@ async fn start(function: Function) -> Result<Arc<Desk>, lambda_runtime::Error> {
     crate::init_logging();
     let settings = DeskSettings::from_lookup(function, |n| std::env::var(n).ok())
         .map_err(|e| e.to_string())?;
-    let sdk = crate::app::sdk_config().await;
+    let sdk = crate::app::function_sdk_config().await?;
     Ok(Arc::new(
         Desk::new(settings, &sdk, Metrics::stdout()).await?,
     ))

@@ -17,6 +17,7 @@ pub mod s3;
 pub mod ses;
 pub mod settings;
 pub mod sqs;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ pub async fn run(stage: Stage) -> Result<(), lambda_runtime::Error> {
     init_logging();
     // Display, not Debug: the log line should read "environment variable X is not set".
     let settings = settings::Settings::from_env(stage).map_err(|e| e.to_string())?;
-    let sdk = app::sdk_config().await;
+    let sdk = app::function_sdk_config().await?;
     let app = Arc::new(app::App::new(settings, &sdk).await?);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
