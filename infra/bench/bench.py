@@ -341,6 +341,125 @@ def prepare_corpus(ctx):
     }
 
 
+# ------------------------------------------------------------------ trained model and anchor
+
+SPAM_WORDS = ["winner", "free", "prize", "casino", "viagra", "loan", "crypto", "bonus", "click", "offer"]
+
+
+def generated_labelled(ctx):
+    """ham/ and spam/ of generated messages, for training when ../shared/data/spam is absent."""
+    root = ctx.fresh_dir("train-generated")
+    for label, words in (("ham", WORDS), ("spam", SPAM_WORDS)):
+        d = os.path.join(root, label)
+        os.makedirs(d)
+        for i in range(200):
+            body = " ".join(words[(i * 7 + j * 13) % len(words)] for j in range(120))
+            raw = (
+                f"From: sender{i}@{label}{i % 9}.example\r\nTo: support@example.com\r\nSubject: {words[i % len(words)]} {i}\r\n"
+                f"Message-ID: <{label}{i}@example>\r\nDate: Mon, 02 Nov 2026 10:00:00 +0000\r\n\r\n{body}\r\n"
+            )
+            with open(os.path.join(d, f"{i:04d}.eml"), "w") as f:
+                f.write(raw)
+    return root
+
+
+def train_spam_model(ctx):
+    """`mailroom train` on ham/ and spam/, and a copy of the example config naming the
+    model: the config every throughput figure runs with. Returns (config path, training
+    folder, seconds)."""
+    src = ctx.spam_root if list_files(os.path.join(ctx.spam_root, "spam")) else generated_labelled(ctx)
+    d = ctx.fresh_dir("model")
+    model = os.path.join(d, "spam.mrm")
+    t0 = time.monotonic()
+    p = subprocess.run([os.path.join(ctx.release, "mailroom"), "train", "--out", model, src], capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        raise RuntimeError(f"mailroom train failed: {p.stderr.strip()[-2000:]}")
+    seconds = time.monotonic() - t0
+    text = open(ctx.config_path).read()
+    line = '# spam_model = "models/spam.mrm"'
+    if line not in text:
+        raise RuntimeError(f"{ctx.config_path} has no `{line}` line to enable")
+    config = os.path.join(d, "mailroom.toml")
+    with open(config, "w") as f:
+        f.write(text.replace(line, f"spam_model = {json.dumps(model)}"))
+    return config, src, seconds
+
+
+def one_core():
+    """The command prefix that pins a process to one CPU (empty when taskset is missing)."""
+    taskset = shutil.which("taskset")
+    return [taskset, "-c", "0"] if taskset else []
+
+
+def anchor_python(ctx):
+    """The anchor's virtual environment (scikit-learn from PyPI), made once; None, with the
+    reason, when it cannot be made."""
+    venv = os.path.join(ctx.out, "anchor-venv")
+    py = os.path.join(venv, "bin", "python")
+    if os.path.isfile(py) and subprocess.run([py, "-c", "import sklearn"], capture_output=True).returncode == 0:
+        return py, None
+    shutil.rmtree(venv, ignore_errors=True)
+    for cmd in ([sys.executable if sys.prefix == sys.base_prefix else "python3", "-m", "venv", venv], [py, "-m", "pip", "install", "-q", "scikit-learn"]):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if p.returncode != 0:
+            return None, f"`{' '.join(cmd)}` failed: {(p.stderr or p.stdout).strip()[-500:]}"
+    return py, None
+
+
+def timed_process(ctx, argv, label, env=None):
+    """Runs argv to completion through the launcher; wall, CPU and peak RSS."""
+    out_path, err_path = ctx.path("cli", f"{label}.out"), ctx.path("cli", f"{label}.err")
+    p = Launched(argv, env or mail_env(), out_path, err_path, cwd=ctx.repo)
+    r = p.wait(3600)
+    if r is None:
+        p.stop()
+        raise RuntimeError(f"{label} did not finish within an hour")
+    return {
+        "wall_s": round(r["t_exit"] - p.t_spawn, 3),
+        "cpu_s": round(r["cpu_s"], 3),
+        "peak_rss_mib": ctx.rss_mib(r["maxrss_kib"]),
+        "exit_code": r["exit_code"],
+        "out": out_path,
+        "err": err_path,
+    }
+
+
+def part_anchor(ctx, res, corpus, mailroom_wall):
+    """The Python anchor over the same corpus on one core, beside `mailroom run --jobs 1`."""
+    py, why = anchor_python(ctx)
+    if py is None:
+        res["anchor"] = {"skipped": why}
+        say(f"anchor skipped: {why}")
+        return
+    src = ctx.spam_root if list_files(os.path.join(ctx.spam_root, "spam")) else os.path.join(ctx.out, "train-generated")
+    model = ctx.path("model", "anchor.pkl")
+    script = os.path.join(ctx.repo, "infra", "bench", "anchor.py")
+    t0 = time.monotonic()
+    p = subprocess.run([py, script, "train", model, src], capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        raise RuntimeError(f"anchor training failed: {p.stderr.strip()[-2000:]}")
+    train_s = time.monotonic() - t0
+    r = timed_process(ctx, [*one_core(), py, script, "predict", model, *corpus["inputs"]], "anchor")
+    if r["exit_code"] != 0:
+        raise RuntimeError(f"the anchor exited {r['exit_code']}; see {r['err']}")
+    n = sum(1 for line in open(r["out"]) if line.strip())
+    a = {
+        "what": "Python email (policy.default) + scikit-learn TF-IDF word 1-2-grams LinearSVC, parse + predict in batches of 128, one process on one core",
+        "sklearn_python": py,
+        "train_s": round(train_s, 2),
+        "messages": n,
+        **{k: r[k] for k in ("wall_s", "cpu_s", "peak_rss_mib")},
+        "messages_per_s": round(n / r["wall_s"], 1),
+        "mailroom_speedup": round(r["wall_s"] / mailroom_wall, 2) if mailroom_wall else None,
+    }
+    res["anchor"] = a
+    say(
+        f"anchor (Python + scikit-learn, one core): {n} messages in {a['wall_s']:.2f} s wall: "
+        f"{a['messages_per_s']:.0f} msg/s, peak RSS {a['peak_rss_mib']} MiB; "
+        f"mailroom run --jobs 1 is {a['mailroom_speedup']}x as fast"
+    )
+
+
 # ------------------------------------------------------------------ throughput
 
 CORPUS_LINE = re.compile(
@@ -371,12 +490,15 @@ def part_throughput(ctx, res):
     total_bytes = sum(os.path.getsize(f) for f in files)
     res["corpus"] = {"name": corpus["name"], "source": corpus["source"], "messages": len(files), "bytes": total_bytes}
     say(f"corpus {corpus['name']}: {len(files)} messages, {total_bytes / MB:.2f} MB ({corpus['source']})")
+    config, trained_on, train_s = train_spam_model(ctx)
+    res["model"] = {"config": os.path.relpath(config, ctx.repo), "trained_on": trained_on, "train_s": round(train_s, 2)}
+    say(f"spam model: mailroom train on {trained_on} in {train_s:.1f} s; every throughput figure runs with it")
 
     # In process: criterion.
     cmd = ["cargo", "bench", "-p", "mailroom-core", "--bench", "pipeline", "--", "--noplot"]
     if ctx.quick:
         cmd += ["--warm-up-time", "1", "--measurement-time", "2"]
-    env = dict(os.environ, **corpus["bench_env"])
+    env = dict(os.environ, **corpus["bench_env"], MAILROOM_BENCH_CONFIG=config)
     bench_log = ctx.path("criterion.log")
     log(f"running {' '.join(cmd)} (log {bench_log}); cargo may wait for the build lock")
     since = time.time() - 1
@@ -433,51 +555,63 @@ def part_throughput(ctx, res):
         )
     res["criterion"] = crit
 
-    # As a whole process.
-    mailroom = os.path.join(ctx.release, "mailroom")
-    if not os.path.isfile(mailroom):
-        raise RuntimeError(f"{mailroom} is missing (cargo build --release -p mailroom-cli)")
-    state = ctx.fresh_dir("cli", "state")
-    outbox = ctx.fresh_dir("cli", "outbox")
-    argv = [mailroom, "run", "--config", ctx.config_path, "--format", "jsonl", "--state", state, "--outbox", outbox, *corpus["inputs"]]
-    out_path, err_path = ctx.path("cli", "out.jsonl"), ctx.path("cli", "err.log")
-    p = Launched(argv, mail_env(), out_path, err_path, cwd=ctx.repo)
-    r = p.wait(3600)
-    if r is None:
-        p.stop()
-        raise RuntimeError("mailroom run did not finish within an hour")
-    wall = r["t_exit"] - p.t_spawn
-    rows = [json.loads(line) for line in open(out_path) if line.strip()]
-    cli = {
-        "command": "mailroom run --config examples/mailroom.toml --format jsonl --state DIR --outbox DIR " + " ".join(os.path.relpath(i, ctx.repo) for i in corpus["inputs"]),
-        "exit_code": r["exit_code"],
-        "messages": len(rows),
-        "errors": sum(1 for x in rows if x.get("error")),
-        "bytes": total_bytes,
-        "wall_s": round(wall, 3),
-        "cpu_s": round(r["cpu_s"], 3),
-        "user_s": round(r["user_s"], 3),
-        "sys_s": round(r["sys_s"], 3),
-        "messages_per_s": round(len(rows) / wall, 1),
-        "mb_per_s": round(total_bytes / MB / wall, 2),
-        "cpu_messages_per_s": round(len(rows) / max(r["cpu_s"], 1e-9), 1),
-        "peak_rss_mib": ctx.rss_mib(r["maxrss_kib"]),
-        "mix": mix_of(rows),
-    }
-    if r["exit_code"] not in (0, 1):
-        raise RuntimeError(f"mailroom run exited {r['exit_code']}; see {err_path}")
+    # As a whole process: on one core, then on every core.
+    cli = cli_run(ctx, corpus, config, jobs=1, pin=True)
     res["cli"] = cli
-    say(
-        f"process mailroom run: {cli['messages']} messages in {cli['wall_s']:.2f} s wall, {cli['cpu_s']:.2f} s CPU: "
-        f"{cli['messages_per_s']:.0f} msg/s, {cli['mb_per_s']:.2f} MB/s, peak RSS {cli['peak_rss_mib']} MiB"
-        f" (exit {cli['exit_code']}, {cli['errors']} rows with an error)"
-    )
+    cores = os.cpu_count() or 1
+    if cores > 1:
+        multi = cli_run(ctx, corpus, config, jobs=cores, pin=False)
+        multi["speedup_over_one_core"] = round(cli["wall_s"] / multi["wall_s"], 2)
+        res["cli_all_cores"] = multi
+        say(f"mailroom run --jobs {cores} is {multi['speedup_over_one_core']}x its --jobs 1 speed")
     mx = cli["mix"]
     say(
         "corpus mix: verdicts " + ", ".join(f"{k} {v}" for k, v in sorted(mx["verdicts"].items()))
         + "; actions " + ", ".join(f"{k} {v}" for k, v in sorted(mx["actions"].items()))
         + "; auto-reply " + ", ".join(f"{k} {v}" for k, v in sorted(mx["auto_reply"].items()))
     )
+    part_anchor(ctx, res, corpus, cli["wall_s"])
+
+
+def cli_run(ctx, corpus, config, jobs, pin):
+    """`mailroom run --format jsonl` over the corpus with fresh state and outbox."""
+    mailroom = os.path.join(ctx.release, "mailroom")
+    if not os.path.isfile(mailroom):
+        raise RuntimeError(f"{mailroom} is missing (cargo build --release -p mailroom-cli)")
+    state = ctx.fresh_dir("cli", "state")
+    outbox = ctx.fresh_dir("cli", "outbox")
+    args = ["run", "--jobs", str(jobs), "--config", config, "--format", "jsonl", "--state", state, "--outbox", outbox]
+    prefix = one_core() if pin else []
+    r = timed_process(ctx, [*prefix, mailroom, *args, *corpus["inputs"]], f"run-jobs{jobs}")
+    rows = [json.loads(line) for line in open(r["out"]) if line.strip()]
+    wall = r["wall_s"]
+    cli = {
+        "command": " ".join([*(["taskset -c 0"] if prefix else []), "mailroom", *args[:3], "--config", os.path.relpath(config, ctx.repo), "--format jsonl --state DIR --outbox DIR"]
+                            + [os.path.relpath(i, ctx.repo) for i in corpus["inputs"]]),
+        "jobs": jobs,
+        "pinned_to_one_core": bool(prefix),
+        "exit_code": r["exit_code"],
+        "messages": len(rows),
+        "errors": sum(1 for x in rows if x.get("error")),
+        "bytes": sum(os.path.getsize(f) for f in corpus["files"]),
+        "wall_s": wall,
+        "cpu_s": r["cpu_s"],
+        "messages_per_s": round(len(rows) / wall, 1),
+        "cpu_messages_per_s": round(len(rows) / max(r["cpu_s"], 1e-9), 1),
+        "peak_rss_mib": r["peak_rss_mib"],
+        "mix": mix_of(rows),
+    }
+    cli["mb_per_s"] = round(cli["bytes"] / MB / wall, 2)
+    if r["exit_code"] not in (0, 1):
+        raise RuntimeError(f"mailroom run exited {r['exit_code']}; see {r['err']}")
+    say(
+        f"process mailroom run --jobs {jobs}{' (one core)' if prefix else ''}: {cli['messages']} messages in {wall:.2f} s wall, "
+        f"{cli['cpu_s']:.2f} s CPU: {cli['messages_per_s']:.0f} msg/s, {cli['mb_per_s']:.2f} MB/s, peak RSS {cli['peak_rss_mib']} MiB"
+        f" (exit {cli['exit_code']}, {cli['errors']} rows with an error)"
+    )
+    shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(outbox, ignore_errors=True)
+    return cli
 
 
 def mix_of(rows):
@@ -724,6 +858,8 @@ def function_env(ctx, stage, api):
         r["env"]["retention_days"]: "30",
         r["env"]["raw_retention_days"]: "30",
         r["env"]["log"]: "info",
+        # As the template's TlsRoots; MAILROOM_TLS_ROOTS=native measures the system store.
+        r["env"]["tls_roots"]: os.environ.get("MAILROOM_TLS_ROOTS", "amazon"),
     }
     if spec.get("next_queue"):
         values[r["env"]["next_queue_url"]] = st["queues"][spec["next_queue"]]["url"]
@@ -973,14 +1109,31 @@ def write_large(path, size_mb):
     return size
 
 
+# The example config's billing route, and the same with a second forward: the memory part
+# measures a 40 MB message forwarded twice (and stored), the route stage's worst case.
+BILLING_ACTIONS = 'actions = [{ forward = ["finance@corp.example"] }, { store = "billing/" }]'
+TWO_FORWARDS = 'actions = [{ forward = ["finance@corp.example"] }, { forward = ["audit@corp.example"] }, { store = "billing/" }]'
+
+
+def two_forwards_config(ctx, d):
+    text = open(ctx.config_path).read()
+    if BILLING_ACTIONS not in text:
+        raise RuntimeError(f"{ctx.config_path} has no `{BILLING_ACTIONS}` line to add a second forward to")
+    path = os.path.join(d, "mailroom-two-forwards.toml")
+    with open(path, "w") as f:
+        f.write(text.replace(BILLING_ACTIONS, TWO_FORWARDS))
+    return path
+
+
 def part_memory(ctx, res):
     d = ctx.fresh_dir("large")
+    config = two_forwards_config(ctx, d)
     files = {}
     for n in LARGE_SIZES_MB:
         p = os.path.join(d, f"large-{n}mb.eml")
         files[n] = (p, write_large(p, n))
     res.update({
-        "message": "SES-shaped: headers, text body, base64 PDF-like and ZIP attachments of random bytes, to billing@ (forward + store + auto-reply); N MB = at most N×10^6 bytes (the example config's 40MB limit is 40×10^6)",
+        "message": "SES-shaped: headers, text body, base64 PDF-like and ZIP attachments of random bytes, to billing@ (the example config with billing's route made two forwards + store, then the auto-reply); N MB = at most N×10^6 bytes (the example config's 40MB limit is 40×10^6)",
         "lambda_memory_mib": LAMBDA_MEMORY_MIB,
         "cli": {},
         "functions": {},
@@ -992,7 +1145,7 @@ def part_memory(ctx, res):
         path, size = files[n]
         state, outbox = ctx.fresh_dir("large", f"state-{n}"), ctx.fresh_dir("large", f"outbox-{n}")
         out_path, err_path = ctx.path("large", f"run-{n}.jsonl"), ctx.path("large", f"run-{n}.err")
-        p = Launched([mailroom, "run", "--config", ctx.config_path, "--format", "jsonl", "--state", state, "--outbox", outbox, path], mail_env(), out_path, err_path, cwd=ctx.repo)
+        p = Launched([mailroom, "run", "--config", config, "--format", "jsonl", "--state", state, "--outbox", outbox, path], mail_env(), out_path, err_path, cwd=ctx.repo)
         r = p.wait(600)
         if r is None:
             p.stop()
@@ -1023,6 +1176,8 @@ def part_memory(ctx, res):
     ensure_stack(ctx)
     big = max(LARGE_SIZES_MB)
     api = RuntimeApi(ctx.resources["function_settings"]["timeout_seconds"])
+    config_key = ctx.resources["bucket"]["config_key"]
+    ctx.aws("aws-put", "--bucket", ctx.stack["bucket"], f"{config_key}={config}")
     try:
         bodies = upload_raw(ctx, [files[big][0]], f"large{big}mb")
         for stage in STAGES:
@@ -1048,6 +1203,7 @@ def part_memory(ctx, res):
                     break
     finally:
         api.close()
+        ctx.aws("aws-put", "--bucket", ctx.stack["bucket"], f"{config_key}={ctx.config_path}")
 
 
 # ------------------------------------------------------------------ size

@@ -7,17 +7,24 @@
 #   bash infra/bench/run.sh [--quick] [--only PART,...] [--compare OLD.json] [--runs N] [--messages N]
 #
 # Parts (all by default; pick with --only throughput,coldstart,memory,size,latency,cost):
-#   throughput  in process, per stage and for the whole pipeline: the criterion bench
-#               (cargo bench -p mailroom-core --bench pipeline), messages/s and MB/s; and
-#               `mailroom run --format jsonl` as one process over the same corpus: messages/s,
-#               MB/s, wall and CPU time, peak RSS, and what the messages did (for the cost)
+#   throughput  with a spam model `mailroom train` makes from ../shared/data/spam (or a
+#               generated ham/spam corpus) in a copy of the example config: in process, per
+#               stage and for the whole pipeline, the criterion bench (cargo bench -p
+#               mailroom-core --bench pipeline), messages/s and MB/s; `mailroom run --format
+#               jsonl` as one process over the same corpus, pinned to one core (--jobs 1) and
+#               on every core (--jobs N): messages/s, MB/s, wall and CPU time, peak RSS, and
+#               what the messages did (for the cost); and the Python anchor
+#               (infra/bench/anchor.py: email + a scikit-learn TF-IDF LinearSVC trained on the
+#               same folders, in target/bench/anchor-venv, skipped with the reason when pip
+#               cannot install scikit-learn) on the same core
 #   coldstart   each release function binary against moto (bucket, table, queues as
 #               infra/resources.json names them, examples/mailroom.toml as the config) and a
 #               local Lambda Runtime API, N runs (--runs, default 10): process start -> first
 #               GET /next, -> first response, and a warm invocation; median and p90
-#   memory      1, 10, 25 and 40 MB messages (SES shape, base64 attachments) in
-#               target/bench/large: peak RSS and wall of `mailroom run` on each, and of each
-#               function binary handling the 40 MB one (S3 on moto); flags any over 128 MiB
+#   memory      1, 10, 25 and 40 MB messages (SES shape, base64 attachments) to billing@,
+#               whose route is made two forwards and a store, in target/bench/large: peak
+#               RSS and wall of `mailroom run` on each, and of each function binary handling
+#               the 40 MB one (S3 on moto); flags any over 128 MiB
 #   size        each function's release binary and a zip of it named bootstrap
 #   latency     one message alone, from the receipt notification to the auto-reply handed to
 #               SES: the four stage handlers against moto, each queue read at once (cargo

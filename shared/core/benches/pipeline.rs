@@ -5,10 +5,12 @@
 //! generated one. `MAILROOM_BENCH_CORPUS=DIR` uses the files of DIR instead (sorted by
 //! name; `MAILROOM_BENCH_NAME` names it), which is how `infra/bench/run.sh` makes this
 //! bench and its `mailroom run` timing read the same messages (a subset with `--quick`, a
-//! generated corpus when the SpamAssassin one is missing). The script runs this and reads
-//! criterion's estimates; the `corpus ...` line below gives it the bytes for MB/s.
+//! generated corpus when the SpamAssassin one is missing). `MAILROOM_BENCH_CONFIG=FILE`
+//! runs FILE's config with the models it names (the script trains a spam model for it)
+//! instead of the example config's rules alone. The script runs this and reads criterion's
+//! estimates; the `corpus ...` line below gives it the bytes for MB/s.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -75,21 +77,37 @@ fn generated(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+fn config_path() -> PathBuf {
+    std::env::var_os("MAILROOM_BENCH_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mailroom.toml")
+        })
+}
+
 fn config() -> Config {
-    Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mailroom.toml"))
-        .expect("example config")
+    let path = config_path();
+    Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The filter and classifier with the config's models.
+fn stages_for(config: &Config) -> (Filter, Classifier) {
+    let path = config_path();
+    let base = path.parent().unwrap_or(Path::new("."));
+    mailroom_core::learn::load_for_config(config, base)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn engine(config: &Arc<Config>) -> Engine {
-    Engine::with_rules(config.clone(), memory_ports().0)
+    let (filter, classifier) = stages_for(config);
+    Engine::new(config.clone(), filter, classifier, memory_ports().0)
 }
 
 fn stages(c: &mut Criterion) {
     let (name, raw) = corpus();
     let bytes: u64 = raw.iter().map(|r| r.len() as u64).sum();
     let config = Arc::new(config());
-    let filter = Filter::new();
-    let classifier = Classifier::default();
+    let (filter, classifier) = stages_for(&config);
     let mails: Vec<Mail> = raw.iter().filter_map(|r| Mail::parse(r).ok()).collect();
     let parsed_bytes: u64 = mails.iter().map(|m| m.raw.len() as u64).sum();
     // MB/s = messages/s × bytes / messages; printed so the bench script can convert. The
