@@ -1237,7 +1237,7 @@ impl Stack {
         items
     }
 
-    /// The sort keys of a message's items (`stage#filter`, `audit#route`, `effect#...`).
+    /// The sort keys of a message's items (`audit#filter`, `effect#...`).
     pub async fn sort_keys(&self, id: &str) -> Vec<String> {
         self.items(id).await.into_keys().collect()
     }

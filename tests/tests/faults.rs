@@ -1,8 +1,8 @@
 //! The fault matrix: for every AWS call each stage makes for one message, each fault class
 //! injected at that call (see `mailroom_tests::proxy`), with the event source mapping
 //! redelivering what failed. Every cell asserts that the message ends processed (no message
-//! is lost or left in a dead-letter queue by a passing fault), that each stage recorded its
-//! transition, and that the forward, delivery and auto-reply counts are the README's
+//! is lost or left in a dead-letter queue by a passing fault), that each stage wrote its audit
+//! record, and that the forward, delivery and auto-reply counts are the README's
 //! semantics for an effect whose outcome is unknown:
 //!
 //! - a forward or a delivery is never lost; it is repeated only when a send's answer was
@@ -161,10 +161,10 @@ async fn run_cell(stack: &Stack, cell: &Cell, n: usize) -> Result<String, String
     }
     let keys = stack.sort_keys(&id).await;
     for stage in Stage::ALL {
-        if !keys.contains(&format!("stage#{stage}")) {
+        if !keys.contains(&format!("audit#{stage}")) {
             let dead = stack.dead_letters().await;
             return Err(format!(
-                "not processed: no stage#{stage}; items {keys:?}; dead letters {dead:?}"
+                "not processed: no audit#{stage}; items {keys:?}; dead letters {dead:?}"
             ));
         }
     }

@@ -114,13 +114,13 @@ async fn a_batch_near_its_deadline_returns_what_it_did_not_finish() {
         "{body}\n{output}"
     );
     let done = stack.sort_keys(&ids[0]).await;
-    assert!(done.contains(&"stage#filter".to_string()), "{done:?}");
+    assert!(done.contains(&"audit#filter".to_string()), "{done:?}");
     for id in &ids[1..] {
         assert!(
             !stack
                 .sort_keys(id)
                 .await
-                .contains(&"stage#filter".to_string())
+                .contains(&"audit#filter".to_string())
         );
     }
     assert!(
@@ -195,7 +195,7 @@ async fn a_forward_killed_before_its_completion_is_sent_again() {
             stack
                 .sort_keys(&id)
                 .await
-                .contains(&format!("stage#{stage}"))
+                .contains(&format!("audit#{stage}"))
         );
     }
     stack.assert_no_dead_letters().await;

@@ -1,11 +1,10 @@
-//! DynamoDB: stage records, once-only effects, rate-limit slots and the audit trail, in one
-//! table keyed `pk`/`sk`. Every write that guards an effect is a conditional write, so
+//! DynamoDB: the audit trail (which is also each stage's record of having finished),
+//! once-only effects and rate-limit slots, in one table keyed `pk`/`sk`. Every write that guards an effect is a conditional write, so
 //! duplicate deliveries and concurrent invocations cannot double it.
 //!
 //! | item | pk | sk |
 //! |---|---|---|
-//! | stage record | `msg#<id>` | `stage#<stage>` |
-//! | audit record | `msg#<id>` | `audit#<stage>` |
+//! | audit record, one per stage | `msg#<id>` | `audit#<stage>` |
 //! | effect | `msg#<id>` | `effect#<name>` |
 //! | rate-limit slot | `rl#<key>` | `rl` |
 
@@ -93,18 +92,6 @@ impl DynamoState {
 
 #[async_trait]
 impl StateStore for DynamoState {
-    async fn record_stage(&self, id: &str, stage: Stage, summary: &str) -> PortResult<bool> {
-        let item = HashMap::from([
-            ("pk".to_string(), msg_pk(id)),
-            ("sk".to_string(), s(format!("stage#{stage}"))),
-            ("summary".to_string(), s(summary)),
-            ("at".to_string(), n(secs(SystemTime::now()))),
-            ("expires_at".to_string(), self.expires()),
-        ]);
-        self.put_new(&format!("recording stage {stage} of {id}"), item)
-            .await
-    }
-
     async fn claim_effect(
         &self,
         id: &str,

@@ -87,10 +87,6 @@ pub enum Claim {
 /// duplicate deliveries and concurrent invocations cannot double an effect.
 #[async_trait]
 pub trait StateStore: Send + Sync {
-    /// Records that `stage` finished for message `id`. Returns false when it was already
-    /// recorded (a duplicate delivery), in which case nothing is written.
-    async fn record_stage(&self, id: &str, stage: Stage, summary: &str) -> PortResult<bool>;
-
     /// Claims the effect `effect` of message `id` (for example
     /// `route/forward/team@corp.example`) for `lease`, as `owner` (a token unique to this
     /// attempt: a claim whose write succeeded but whose answer was lost and retried is

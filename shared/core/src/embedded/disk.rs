@@ -1,5 +1,5 @@
-//! The on-disk state store for local runs: one redb file holding stage records, effects,
-//! rate-limit slots and the audit trail, so that a second run over the same mail repeats no
+//! The on-disk state store for local runs: one redb file holding the audit trail, effects
+//! and rate-limit slots, so that a second run over the same mail repeats no
 //! effect and sends no second auto-reply.
 
 use std::collections::BTreeMap;
@@ -11,12 +11,14 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use super::{EffectRow, SlotRow, decide_claim, decide_release, decide_slot};
-use crate::model::{AuditRecord, RawRef, Stage};
+use crate::model::{AuditRecord, RawRef};
 use crate::operate::{
     ErasureRecord, Forget, MessageSummary, Page, Query, collect_page, index_keys, index_range,
 };
 use crate::ports::{AuditLog, Claim, MessageIndex, PortError, PortResult, StateStore};
 
+/// Stage records, which the audit records have replaced: kept so that an erasure also
+/// clears them from a state file written before.
 const STAGES: TableDefinition<&str, &str> = TableDefinition::new("stages");
 const EFFECTS: TableDefinition<&str, &str> = TableDefinition::new("effects");
 const SLOTS: TableDefinition<&str, &str> = TableDefinition::new("rate_limits");
@@ -390,13 +392,6 @@ impl Forget for DiskState {
 
 #[async_trait]
 impl StateStore for DiskState {
-    async fn record_stage(&self, id: &str, stage: Stage, summary: &str) -> PortResult<bool> {
-        self.update("stages", &key2(id, stage.as_str()), |cur| match cur {
-            Some(_) => (false, None),
-            None => (true, Some(Some(summary.to_string()))),
-        })
-    }
-
     async fn claim_effect(
         &self,
         id: &str,
@@ -571,6 +566,7 @@ impl AuditLog for DiskState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Stage;
     use std::time::UNIX_EPOCH;
 
     #[tokio::test]
@@ -602,6 +598,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    fn record(decision: &str) -> AuditRecord {
+        AuditRecord {
+            id: "m1".into(),
+            stage: Stage::Filter,
+            decision: decision.into(),
+            reasons: vec![],
+            decided_by: vec![],
+            sender: None,
+            at: 2_000_000_000,
+            event: None,
+        }
+    }
+
     #[tokio::test]
     async fn state_survives_reopen_and_dedups() {
         let dir = std::env::temp_dir().join(format!("mailroom-disk-test-{}", std::process::id()));
@@ -609,8 +618,8 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         {
             let s = DiskState::open(&dir).unwrap();
-            assert!(s.record_stage("m1", Stage::Filter, "accept").await.unwrap());
-            assert!(!s.record_stage("m1", Stage::Filter, "accept").await.unwrap());
+            s.append(&record("accept")).await.unwrap();
+            s.append(&record("a duplicate delivery's")).await.unwrap();
             assert_eq!(
                 s.claim_effect("m1", "respond/reply", "a1", Duration::from_secs(60), t0)
                     .await
@@ -628,7 +637,10 @@ mod tests {
             s.flush().unwrap();
         }
         let s = DiskState::open(&dir).unwrap();
-        assert!(!s.record_stage("m1", Stage::Filter, "accept").await.unwrap());
+        s.append(&record("after the reopen")).await.unwrap();
+        let kept = s.records("m1").await.unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[0].decision, "accept");
         assert_eq!(
             s.claim_effect("m1", "respond/reply", "a2", Duration::from_secs(60), t0)
                 .await

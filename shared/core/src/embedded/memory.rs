@@ -41,7 +41,6 @@ pub struct MemoryState {
 
 #[derive(Default)]
 struct Tables {
-    stages: BTreeMap<(String, Stage), String>,
     effects: HashMap<(String, String), EffectRow>,
     slots: HashMap<String, SlotRow>,
     counters: HashMap<String, (u64, SystemTime)>,
@@ -52,14 +51,6 @@ struct Tables {
 }
 
 impl MemoryState {
-    pub fn stage_records(&self, id: &str) -> Vec<(Stage, String)> {
-        let t = self.inner.lock().expect("state lock");
-        t.stages
-            .iter()
-            .filter(|((i, _), _)| i == id)
-            .map(|((_, s), v)| (*s, v.clone()))
-            .collect()
-    }
     /// Every audit record, by message id, then in stage order.
     pub fn audit_records(&self) -> Vec<AuditRecord> {
         let mut out: Vec<AuditRecord> = self
@@ -84,16 +75,6 @@ impl MemoryState {
 
 #[async_trait]
 impl StateStore for MemoryState {
-    async fn record_stage(&self, id: &str, stage: Stage, summary: &str) -> PortResult<bool> {
-        let mut t = self.inner.lock().expect("state lock");
-        let key = (id.to_string(), stage);
-        if t.stages.contains_key(&key) {
-            return Ok(false);
-        }
-        t.stages.insert(key, summary.to_string());
-        Ok(true)
-    }
-
     async fn claim_effect(
         &self,
         id: &str,

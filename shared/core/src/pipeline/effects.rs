@@ -329,9 +329,6 @@ mod tests {
 
     #[async_trait]
     impl StateStore for FailingCompletions {
-        async fn record_stage(&self, id: &str, stage: Stage, summary: &str) -> PortResult<bool> {
-            self.inner.record_stage(id, stage, summary).await
-        }
         async fn claim_effect(
             &self,
             id: &str,
