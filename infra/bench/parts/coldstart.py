@@ -1,0 +1,74 @@
+"""Cold start of each function binary against moto and the local Runtime API, --runs times:
+process start -> first GET /next, -> first response, and a warm invocation."""
+
+import os
+import statistics
+import uuid
+
+from .common import STAGES, log, say, summary
+from .runtime_api import RuntimeApi
+from .stack import drain, ensure_stack, invoke, upload_raw
+
+
+def support_messages(ctx, n):
+    """n variants of examples/mail/01-support-request.eml (support@: deliver + auto-reply),
+    each from its own sender so no auto-reply is rate limited."""
+    base = open(os.path.join(ctx.repo, "examples", "mail", "01-support-request.eml"), "rb").read()
+    d = ctx.fresh_dir("coldstart", "mail")
+    paths = []
+    for i in range(n):
+        m = base.replace(b"ann@customer.example", f"ann.{i}@customer.example".encode())
+        m = m.replace(b"<login-1@customer.example>", f"<login-bench-{i}-{uuid.uuid4().hex[:8]}@customer.example>".encode())
+        p = os.path.join(d, f"msg-{i:03d}.eml")
+        open(p, "wb").write(m)
+        paths.append(p)
+    return paths
+
+
+def part_coldstart(ctx, res):
+    ensure_stack(ctx)
+    runs = 3 if ctx.quick else ctx.args.runs
+    api = RuntimeApi(ctx.resources["function_settings"]["timeout_seconds"])
+    res.update({
+        "runs": runs,
+        "message": "examples/mail/01-support-request.eml (support@: tag, deliver to a queue, auto-reply), one sender per message",
+        "method": "each run starts the release binary, serves it 2 single-record SQS events (cold, then warm) and stops it; "
+        "init = process start -> first GET /next (includes the config GET from moto); first_response = process start -> "
+        "POST of the first response; cold/warm invoke = GET /next of that event -> its response (S3, DynamoDB, SQS and SES on moto)",
+        "functions": {},
+    })
+    try:
+        bodies = upload_raw(ctx, support_messages(ctx, 2 * runs), "cold")
+        for stage in STAGES:
+            samples = []
+            for i in range(runs):
+                evs = [bodies[(2 * i) % len(bodies)], bodies[(2 * i + 1) % len(bodies)]]
+                samples.append(invoke(ctx, api, stage, evs, f"coldstart-{stage}-{i}", timeout=60))
+            f = {
+                "init_ms": summary([s["init_ms"] for s in samples]),
+                "first_response_ms": summary([s["spans"][0]["response_ms"] if s["spans"] else None for s in samples]),
+                "cold_invoke_ms": summary([s["spans"][0]["invoke_ms"] if s["spans"] else None for s in samples]),
+                "warm_invoke_ms": summary([s["spans"][1]["invoke_ms"] if len(s["spans"]) > 1 else None for s in samples]),
+                "peak_rss_mib": summary([s["peak_rss_mib"] for s in samples]),
+                "vmhwm_mib": summary([s["vmhwm_mib"] for s in samples]),
+                "log_bytes_per_event": round(statistics.mean(s["log_bytes"] for s in samples) / 2),
+                "failed_runs": sum(1 for s in samples if not s["ok"]),
+                "samples": samples,
+            }
+            res["functions"][stage] = f
+            say(
+                f"coldstart {stage}: start->GET /next median {f['init_ms'].get('median')} ms p90 {f['init_ms'].get('p90')} ms; "
+                f"start->first response median {f['first_response_ms'].get('median')} ms p90 {f['first_response_ms'].get('p90')} ms; "
+                f"warm invoke median {f['warm_invoke_ms'].get('median')} ms; peak RSS median {f['peak_rss_mib'].get('median')} MiB "
+                f"(n={runs}, {f['failed_runs']} failed)"
+            )
+            nxt = next(x for x in ctx.resources["functions"] if x["key"] == stage).get("next_queue")
+            if nxt:
+                got = drain(ctx, nxt, 2 * runs)
+                if not got:
+                    raise RuntimeError(f"{stage} published nothing to the {nxt} queue; see target/bench/logs")
+                if len(got) < 2 * runs:
+                    log(f"{stage} published {len(got)} of {2 * runs} envelopes; reusing them")
+                bodies = got
+    finally:
+        api.close()
