@@ -2,7 +2,9 @@
 //! `--jobs` at a time on a runtime with one worker per job; their reports are written in
 //! the input order. Two copies of one message (the same content, so the same id) never run
 //! at once: the second waits for the first and then finds its effects done, as it would
-//! one after the other.
+//! one after the other. Nor do two messages a reply could go to the same address from:
+//! they take the auto-reply rate limit in input order, so `--jobs N` replies to the
+//! message `--jobs 1` replies to.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
@@ -12,9 +14,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mailroom_core::model::{Envelope, RawRef};
+use mailroom_core::mail::strip_mbox_from_line;
+use mailroom_core::model::{Envelope, RawRef, Receipt};
 use mailroom_core::pipeline::{Engine, content_id};
 use mailroom_core::report::Report;
+use mailroom_core::route::headers;
 
 use crate::{Format, input, output, retention, target};
 
@@ -118,7 +122,7 @@ pub fn run(args: &RunArgs<'_>) -> Result<bool> {
     runtime.block_on(async {
         // In input order: the reports of messages started and not yet written.
         let mut running: VecDeque<tokio::task::JoinHandle<Report>> = VecDeque::new();
-        let mut by_id: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+        let mut turns: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
         for file in files {
             for msg in input::messages(file) {
                 while running.len() >= window {
@@ -144,15 +148,21 @@ pub fn run(args: &RunArgs<'_>) -> Result<bool> {
                     },
                 );
                 env.receipt = msg.receipt;
-                // Taken here, in input order: a later copy of the message waits for this one.
-                if by_id.len() > 4 * jobs {
-                    by_id.retain(|_, lock| Arc::strong_count(lock) > 1);
+                // Taken here, in input order: a later copy of the message, or a later
+                // message from one of its reply addresses, waits for this one. All of a
+                // message's turns are taken before the next message's, so none waits in a
+                // circle.
+                if turns.len() > 16 * jobs {
+                    turns.retain(|_, lock| Arc::strong_count(lock) > 1);
                 }
-                let turn = by_id.entry(id).or_default().clone().lock_owned().await;
+                let mut held = Vec::new();
+                for key in std::iter::once(id).chain(reply_keys(&raw, env.receipt.as_ref())) {
+                    held.push(turns.entry(key).or_default().clone().lock_owned().await);
+                }
                 let engine = engine.clone();
                 running.push_back(tokio::spawn(async move {
                     let report = process(engine, msg.source, raw, env).await;
-                    drop(turn);
+                    drop(held);
                     report
                 }));
             }
@@ -183,6 +193,33 @@ pub fn run(args: &RunArgs<'_>) -> Result<bool> {
         args.state_dir.display()
     );
     Ok(summary.failed == 0)
+}
+
+/// Every address a reply to the message could go to (the `Return-Path`, `Reply-To`,
+/// `From` and `Sender` fields, the envelope sender), lower-cased and marked apart from
+/// message ids: more than the auto-reply's rate-limit key, never less, read from the
+/// header section without a parse.
+fn reply_keys(raw: &[u8], receipt: Option<&Receipt>) -> Vec<String> {
+    let split = headers::split(strip_mbox_from_line(raw));
+    let mut keys: Vec<String> = headers::fields(split.headers)
+        .filter(|f| {
+            ["Return-Path", "Reply-To", "From", "Sender"]
+                .iter()
+                .any(|n| f.is(n))
+        })
+        .flat_map(|f| {
+            String::from_utf8_lossy(f.raw)
+                .split(|c: char| c.is_whitespace() || "<>,;:\"'()[]".contains(c))
+                .filter(|t| t.contains('@'))
+                .map(str::to_ascii_lowercase)
+                .collect::<Vec<_>>()
+        })
+        .chain(receipt.and_then(|r| r.mail_from.clone()))
+        .map(|a| format!("reply:{a}"))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 fn joined(r: Result<Report, tokio::task::JoinError>) -> Report {

@@ -175,6 +175,71 @@ fn run_with_jobs_keeps_the_input_order_and_each_effect_once() {
     );
 }
 
+/// Support requests from three senders, each sender's in turn: 0, 1, 2, 0, 1, 2, ...
+fn requests_from_three_senders(dir: &Path, count: usize) {
+    let base =
+        std::fs::read_to_string(repo().join("examples/mail/01-support-request.eml")).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..count {
+        let text = base
+            .replace(
+                "ann@customer.example",
+                &format!("ann{}@customer.example", i % 3),
+            )
+            .replace(
+                "<login-1@customer.example>",
+                &format!("<login-{i}@customer.example>"),
+            )
+            .replace(
+                "Cannot log in to the dashboard",
+                &format!("Cannot log in ({i})"),
+            );
+        std::fs::write(dir.join(format!("{i:03}.eml")), text).unwrap();
+    }
+}
+
+#[test]
+fn run_with_jobs_replies_to_the_message_one_job_replies_to() {
+    let dir = temp("jobs-senders");
+    let mail = dir.join("mail");
+    requests_from_three_senders(&mail, 36);
+    let rows = |jobs: &str| {
+        let store = Store::under(&dir.join(format!("store-{jobs}")));
+        let out = store.mailroom(&[
+            "run",
+            "--format",
+            "jsonl",
+            mail.to_str().unwrap(),
+            "--jobs",
+            jobs,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        jsonl(&out)
+            .into_iter()
+            .map(|mut r| {
+                r.as_object_mut().unwrap().remove("at");
+                r
+            })
+            .collect::<Vec<Value>>()
+    };
+    let (one, four) = (rows("1"), rows("4"));
+    assert_eq!(one.len(), 36);
+    let sent: Vec<usize> = four
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r["auto_reply"]["status"] == "sent")
+        .map(|(i, _)| i)
+        .collect();
+    // Each sender's first request gets the reply; the rate limit holds back the rest.
+    assert_eq!(sent, [0, 1, 2], "{four:#?}");
+    assert_eq!(one, four);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn run_over_examples_then_rerun_sends_nothing_twice() {
     let dir = temp("run");
