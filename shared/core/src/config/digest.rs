@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::HumanDuration;
+use crate::matcher::domain_matches;
 
 const DAY: u64 = 86_400;
 
@@ -87,7 +88,9 @@ impl DigestConfig {
             .find_map(|(d, a)| bad(a, &format!("digest.domains.{d:?}")))
     }
 
-    /// Where the entries of mail to `recipient` go, once each.
+    /// Where the entries of mail to `recipient` go, once each. Domains match as routing
+    /// matches them, subdomains included; of several `domains` entries that match, the
+    /// longest (the most specific) wins.
     pub fn destinations(&self, recipient: &str, our_domains: &[String]) -> Vec<String> {
         let recipient = recipient.trim().to_ascii_lowercase();
         let domain = recipient.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
@@ -101,12 +104,11 @@ impl DigestConfig {
         match self
             .domains
             .iter()
-            .find(|(d, _)| d.eq_ignore_ascii_case(domain))
+            .filter(|(d, _)| domain_matches(d, domain))
+            .max_by_key(|(d, _)| d.trim_start_matches(['@', '.']).len())
         {
             Some((_, to)) => add(to.get_ref()),
-            None if self.per_recipient
-                && our_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) =>
-            {
+            None if self.per_recipient && our_domains.iter().any(|d| domain_matches(d, domain)) => {
                 add(&recipient)
             }
             None => {}
@@ -115,5 +117,49 @@ impl DigestConfig {
             add(admin.get_ref());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_match_domains_as_routing_does() {
+        let mut config = DigestConfig::default();
+        config.domains.insert(
+            "eu.example.com".into(),
+            Spanned::new(0..0, "postmaster-eu@example.com".into()),
+        );
+        config.domains.insert(
+            "example.org".into(),
+            Spanned::new(0..0, "postmaster@example.org".into()),
+        );
+        let ours = ["example.com".to_string(), "example.org".to_string()];
+        // A subdomain of one of ours is ours, as for routing.
+        assert_eq!(
+            config.destinations("Ann@Support.Example.com", &ours),
+            ["ann@support.example.com"]
+        );
+        // The most specific domains entry wins, for its subdomains too.
+        assert_eq!(
+            config.destinations("bob@sales.eu.example.com", &ours),
+            ["postmaster-eu@example.com"]
+        );
+        assert_eq!(
+            config.destinations("eve@lists.example.org", &ours),
+            ["postmaster@example.org"]
+        );
+        // Not ours, no entry: nobody but the admin.
+        assert!(
+            config
+                .destinations("x@example.com.evil.test", &ours)
+                .is_empty()
+        );
+        config.admin = Some(Spanned::new(0..0, "admin@example.com".into()));
+        assert_eq!(
+            config.destinations("x@other.test", &ours),
+            ["admin@example.com"]
+        );
     }
 }
