@@ -20,7 +20,8 @@
 #   coldstart   each release function binary against moto (bucket, table, queues as
 #               infra/resources.json names them, examples/mailroom.toml as the config) and a
 #               local Lambda Runtime API, N runs (--runs, default 10): process start -> first
-#               GET /next, -> first response, and a warm invocation; median and p90
+#               GET /next, -> first response, and a warm invocation; median and p90; and
+#               the same for a function that does nothing (shared/aws/examples/floor.rs)
 #   memory      1, 10, 25 and 40 MB messages (SES shape, base64 attachments) to billing@,
 #               whose route is made two forwards and a store, in target/bench/large: peak
 #               RSS and wall of `mailroom run` on each, and of each function binary handling
@@ -82,6 +83,10 @@ fi
 if has coldstart || has memory || has size; then
     echo "== cargo build --release -p mailroom-filter -p mailroom-classify -p mailroom-route -p mailroom-respond" >&2
     cargo build --release -p mailroom-filter -p mailroom-classify -p mailroom-route -p mailroom-respond >&2
+fi
+if has coldstart; then
+    echo "== cargo build --release -p mailroom-aws --example floor" >&2
+    cargo build --release -p mailroom-aws --example floor >&2
 fi
 
 # The AWS emulator, stopped however this script ends.

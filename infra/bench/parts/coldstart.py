@@ -1,11 +1,13 @@
 """Cold start of each function binary against moto and the local Runtime API, --runs times:
-process start -> first GET /next, -> first response, and a warm invocation."""
+process start -> first GET /next, -> first response, and a warm invocation; and the floor,
+a function that does nothing (shared/aws/examples/floor.rs), the same way."""
 
 import os
 import statistics
+import time
 import uuid
 
-from .common import STAGES, log, say, summary
+from .common import REGION, STAGES, Launched, log, say, summary
 from .runtime_api import RuntimeApi
 from .stack import drain, ensure_stack, invoke, upload_raw
 
@@ -70,5 +72,42 @@ def part_coldstart(ctx, res):
                 if len(got) < 2 * runs:
                     log(f"{stage} published {len(got)} of {2 * runs} envelopes; reusing them")
                 bodies = got
+        f = floor(ctx, api, runs)
+        res["floor"] = f
+        say(
+            f"coldstart floor (a function that does nothing): start->GET /next median {f['init_ms'].get('median')} ms "
+            f"p90 {f['init_ms'].get('p90')} ms; start->first response median {f['first_response_ms'].get('median')} ms "
+            f"({f['answered']} of {runs} answered)"
+        )
     finally:
         api.close()
+
+
+def floor(ctx, api, runs):
+    """The trivial function's start -> first GET /next and -> first response, in ms."""
+    binary = os.path.join(ctx.release, "examples", "floor")
+    if not os.path.isfile(binary):
+        raise RuntimeError(f"{binary} is missing (cargo build --release -p mailroom-aws --example floor)")
+    env = {
+        "AWS_LAMBDA_RUNTIME_API": api.addr,
+        "AWS_LAMBDA_FUNCTION_NAME": "floor",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(ctx.resources["function_settings"]["memory_mb"]),
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+    }
+    init, first = [], []
+    for i in range(runs):
+        inv = api.begin(['{"Records": []}'], f"arn:aws:lambda:{REGION}:123456789012:function:floor")
+        logp = ctx.path("logs", f"coldstart-floor-{i}.log")
+        proc = Launched([binary], env, logp, logp)
+        try:
+            deadline = time.monotonic() + 30
+            while not inv.done.wait(0.02) and proc.running() and time.monotonic() < deadline:
+                pass
+        finally:
+            proc.stop()
+            api.end(inv)
+        if inv.gets:
+            init.append(round((inv.gets[0] - proc.t_spawn) * 1000, 3))
+        if inv.responses:
+            first.append(round((inv.responses[0][0] - proc.t_spawn) * 1000, 3))
+    return {"init_ms": summary(init), "first_response_ms": summary(first), "runs": runs, "answered": len(first)}
