@@ -254,3 +254,23 @@ class Ctx:
 def mail_env():
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
     return env
+
+
+def timed_process(ctx, argv, label, folder="cli", timeout=3600, env=None):
+    """Runs argv to completion through the launcher, its output in FOLDER/LABEL.out and
+    .err; wall, CPU and peak RSS."""
+    out_path, err_path = ctx.path(folder, f"{label}.out"), ctx.path(folder, f"{label}.err")
+    p = Launched(argv, env or mail_env(), out_path, err_path, cwd=ctx.repo)
+    r = p.wait(timeout)
+    if r is None:
+        p.stop()
+        raise RuntimeError(f"{label} did not finish within {timeout} s")
+    return {
+        "wall_s": round(r["t_exit"] - p.t_spawn, 3),
+        "cpu_s": round(r["cpu_s"], 3),
+        "maxrss_kib": r["maxrss_kib"],
+        "peak_rss_mib": ctx.rss_mib(r["maxrss_kib"]),
+        "exit_code": r["exit_code"],
+        "out": out_path,
+        "err": err_path,
+    }

@@ -10,7 +10,7 @@ import random
 import shutil
 import zipfile
 
-from .common import MB, STAGES, Launched, log, mail_env, say
+from .common import MB, STAGES, log, say, timed_process
 from .runtime_api import RuntimeApi
 from .stack import drain, ensure_stack, invoke, upload_raw
 
@@ -134,21 +134,17 @@ def part_memory(ctx, res):
     for n in LARGE_SIZES_MB:
         path, size = files[n]
         state, outbox = ctx.fresh_dir("large", f"state-{n}"), ctx.fresh_dir("large", f"outbox-{n}")
-        out_path, err_path = ctx.path("large", f"run-{n}.jsonl"), ctx.path("large", f"run-{n}.err")
-        p = Launched([mailroom, "run", "--config", config, "--format", "jsonl", "--state", state, "--outbox", outbox, path], mail_env(), out_path, err_path, cwd=ctx.repo)
-        r = p.wait(600)
-        if r is None:
-            p.stop()
-            raise RuntimeError(f"mailroom run on {path} did not finish in 10 minutes")
-        rows = [json.loads(x) for x in open(out_path) if x.strip()]
+        argv = [mailroom, "run", "--config", config, "--format", "jsonl", "--state", state, "--outbox", outbox, path]
+        r = timed_process(ctx, argv, f"run-{n}", folder="large", timeout=600)
+        rows = [json.loads(x) for x in open(r["out"]) if x.strip()]
         row = rows[0] if rows else {}
         e = {
             "size_mb": n,
             "bytes": size,
-            "peak_rss_mib": ctx.rss_mib(r["maxrss_kib"]),
+            "peak_rss_mib": r["peak_rss_mib"],
             "rss_per_message_byte": round(r["maxrss_kib"] * 1024 / size, 2),
-            "wall_s": round(r["t_exit"] - p.t_spawn, 3),
-            "cpu_s": round(r["cpu_s"], 3),
+            "wall_s": r["wall_s"],
+            "cpu_s": r["cpu_s"],
             "exit_code": r["exit_code"],
             "verdict": row.get("verdict"),
             "routes": row.get("routes"),

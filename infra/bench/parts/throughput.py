@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from .common import MB, Launched, log, mail_env, say
+from .common import MB, log, say, timed_process
 from .corpus import WORDS, list_files, prepare_corpus
 
 
@@ -80,24 +80,6 @@ def anchor_python(ctx):
     return py, None
 
 
-def timed_process(ctx, argv, label, env=None):
-    """Runs argv to completion through the launcher; wall, CPU and peak RSS."""
-    out_path, err_path = ctx.path("cli", f"{label}.out"), ctx.path("cli", f"{label}.err")
-    p = Launched(argv, env or mail_env(), out_path, err_path, cwd=ctx.repo)
-    r = p.wait(3600)
-    if r is None:
-        p.stop()
-        raise RuntimeError(f"{label} did not finish within an hour")
-    return {
-        "wall_s": round(r["t_exit"] - p.t_spawn, 3),
-        "cpu_s": round(r["cpu_s"], 3),
-        "peak_rss_mib": ctx.rss_mib(r["maxrss_kib"]),
-        "exit_code": r["exit_code"],
-        "out": out_path,
-        "err": err_path,
-    }
-
-
 def part_anchor(ctx, res, corpus, mailroom_wall):
     """The Python anchor over the same corpus on one core, beside `mailroom run --jobs 1`."""
     py, why = anchor_python(ctx)
@@ -105,7 +87,7 @@ def part_anchor(ctx, res, corpus, mailroom_wall):
         res["anchor"] = {"skipped": why}
         say(f"anchor skipped: {why}")
         return
-    src = ctx.spam_root if list_files(os.path.join(ctx.spam_root, "spam")) else os.path.join(ctx.out, "train-generated")
+    src = res["model"]["trained_on"]
     model = ctx.path("model", "anchor.pkl")
     script = os.path.join(ctx.repo, "infra", "bench", "anchor.py")
     t0 = time.monotonic()

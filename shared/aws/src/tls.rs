@@ -49,7 +49,7 @@ impl Roots {
     fn parse(value: &str) -> Result<Roots, String> {
         match value.trim().to_ascii_lowercase().as_str() {
             "amazon" => Ok(Roots::Amazon),
-            "native" | "system" => Ok(Roots::Native),
+            "native" => Ok(Roots::Native),
             _ => Err(format!(
                 "{ROOTS_VAR}={value:?}: expected `amazon` (the embedded Amazon Trust Services \
                  roots) or `native` (the system's store)"

@@ -215,12 +215,6 @@ impl From<Vec<u8>> for MailBytes {
     }
 }
 
-impl From<String> for MailBytes {
-    fn from(text: String) -> Self {
-        MailBytes::from(text.into_bytes())
-    }
-}
-
 /// Sends mail (SESv2 in AWS, an outbox folder locally).
 #[async_trait]
 pub trait MailSender: Send + Sync {
