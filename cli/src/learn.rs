@@ -10,11 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mailroom_core::Mail;
-use mailroom_core::learn::eval::{self, Evaluation};
-use mailroom_core::learn::train::Idf;
-use mailroom_core::learn::{
-    FeatureConfig, Learner, Model, SparseVec, Task, TrainOptions, features,
-};
+use mailroom_learn::eval::{self, Evaluation};
+use mailroom_learn::train::Idf;
+use mailroom_learn::{FeatureConfig, Learner, Model, SparseVec, Task, TrainOptions, features};
 use serde_json::{Value, json};
 
 use crate::input;
@@ -418,7 +416,7 @@ pub fn train(out: &Path, name: Option<&str>, dir: &Path, args: &LearnArgs) -> Re
     spinner.enable_steady_tick(Duration::from_millis(120));
     let t = Instant::now();
     let rows: Vec<usize> = (0..corpus.y.len()).collect();
-    let model = mailroom_core::learn::train::train(
+    let model = mailroom_learn::train::train(
         &name,
         &corpus.labels,
         cfg,
@@ -438,7 +436,7 @@ pub fn train(out: &Path, name: Option<&str>, dir: &Path, args: &LearnArgs) -> Re
 
     // What inference costs: load the file as the pipeline does, score the training mail.
     let t = Instant::now();
-    let loaded = mailroom_core::learn::load_path(out).map_err(anyhow::Error::msg)?;
+    let loaded = mailroom_learn::load_path(out).map_err(anyhow::Error::msg)?;
     let load = t.elapsed();
     let t = Instant::now();
     let mut correct = 0usize;
@@ -504,7 +502,7 @@ fn spam_logits(labels: &[String], logit_of_second: &[f32]) -> Option<(usize, Vec
 
 fn eval_model(path: &Path, dir: &Path, args: &LearnArgs) -> Result<Value> {
     let t = Instant::now();
-    let model = mailroom_core::learn::load_path(path).map_err(anyhow::Error::msg)?;
+    let model = mailroom_learn::load_path(path).map_err(anyhow::Error::msg)?;
     let load = t.elapsed();
     let bytes = std::fs::read(path)?;
     // Loading from bytes already in memory, as the Lambda does with the S3 object: the

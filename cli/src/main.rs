@@ -435,7 +435,7 @@ fn exit(r: Result<()>) -> ExitCode {
 /// A config and the models it names, all loaded, so that `check` validates both.
 fn load_checked(file: &Path) -> Result<Config, String> {
     let config = Config::load(file).map_err(|e| e.to_string())?;
-    mailroom_core::learn::load_for_config(&config, config_dir(file))
+    mailroom_learn::load_for_config(&config, config_dir(file))
         .map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(config)
 }
@@ -454,7 +454,7 @@ pub(crate) fn load_config(
     mailroom_core::classify::Classifier,
 )> {
     let config = Config::load(path)?;
-    let (filter, classifier) = mailroom_core::learn::load_for_config(&config, config_dir(path))
+    let (filter, classifier) = mailroom_learn::load_for_config(&config, config_dir(path))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((config, filter, classifier))
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use mailroom_core::Config;
-use mailroom_core::learn::Slot;
+use mailroom_learn::Slot;
 
 pub fn push_config(file: &Path, bucket: &str, key: &str) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()

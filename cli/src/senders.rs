@@ -24,7 +24,7 @@ pub fn edit(path: &Path, list: SenderList, sender: &str) -> Result<String> {
     }
     // The models it names must load too, as `check` requires.
     let config = mailroom_core::Config::from_toml(&edited.text, &origin)?;
-    mailroom_core::learn::load_for_config(&config, crate::config_dir(path))
+    mailroom_learn::load_for_config(&config, crate::config_dir(path))
         .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
     // Written beside and renamed over: a crash leaves the old file or the new, never half.
     let tmp = path.with_extension("toml.edit");

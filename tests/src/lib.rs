@@ -67,7 +67,7 @@ impl Harness {
 /// train one on labelled folders: the bytes of its model file.
 pub fn tiny_model(name: &str, labels: &[&str], docs: &[(&str, &str, &str)]) -> Vec<u8> {
     use mailroom_core::Mail;
-    use mailroom_core::learn::{FeatureConfig, Learner, TrainOptions, features, train};
+    use mailroom_learn::{FeatureConfig, Learner, TrainOptions, features, train};
     let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
     let config = FeatureConfig {
         bits: 12,

@@ -858,7 +858,7 @@ async fn models_load_from_s3_beside_the_config() {
     let mut damaged = model.clone();
     let mid = damaged.len() / 2;
     damaged[mid] ^= 0xff;
-    assert!(mailroom_core::learn::Model::from_bytes(&damaged).is_err());
+    assert!(mailroom_learn::Model::from_bytes(&damaged).is_err());
     stack
         .put_object("config/models/category.mrm", damaged)
         .await;

@@ -387,7 +387,7 @@ fn model_bytes() -> Vec<u8> {
 
 #[test]
 fn damaged_model_files_are_errors() {
-    use mailroom_core::learn::Model;
+    use mailroom_learn::Model;
     let good = model_bytes();
     assert!(Model::from_bytes(&good).is_ok());
     let len = good.len();

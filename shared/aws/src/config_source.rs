@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
 use mailroom_core::Config;
-use mailroom_core::learn::{Model, Models, Slot};
 use mailroom_core::model::Stage;
 use mailroom_core::pipeline::{Engine, Ports};
+use mailroom_learn::{Model, Models, Slot};
 use tokio::sync::Mutex;
 
 use crate::metrics::{CONFIG_REJECTED, Metrics};

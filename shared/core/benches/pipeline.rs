@@ -94,7 +94,7 @@ fn config() -> Config {
 fn stages_for(config: &Config) -> (Filter, Classifier) {
     let path = config_path();
     let base = path.parent().unwrap_or(Path::new("."));
-    mailroom_core::learn::load_for_config(config, base)
+    mailroom_learn::load_for_config(config, base)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

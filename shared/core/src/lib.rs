@@ -7,7 +7,6 @@ pub mod classify;
 pub mod config;
 pub mod embedded;
 pub mod filter;
-pub mod learn;
 pub mod mail;
 pub mod matcher;
 pub mod model;

@@ -17,7 +17,7 @@ use super::{Findings, SpamScorer, heuristics};
 use crate::config::{Field, FilterConfig, ScoreRule};
 use crate::mail::Mail;
 
-pub(crate) use heuristics::base_domain;
+pub use heuristics::base_domain;
 
 pub struct RuleScorer;
 

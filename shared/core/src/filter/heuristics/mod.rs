@@ -18,7 +18,7 @@ mod subject;
 mod text;
 
 pub(crate) use analysis::Analysis;
-pub(crate) use text::base_domain;
+pub use text::base_domain;
 
 use crate::mail::Mail;
 

@@ -43,7 +43,7 @@ pub(crate) fn is_ip_host(host: &str) -> bool {
 
 /// The registrable part of a host name, approximately: the last two labels, or three
 /// under a two-letter country code with a generic second level (`example.co.uk`).
-pub(crate) fn base_domain(host: &str) -> &str {
+pub fn base_domain(host: &str) -> &str {
     let host = host.trim_end_matches('.');
     let labels: Vec<&str> = host.split('.').collect();
     if labels.len() <= 2 {

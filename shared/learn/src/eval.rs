@@ -4,8 +4,9 @@
 
 use serde::Serialize;
 
-use super::features::{FeatureConfig, SparseVec};
-use super::train::{Rng, TrainOptions, train};
+use crate::features::{FeatureConfig, SparseVec};
+use crate::folds::stratified_folds;
+use crate::train::{TrainOptions, train};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LabelStats {
@@ -153,7 +154,7 @@ pub fn recall_at_fpr(ham: &[f32], spam: &[f32], fpr: f64) -> RecallAtFpr {
         fpr,
         recall: ratio(caught as f64, spam.len() as f64),
         threshold: if threshold.is_finite() {
-            f64::from(super::model::sigmoid(threshold))
+            f64::from(crate::model::sigmoid(threshold))
         } else {
             0.0
         },
@@ -203,22 +204,6 @@ pub fn roc_auc(ham: &[f32], spam: &[f32]) -> f64 {
     }
     let (np, nn) = (spam.len() as f64, ham.len() as f64);
     (rank_sum - np * (np + 1.0) / 2.0) / (np * nn)
-}
-
-/// Assigns each message a fold `0..k`, each label spread evenly over the folds.
-pub fn stratified_folds(y: &[usize], n_labels: usize, k: usize, seed: u64) -> Vec<usize> {
-    let mut rng = Rng::new(seed);
-    let mut fold = vec![0usize; y.len()];
-    let mut next = 0usize;
-    for label in 0..n_labels {
-        let mut idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] == label).collect();
-        rng.shuffle(&mut idx);
-        for i in idx {
-            fold[i] = next % k;
-            next += 1;
-        }
-    }
-    fold
 }
 
 /// The out-of-fold predictions of a cross-validation.

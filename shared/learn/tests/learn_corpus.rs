@@ -8,9 +8,11 @@
 //!   only a broken learner fails.
 //! - `full_cross_validation` (ignored: about 10 s in release, minutes in debug): 5-fold on
 //!   every message, the figures the README reports:
-//!   `cargo test --release -p mailroom-core --test learn_corpus -- --ignored --nocapture`
+//!   `cargo test --release -p mailroom-learn --test learn_corpus -- --ignored --nocapture`
 //!   (`mailroom eval --folds 5 DIR` gives the same figures, with a table and JSON).
 
+// The data kit's location, shared with the core's corpus tests.
+#[path = "../../core/tests/common/mod.rs"]
 mod common;
 
 use common::data_dir;
@@ -19,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mailroom_core::Mail;
-use mailroom_core::learn::eval::{cross_validate, evaluate};
-use mailroom_core::learn::{FeatureConfig, Learner, SparseVec, Task, TrainOptions, features};
+use mailroom_learn::eval::{cross_validate, evaluate};
+use mailroom_learn::{FeatureConfig, Learner, SparseVec, Task, TrainOptions, features};
 
 /// Labels (sorted folder names) and, per label, its files in a stable order.
 fn labelled(dir: &Path) -> (Vec<String>, Vec<Vec<PathBuf>>) {

@@ -3,8 +3,9 @@
 //! dozen lines over the hashed sparse vectors (up to 2^18 dimensions) and all end in the
 //! same linear [`Dense`] form that the i8 model file stores.
 
-use super::features::{FeatureConfig, SparseVec};
-use super::model::{Dense, Learner, Model};
+use crate::features::{FeatureConfig, SparseVec};
+use crate::folds::Rng;
+use crate::model::{Dense, IdfTable, Learner, Model};
 
 /// How to train. [`TrainOptions::for_learner`] gives the defaults chosen by measurement
 /// (see the README's "Train on your own mail").
@@ -124,30 +125,6 @@ impl Default for TrainOptions {
     }
 }
 
-/// A small deterministic generator (xorshift64*), for shuffling.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
-}
-
 /// Trains on the `rows` of `x` (labels `y`, `labels.len()` classes) and builds the model.
 pub fn train(
     name: &str,
@@ -258,19 +235,6 @@ impl Weighting {
     }
 }
 
-/// Inverse document frequencies as stored: `1 + q·step`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IdfTable {
-    pub q: Vec<u8>,
-    pub step: f32,
-}
-
-impl IdfTable {
-    pub fn values(&self) -> impl Iterator<Item = f32> + '_ {
-        self.q.iter().map(|&q| 1.0 + f32::from(q) * self.step)
-    }
-}
-
 /// The temperature that makes the probabilities honest: trains on two thirds of the rows
 /// three times, scores the third left out, and picks the T minimising the log-loss of
 /// softmax(T·scores) (golden-section search over log T).
@@ -287,7 +251,7 @@ fn fit_temperature(
         ..*opts
     };
     let sub_y: Vec<usize> = rows.iter().map(|&r| y[r]).collect();
-    let folds = super::eval::stratified_folds(&sub_y, labels.len(), 3, opts.seed ^ 0xca1);
+    let folds = crate::folds::stratified_folds(&sub_y, labels.len(), 3, opts.seed ^ 0xca1);
     let mut scored: Vec<(Vec<f32>, usize)> = Vec::with_capacity(rows.len());
     for f in 0..3 {
         let train_rows: Vec<usize> = (0..rows.len())
@@ -305,11 +269,11 @@ fn fit_temperature(
             .iter()
             .map(|(s, label)| {
                 let p = if s.len() == 1 {
-                    let p1 = super::model::sigmoid(t * s[0]);
+                    let p1 = crate::model::sigmoid(t * s[0]);
                     if *label == 1 { p1 } else { 1.0 - p1 }
                 } else {
                     let scaled: Vec<f32> = s.iter().map(|v| v * t).collect();
-                    super::model::softmax(&scaled)[*label]
+                    crate::model::softmax(&scaled)[*label]
                 };
                 -f64::from(p.max(1e-7)).ln()
             })

@@ -32,9 +32,8 @@
 
 use std::fmt;
 
-use super::features::{self, FeatureConfig, SparseVec};
-use super::train::IdfTable;
-use crate::mail::Mail;
+use crate::features::{self, FeatureConfig, SparseVec};
+use mailroom_core::Mail;
 
 pub const MAGIC: &[u8; 8] = b"MAILRMDL";
 pub const FORMAT_VERSION: u16 = 1;
@@ -562,4 +561,17 @@ pub(crate) fn softmax(s: &[f32]) -> Vec<f32> {
     let e: Vec<f32> = s.iter().map(|x| (x - max).exp()).collect();
     let sum: f32 = e.iter().sum();
     e.into_iter().map(|x| x / sum).collect()
+}
+
+/// Inverse document frequencies as stored: `1 + q·step`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdfTable {
+    pub q: Vec<u8>,
+    pub step: f32,
+}
+
+impl IdfTable {
+    pub fn values(&self) -> impl Iterator<Item = f32> + '_ {
+        self.q.iter().map(|&q| 1.0 + f32::from(q) * self.step)
+    }
 }

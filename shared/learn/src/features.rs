@@ -24,8 +24,8 @@
 
 use mail_parser::{MimeHeaders, PartType};
 
-use crate::filter::scorer::base_domain;
-use crate::mail::Mail;
+use mailroom_core::Mail;
+use mailroom_core::filter::scorer::base_domain;
 
 /// A sparse feature vector: `(bucket, value)`, each bucket once.
 pub type SparseVec = Vec<(u32, f32)>;

@@ -1,6 +1,10 @@
 //! Learned models for the filter and classify stages: hashed text and header features
 //! ([`features`]), four linear learners ([`train`]), a compact versioned model file
-//! ([`model`]) and the measurements that choose between them ([`eval`]).
+//! ([`model`]) and the measurements that choose between them ([`eval`], on the splits of
+//! [`folds`]).
+//!
+//! The core knows none of this: its filter takes any [`SpamScorer`] and its classifier any
+//! [`TextModel`]. Running a model ([`model`], [`features`]) does not depend on the trainer.
 //!
 //! A model plugs in behind the existing seams: a spam model ([`ModelScorer`]) is a
 //! [`SpamScorer`] that adds its points to the rule scorer's, a category or priority model is
@@ -18,6 +22,7 @@
 
 pub mod eval;
 pub mod features;
+pub mod folds;
 pub mod model;
 pub mod train;
 
@@ -27,12 +32,12 @@ pub use features::{FeatureConfig, SparseVec};
 pub use model::{FORMAT_VERSION, Learner, Model, ModelError};
 pub use train::{Task, TrainOptions};
 
-use crate::classify::{Classifier, TextModel};
-use crate::config::{Config, FilterConfig};
-use crate::filter::scorer::RuleScorer;
-use crate::filter::{Filter, Findings, SpamScorer};
-use crate::mail::Mail;
-use crate::model::Stage;
+use mailroom_core::Mail;
+use mailroom_core::classify::{Classifier, TextModel};
+use mailroom_core::config::{Config, FilterConfig};
+use mailroom_core::filter::scorer::RuleScorer;
+use mailroom_core::filter::{Filter, Findings, SpamScorer};
+use mailroom_core::model::Stage;
 
 impl TextModel for Model {
     fn name(&self) -> &str {
@@ -238,7 +243,7 @@ pub fn load_for_config(config: &Config, base_dir: &Path) -> Result<(Filter, Clas
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DecidedBy, Verdict};
+    use mailroom_core::model::{DecidedBy, Verdict};
 
     fn mail(subject: &str, body: &str) -> String {
         format!(
