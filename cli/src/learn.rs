@@ -16,6 +16,29 @@ use mailroom_learn::{FeatureConfig, Learner, Model, SparseVec, Task, TrainOption
 use serde_json::{Value, json};
 
 use crate::input;
+use crate::target::{self, Target};
+
+/// `train --feedback`: the corrections operators made, from the store the target names.
+#[derive(Args)]
+pub struct FeedbackArgs {
+    /// Retrain a spam model with the operators' corrections (releases, `mailroom mark`,
+    /// the console's buttons) kept in --state or on --stack. The new model replaces the
+    /// file at --out only if, cross-validated, its recall at --fpr on DIR is not worse
+    /// than without the corrections.
+    #[arg(long)]
+    feedback: bool,
+    /// How many base messages one correction counts as.
+    #[arg(long, default_value_t = mailroom_learn::retrain::DEFAULT_WEIGHT, requires = "feedback")]
+    feedback_weight: usize,
+    /// The false-positive rate the gate compares recall at.
+    #[arg(long, default_value_t = 0.001, requires = "feedback")]
+    fpr: f64,
+    /// Folds of the gate's cross-validation.
+    #[arg(long, default_value_t = 5, requires = "feedback")]
+    gate_folds: usize,
+    #[command(flatten)]
+    target: Target,
+}
 
 /// Feature and learner settings shared by `train` and `eval --folds`. Unset values take the
 /// defaults of the task: a spam model when the labels are a pair with `spam`, else a text
@@ -376,7 +399,13 @@ fn options_json(o: &TrainOptions) -> Value {
 }
 
 /// `mailroom train`.
-pub fn train(out: &Path, name: Option<&str>, dir: &Path, args: &LearnArgs) -> Result<()> {
+pub fn train(
+    out: &Path,
+    name: Option<&str>,
+    dir: &Path,
+    args: &LearnArgs,
+    feedback: &FeedbackArgs,
+) -> Result<()> {
     let task = task_of(dir)?;
     let cfg = args.features(task)?;
     let learners = args.learners()?;
@@ -384,8 +413,24 @@ pub fn train(out: &Path, name: Option<&str>, dir: &Path, args: &LearnArgs) -> Re
         bail!("train takes one --learner");
     };
     let opts = args.options(task, learner)?;
+    if feedback.feedback && task != Task::Spam {
+        bail!(
+            "--feedback retrains spam models: {} has no ham/ and spam/ folders",
+            dir.display()
+        );
+    }
+    if !(0.0..0.5).contains(&feedback.fpr) {
+        bail!("--fpr {}: a rate between 0 and 0.5", feedback.fpr);
+    }
     let started = Instant::now();
-    let corpus = read_corpus(dir, &cfg, None, false)?;
+    let mut corpus = read_corpus(dir, &cfg, None, false)?;
+    let mut rows: Vec<usize> = (0..corpus.y.len()).collect();
+    if feedback.feedback {
+        match gate(out, &mut corpus, &cfg, &opts, feedback)? {
+            Some(weighted) => rows = weighted,
+            None => return Ok(()),
+        }
+    }
     let read_secs = started.elapsed().as_secs_f64();
     let counts = label_counts(&corpus);
     eprintln!(
@@ -415,7 +460,6 @@ pub fn train(out: &Path, name: Option<&str>, dir: &Path, args: &LearnArgs) -> Re
     };
     spinner.enable_steady_tick(Duration::from_millis(120));
     let t = Instant::now();
-    let rows: Vec<usize> = (0..corpus.y.len()).collect();
     let model = mailroom_learn::train::train(
         &name,
         &corpus.labels,
@@ -852,4 +896,137 @@ fn render(e: &Evaluation) -> String {
         }
     }
     s
+}
+
+/// `train --feedback`: adds the store's corrections to `corpus` and cross-validates with
+/// and without them (see `mailroom_learn::retrain`). Returns the rows to train on (the
+/// corrections weighted), the base rows when the corrections were refused and there is no
+/// model at `out` yet, or None when the model at `out` stays as it is.
+fn gate(
+    out: &Path,
+    corpus: &mut Corpus,
+    cfg: &FeatureConfig,
+    opts: &TrainOptions,
+    feedback: &FeedbackArgs,
+) -> Result<Option<Vec<usize>>> {
+    let runtime = target::runtime()?;
+    let connected = feedback.target.connect(&runtime)?;
+    let operator = connected.operator;
+    let corrections = runtime.block_on(operator.corrections())?;
+    let base = corpus.y.len();
+    let spam = corpus
+        .labels
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case("spam"))
+        .context("a spam model has a spam/ folder")?;
+    let (mut missing, mut contradicting) = (Vec::new(), 0usize);
+    for c in &corrections {
+        let raw = match runtime.block_on(operator.engine().ports().raw.get_raw(&c.raw)) {
+            Ok(raw) => raw,
+            Err(e) => {
+                missing.push(format!("{}: {e}", c.id));
+                continue;
+            }
+        };
+        let mail = match Mail::parse(&raw) {
+            Ok(m) => m,
+            Err(e) => {
+                missing.push(format!("{}: {e}", c.id));
+                continue;
+            }
+        };
+        corpus.x.push(features::extract(&mail, cfg));
+        corpus.y.push(match c.label {
+            mailroom_core::operate::Judgement::Spam => spam,
+            mailroom_core::operate::Judgement::Ham => 1 - spam,
+        });
+        corpus
+            .sources
+            .push(format!("correction {} by {}", c.id, c.by));
+        contradicting += usize::from(c.contradicts());
+    }
+    let used = corpus.y.len() - base;
+    eprintln!(
+        "{} corrections in {}: {used} read ({contradicting} against the pipeline's verdict), {} no longer readable",
+        corrections.len(),
+        operator.store(),
+        missing.len()
+    );
+    for m in missing.iter().take(5) {
+        eprintln!("  skipped {}", crate::operate::shown(m, 300));
+    }
+    let base_rows: Vec<usize> = (0..base).collect();
+    if used == 0 {
+        eprintln!("no correction to learn from: training on {base} base messages alone");
+        return Ok(Some(base_rows));
+    }
+    let corrected: Vec<bool> = (0..corpus.y.len()).map(|i| i >= base).collect();
+    // The threshold the filter runs with: the config given (or the stack's).
+    let threshold = f64::from(operator.engine().config().filter.spam_threshold);
+    let started = Instant::now();
+    let cmp = mailroom_learn::retrain::compare(
+        &corpus.labels,
+        *cfg,
+        &corpus.x,
+        &corpus.y,
+        &corrected,
+        feedback.feedback_weight,
+        feedback.gate_folds,
+        opts,
+        feedback.fpr,
+        threshold,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let fpr = pct(feedback.fpr);
+    eprintln!(
+        "{}-fold cross-validation in {:.1}s, corrections counted {}×: recall at {fpr} FPR on the {} base messages {} without the corrections, {} with them (allowed to fall {}); pooled with the corrections {} → {}; corrections labelled as the operator did {}/{used} → {}/{used}",
+        cmp.folds,
+        started.elapsed().as_secs_f64(),
+        cmp.weight,
+        cmp.base,
+        pct(cmp.without.recall),
+        pct(cmp.with.recall),
+        pct(cmp.tolerance),
+        pct(cmp.pooled_without.recall),
+        pct(cmp.pooled_with.recall),
+        cmp.corrections_agreed_without,
+        cmp.corrections_agreed_with,
+    );
+    let (at, was, now) = (threshold, &cmp.threshold_without, &cmp.threshold_with);
+    eprintln!(
+        "at spam_threshold {at}: recall {} → {} (allowed to fall {}), FPR {} → {} (allowed to rise {})",
+        pct(was.recall),
+        pct(now.recall),
+        pct(cmp.threshold_tolerance.0),
+        pct(was.fpr),
+        pct(now.fpr),
+        pct(cmp.threshold_tolerance.1),
+    );
+    if cmp.not_worse() {
+        eprintln!(
+            "accepted: the corrections go into the model (spam_threshold {:.6} gives {fpr} FPR on held-out folds)",
+            cmp.with.threshold
+        );
+        let all = mailroom_learn::retrain::weighted(
+            0..corpus.y.len(),
+            &corrected,
+            feedback.feedback_weight,
+        );
+        return Ok(Some(all));
+    }
+    if out.exists() {
+        eprintln!(
+            "refused: the model would be worse on the base messages with the corrections (figures above); {} stays as it is",
+            out.display()
+        );
+        return Ok(None);
+    }
+    eprintln!(
+        "refused: the model would be worse on the base messages with the corrections (figures above); {} is trained on the base messages alone",
+        out.display()
+    );
+    corpus.x.truncate(base);
+    corpus.y.truncate(base);
+    corpus.sources.truncate(base);
+    Ok(Some(base_rows))
 }

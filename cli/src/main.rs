@@ -173,6 +173,16 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Say whether a message is spam or not, for the spam model to learn from
+    /// (`mailroom train --feedback`). A release already counts as "not spam".
+    Mark {
+        id: String,
+        /// spam, or ham (not spam).
+        #[arg(value_parser = ["spam", "ham", "not-spam"])]
+        label: String,
+        #[command(flatten)]
+        args: operate::ActionArgs,
+    },
     /// Search the messages a run processed, newest first.
     Search {
         #[command(flatten)]
@@ -203,6 +213,8 @@ enum Command {
         name: Option<String>,
         #[command(flatten)]
         args: learn::LearnArgs,
+        #[command(flatten)]
+        feedback: learn::FeedbackArgs,
         dir: PathBuf,
     },
     /// Measure a model on DIR/<label>/*, or cross-validate learners on it with --folds K.
@@ -294,6 +306,7 @@ fn main() -> ExitCode {
         Command::Quarantine {
             command: QuarantineCommand::Delete { id, args },
         } => exit(operate::delete(&args, &id)),
+        Command::Mark { id, label, args } => exit(operate::mark(&args, &id, &label)),
         Command::Allow { sender, target } => exit(senders::command(
             &target,
             mailroom_core::config::SenderList::Allow,
@@ -411,8 +424,9 @@ fn main() -> ExitCode {
             out,
             name,
             args,
+            feedback,
             dir,
-        } => exit(learn::train(&out, name.as_deref(), &dir, &args)),
+        } => exit(learn::train(&out, name.as_deref(), &dir, &args, &feedback)),
         Command::Eval {
             model,
             folds,
@@ -484,6 +498,7 @@ pub(crate) fn local_engine(
         state: state.clone(),
         audit: state.clone(),
         index: state.clone(),
+        feedback: state.clone(),
         publisher: Arc::new(InProcess),
         queues: Arc::new(DirQueues {
             root: state_dir.join("queues"),

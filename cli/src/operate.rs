@@ -193,6 +193,27 @@ pub fn release(args: &ActionArgs, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// `mailroom mark ID spam|ham`.
+pub fn mark(args: &ActionArgs, id: &str, label: &str) -> Result<()> {
+    let judgement = mailroom_core::operate::Judgement::parse(label)
+        .with_context(|| format!("{label:?} is neither spam nor ham"))?;
+    let runtime = runtime()?;
+    let operator = args.target.connect(&runtime)?.operator;
+    let c = runtime.block_on(operator.mark(id, judgement, &operator_name(&args.by)))?;
+    println!(
+        "marked {} as {} (the filter's verdict was {}{}); `mailroom train --feedback` learns from it",
+        shown(&c.id, 80),
+        c.label.label(),
+        c.verdict.as_str(),
+        if c.contradicts() {
+            ": a correction"
+        } else {
+            ": confirmed"
+        }
+    );
+    Ok(())
+}
+
 /// `mailroom quarantine delete ID`.
 pub fn delete(args: &ActionArgs, id: &str) -> Result<()> {
     let runtime = runtime()?;

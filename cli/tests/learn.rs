@@ -226,3 +226,165 @@ fn train_needs_label_folders() {
     assert!(stderr(&out).contains("--folds"), "{}", stderr(&out));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const SCAM: &[&str] = &[
+    "following our meeting kindly send the wire transfer to the beneficiary account",
+    "as agreed at the review the barrister needs the fund transfer today",
+    "please confirm the wire details for the beneficiary before Friday",
+    "the attorney asks for the transfer fee so the fund can be released",
+];
+
+/// `mailroom run` over `inbox` on the store `state`: the rows.
+fn run_rows(dir: &Path, config: &str, state: &str, inbox: &str) -> Vec<Value> {
+    let out = mailroom(
+        &[
+            "run", "--config", config, "--format", "jsonl", "--state", state, "--outbox", "outbox",
+            inbox,
+        ],
+        dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn train_with_feedback(dir: &Path, state: &str) -> Output {
+    let out = mailroom(
+        &[
+            "train",
+            "--out",
+            "models/spam.mrm",
+            "--feedback",
+            "--fpr",
+            "0.05",
+            "--gate-folds",
+            "3",
+            "--state",
+            state,
+            "--config",
+            "models/mailroom.toml",
+            "spamdata",
+        ],
+        dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+#[test]
+fn train_with_feedback_learns_corrections_and_refuses_ones_that_make_it_worse() {
+    let dir = temp("feedback");
+    write_corpus(&dir.join("spamdata"), &[("ham", HAM), ("spam", SPAM)]);
+    let out = mailroom(&["train", "--out", "models/spam.mrm", "spamdata"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(
+        dir.join("models/mailroom.toml"),
+        "[filter]\nspam_model = \"spam.mrm\"\nspam_threshold = 0.5\nquarantine_score = 5.0\n",
+    )
+    .unwrap();
+    // A kind of spam the base set has never seen: the model lets it through.
+    write_corpus(&dir.join("arrived"), &[("scam", SCAM)]);
+    let rows = run_rows(&dir, "models/mailroom.toml", "state", "arrived/scam");
+    assert_eq!(rows.len(), 16);
+    let accepted: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["verdict"] == "accept")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(accepted.len() >= 8, "{rows:#?}");
+
+    // The operator marks them; each is recorded and audited.
+    for id in &accepted {
+        let out = mailroom(
+            &[
+                "mark",
+                id,
+                "spam",
+                "--by",
+                "ops-ann",
+                "--state",
+                "state",
+                "--config",
+                "models/mailroom.toml",
+            ],
+            &dir,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("as spam") && said.contains("a correction"),
+            "{said}"
+        );
+    }
+    let out = mailroom(&["show", accepted[0], "--state", "state"], &dir);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("operator:ops-ann"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = mailroom(&["mark", accepted[0], "maybe", "--state", "state"], &dir);
+    assert!(!out.status.success());
+
+    let before = std::fs::read(dir.join("models/spam.mrm")).unwrap();
+    let out = train_with_feedback(&dir, "state");
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!(
+            "{} corrections in state folder state: {} read",
+            accepted.len(),
+            accepted.len()
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("accepted: the corrections go into the model"),
+        "{said}"
+    );
+    let after = std::fs::read(dir.join("models/spam.mrm")).unwrap();
+    assert_ne!(before, after);
+    // Scam mail it has not seen is now held.
+    write_corpus(&dir.join("later"), &[("scam", &SCAM[1..])]);
+    let rows = run_rows(&dir, "models/mailroom.toml", "state-later", "later/scam");
+    let held = rows.iter().filter(|r| r["verdict"] != "accept").count();
+    assert!(held > accepted.len().min(16) / 2, "{held} of {rows:#?}");
+
+    // Recipients release the prize spam they liked: the gate refuses, the model stays.
+    write_corpus(&dir.join("prizes"), &[("spam", SPAM)]);
+    let rows = run_rows(&dir, "models/mailroom.toml", "state-prizes", "prizes/spam");
+    let held: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["verdict"] == "quarantine")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(held.len() >= 12, "{rows:#?}");
+    for id in &held {
+        let out = mailroom(
+            &[
+                "quarantine",
+                "release",
+                id,
+                "--by",
+                "digest",
+                "--state",
+                "state-prizes",
+                "--config",
+                "models/mailroom.toml",
+                "--outbox",
+                "outbox",
+            ],
+            &dir,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let kept = std::fs::read(dir.join("models/spam.mrm")).unwrap();
+    let out = train_with_feedback(&dir, "state-prizes");
+    let said = stderr(&out);
+    assert!(
+        said.contains("refused:") && said.contains("stays as it is"),
+        "{said}"
+    );
+    assert_eq!(kept, std::fs::read(dir.join("models/spam.mrm")).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -8,7 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use mailroom_core::config::SenderList;
-use mailroom_core::operate::{Cursor, MessageSummary, Query as IndexQuery};
+use mailroom_core::model::Verdict;
+use mailroom_core::operate::{Cursor, Judgement, MessageSummary, Query as IndexQuery};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
@@ -223,6 +224,12 @@ fn actions(c: &Console, s: &MessageSummary) -> Vec<&'static str> {
     if s.quarantined.is_some() {
         out.extend(["release", "delete"]);
     }
+    // What the spam model learns from; a release already says "not spam".
+    out.push(if s.verdict == Verdict::Accept {
+        "mark-spam"
+    } else {
+        "mark-ham"
+    });
     // Sender lists: the config file given, or on a stack its own config.
     if s.sender.is_some() && (c.target.config.is_some() || c.target.is_aws()) {
         out.extend(["allow", "block"]);
@@ -261,6 +268,12 @@ fn describe(action: &str) -> Option<&'static str> {
             "Release this message: it goes on as accepted mail, with its forwards, deliveries and auto-reply, once."
         }
         "delete" => "Delete this message's quarantined copy and take it off the quarantine list.",
+        "mark-spam" => {
+            "Mark this message as spam. Nothing happens to it now; the next `mailroom train --feedback` learns from it."
+        }
+        "mark-ham" => {
+            "Mark this message as not spam, without releasing it. The next `mailroom train --feedback` learns from it."
+        }
         "allow" => {
             "Add this sender to allow_senders in the config: their mail skips the spam score and the authentication policies."
         }
@@ -309,6 +322,20 @@ pub async fn act(State(c): State<Arc<Console>>, Form(a): Form<Action>) -> Respon
             .delete(&a.id, &c.by)
             .await
             .map(|h| h.describe(&a.id, "deleted")),
+        "mark-spam" | "mark-ham" => {
+            let label = if a.action == "mark-spam" {
+                Judgement::Spam
+            } else {
+                Judgement::Ham
+            };
+            c.operator.mark(&a.id, label, &c.by).await.map(|m| {
+                format!(
+                    "marked {} as {}; the next `mailroom train --feedback` learns from it",
+                    a.id,
+                    m.label.label()
+                )
+            })
+        }
         "allow" | "block" => {
             let list = if a.action == "allow" {
                 SenderList::Allow

@@ -359,6 +359,20 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
         );
         shots.take(&browser, "search").await;
 
+        // Mark the accepted invoice as spam: recorded for `train --feedback` and audited.
+        click(&browser, Locator::Css("a.subject")).await;
+        click(&browser, Locator::Css("button.mark-spam")).await;
+        assert_eq!(text(&browser, "h1").await, "Confirm: mark-spam");
+        click(&browser, Locator::Id("confirm")).await;
+        let done = text(&browser, "p.done").await;
+        assert!(done.contains("as spam"), "{done}");
+        click(&browser, Locator::LinkText("Back to the message")).await;
+        let audit = text(&browser, "table.audit").await;
+        assert!(
+            audit.contains("(mark-spam)") && audit.contains("operator:browser-test"),
+            "{audit}"
+        );
+
         // Block the hostile sender from its page: the config gains it, comments intact.
         browser
             .goto(&format!("{base}/quarantine?sender=mallory%40evil.example"))

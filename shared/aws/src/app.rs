@@ -84,7 +84,8 @@ pub fn ports(
     });
     Ports {
         raw: mail.clone(),
-        objects: mail,
+        objects: mail.clone(),
+        feedback: mail,
         state: state.clone(),
         audit: state.clone(),
         index: state,

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use mailroom_core::model::RawRef;
-use mailroom_core::ports::{ObjectStore, PortError, PortResult, RawMailSource};
+use mailroom_core::operate::Correction;
+use mailroom_core::ports::{FeedbackLog, ObjectStore, PortError, PortResult, RawMailSource};
 
 use crate::errors::port_error;
 
@@ -88,6 +89,69 @@ impl ObjectStore for S3Mail {
             bucket: self.bucket.clone(),
             key: key.into(),
         }
+    }
+}
+
+/// Where corrections are kept in the bucket: one small JSON object per message, naming
+/// the raw mail's key (never a copy of the mail).
+pub const FEEDBACK_PREFIX: &str = "feedback/";
+
+#[async_trait]
+impl FeedbackLog for S3Mail {
+    async fn correct(&self, correction: &Correction) -> PortResult<()> {
+        if correction.id.is_empty() || correction.id.contains(['/', '\\']) {
+            return Err(PortError::Permanent(format!(
+                "message id {:?} cannot name a correction object",
+                correction.id
+            )));
+        }
+        let key = format!("{FEEDBACK_PREFIX}{}.json", correction.id);
+        let what = format!("writing s3://{}/{key}", self.bucket);
+        let body = serde_json::to_vec(correction).expect("corrections serialise");
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| port_error(&what, &e, &[]))?;
+        Ok(())
+    }
+
+    async fn corrections(&self) -> PortResult<Vec<Correction>> {
+        let what = format!("listing s3://{}/{FEEDBACK_PREFIX}", self.bucket);
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(FEEDBACK_PREFIX)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| port_error(&what, &e, &[]))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .filter(|k| k.ends_with(".json"))
+                    .map(str::to_string),
+            );
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let bytes = self.get_object(&key).await?;
+            out.push(serde_json::from_slice::<Correction>(&bytes).map_err(|e| {
+                PortError::Permanent(format!(
+                    "s3://{}/{key} is not a correction: {e}",
+                    self.bucket
+                ))
+            })?);
+        }
+        out.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        Ok(out)
     }
 }
 

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::model::{AuditRecord, Envelope, RawRef, Stage};
-use crate::operate::{MessageSummary, Page, Query};
+use crate::operate::{Correction, MessageSummary, Page, Query};
 
 /// Why a port call failed. `Retryable` failures (throttling, a refusal before anything
 /// happened) are retried by the queue; `Permanent` ones send the message to quarantine.
@@ -144,6 +144,16 @@ pub trait MessageIndex: Send + Sync {
     async fn get(&self, id: &str) -> PortResult<Option<MessageSummary>>;
     /// One page of the rows that hold every condition of `query`, newest first.
     async fn query(&self, query: &Query) -> PortResult<Page>;
+}
+
+/// Operators' corrections (see [`crate::operate::feedback`]): locally in the state, on a
+/// stack under the bucket's `feedback/` prefix.
+#[async_trait]
+pub trait FeedbackLog: Send + Sync {
+    /// Keeps a correction, replacing an earlier one of the same message.
+    async fn correct(&self, correction: &Correction) -> PortResult<()>;
+    /// Every correction, oldest first.
+    async fn corrections(&self) -> PortResult<Vec<Correction>>;
 }
 
 /// Hands an envelope to the next stage (an SQS queue in AWS).

@@ -24,6 +24,7 @@ pub mod eval;
 pub mod features;
 pub mod folds;
 pub mod model;
+pub mod retrain;
 pub mod train;
 
 use std::path::{Path, PathBuf};

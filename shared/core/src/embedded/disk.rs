@@ -13,9 +13,10 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use super::{EffectRow, SlotRow, decide_claim, decide_release, decide_slot};
 use crate::model::{AuditRecord, RawRef};
 use crate::operate::{
-    ErasureRecord, Forget, MessageSummary, Page, Query, collect_page, index_keys, index_range,
+    Correction, ErasureRecord, Forget, MessageSummary, Page, Query, collect_page, index_keys,
+    index_range,
 };
-use crate::ports::{AuditLog, Claim, MessageIndex, PortError, PortResult, StateStore};
+use crate::ports::{AuditLog, Claim, FeedbackLog, MessageIndex, PortError, PortResult, StateStore};
 
 /// Stage records, which the audit records have replaced: kept so that an erasure also
 /// clears them from a state file written before.
@@ -31,8 +32,10 @@ const INDEX: TableDefinition<&str, &str> = TableDefinition::new("index");
 /// subject hashes).
 const ERASURES: TableDefinition<&str, &str> = TableDefinition::new("erasures");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
-const TABLES: [TableDefinition<&str, &str>; 8] = [
-    STAGES, EFFECTS, SLOTS, AUDIT, SUMMARIES, INDEX, ERASURES, META,
+/// Operators' corrections, by message id.
+const FEEDBACK: TableDefinition<&str, &str> = TableDefinition::new("feedback");
+const TABLES: [TableDefinition<&str, &str>; 9] = [
+    STAGES, EFFECTS, SLOTS, AUDIT, SUMMARIES, INDEX, ERASURES, META, FEEDBACK,
 ];
 
 /// The state store. Writes collect in memory and reach the file in one transaction per
@@ -66,6 +69,7 @@ fn table(name: &'static str) -> TableDefinition<'static, &'static str, &'static 
         "index" => INDEX,
         "erasures" => ERASURES,
         "meta" => META,
+        "feedback" => FEEDBACK,
         _ => AUDIT,
     }
 }
@@ -318,6 +322,9 @@ impl Forget for DiskState {
                 gone += 1;
             }
         }
+        if self.update("feedback", id, |cur| (cur.is_some(), Some(None)))? {
+            gone += 1;
+        }
         self.flush()?;
         Ok(gone)
     }
@@ -387,6 +394,34 @@ impl Forget for DiskState {
 
     async fn subject_key(&self) -> PortResult<Vec<u8>> {
         self.secret("subject_key")
+    }
+}
+
+#[async_trait]
+impl FeedbackLog for DiskState {
+    async fn correct(&self, correction: &Correction) -> PortResult<()> {
+        self.update("feedback", &correction.id, |_| ((), json(correction)))?;
+        self.flush()
+    }
+
+    async fn corrections(&self) -> PortResult<Vec<Correction>> {
+        self.flush()?;
+        let tx = self
+            .db()
+            .begin_read()
+            .map_err(|e| err("feedback")(e.into()))?;
+        let t = tx
+            .open_table(FEEDBACK)
+            .map_err(|e| err("feedback")(e.into()))?;
+        let mut out: Vec<Correction> = Vec::new();
+        for row in t.iter().map_err(|e| err("feedback")(e.into()))? {
+            let (k, v) = row.map_err(|e| err("feedback")(e.into()))?;
+            out.push(serde_json::from_str(v.value()).map_err(|e| {
+                PortError::Permanent(format!("corrupt correction of {}: {e}", k.value()))
+            })?);
+        }
+        out.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        Ok(out)
     }
 }
 
@@ -594,6 +629,56 @@ mod tests {
         };
         s.record_erasure(&record, 10).await.unwrap();
         assert!(s.pending_erasure("h1").await.unwrap().is_empty());
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn corrections_survive_a_reopen_replace_each_other_and_go_with_their_message() {
+        use crate::model::Verdict;
+        use crate::operate::Judgement;
+        let dir =
+            std::env::temp_dir().join(format!("mailroom-feedback-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let correction = |id: &str, label, at| Correction {
+            id: id.into(),
+            raw: RawRef {
+                bucket: "local".into(),
+                key: format!("in/{id}.eml"),
+            },
+            label,
+            verdict: Verdict::Quarantine,
+            by: "ops".into(),
+            at,
+            via: "mark".into(),
+        };
+        {
+            let s = DiskState::open(&dir).unwrap();
+            s.correct(&correction("m2", Judgement::Spam, 5))
+                .await
+                .unwrap();
+            s.correct(&correction("m1", Judgement::Ham, 7))
+                .await
+                .unwrap();
+            s.correct(&correction("m2", Judgement::Ham, 9))
+                .await
+                .unwrap();
+        }
+        let s = DiskState::open(&dir).unwrap();
+        let all = s.corrections().await.unwrap();
+        let got: Vec<(&str, Judgement, u64)> =
+            all.iter().map(|c| (c.id.as_str(), c.label, c.at)).collect();
+        assert_eq!(got, [("m1", Judgement::Ham, 7), ("m2", Judgement::Ham, 9)]);
+        assert!(all[0].contradicts(), "ham that was quarantined");
+        assert_eq!(s.forget_message("m2").await.unwrap(), 1);
+        let left: Vec<String> = s
+            .corrections()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(left, ["m1"]);
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -8,11 +8,13 @@ use async_trait::async_trait;
 
 use super::{EffectRow, SlotRow, decide_claim, decide_release, decide_slot};
 use crate::model::{AuditRecord, Envelope, RawRef, Stage};
-use crate::operate::{MessageSummary, Page, Query, collect_page, index_keys, index_range};
+use crate::operate::{
+    Correction, MessageSummary, Page, Query, collect_page, index_keys, index_range,
+};
 use crate::pipeline::Ports;
 use crate::ports::{
-    AuditLog, Claim, MailSender, MessageIndex, ObjectStore, OutgoingMail, PortError, PortResult,
-    QueueDelivery, RawMailSource, StagePublisher, StateStore,
+    AuditLog, Claim, FeedbackLog, MailSender, MessageIndex, ObjectStore, OutgoingMail, PortError,
+    PortResult, QueueDelivery, RawMailSource, StagePublisher, StateStore,
 };
 
 /// Every port wired to one fresh [`MemoryWorld`] and [`MemoryState`], for tests and
@@ -29,6 +31,7 @@ pub fn memory_ports() -> (Ports, Arc<MemoryWorld>, Arc<MemoryState>) {
         queues: world.clone(),
         sender: world.clone(),
         index: state.clone(),
+        feedback: state.clone(),
     };
     (ports, world, state)
 }
@@ -48,6 +51,9 @@ struct Tables {
     audit: BTreeMap<(String, String), AuditRecord>,
     summaries: HashMap<String, MessageSummary>,
     index: BTreeMap<String, String>,
+    /// Corrections by message id, with the order they came in.
+    corrections: BTreeMap<String, (u64, Correction)>,
+    correction_seq: u64,
 }
 
 impl MemoryState {
@@ -142,6 +148,25 @@ impl StateStore for MemoryState {
         }
         entry.0 += 1;
         Ok(entry.0)
+    }
+}
+
+#[async_trait]
+impl FeedbackLog for MemoryState {
+    async fn correct(&self, correction: &Correction) -> PortResult<()> {
+        let mut t = self.inner.lock().expect("state lock");
+        t.correction_seq += 1;
+        let seq = t.correction_seq;
+        t.corrections
+            .insert(correction.id.clone(), (seq, correction.clone()));
+        Ok(())
+    }
+
+    async fn corrections(&self) -> PortResult<Vec<Correction>> {
+        let t = self.inner.lock().expect("state lock");
+        let mut all: Vec<&(u64, Correction)> = t.corrections.values().collect();
+        all.sort_by_key(|(seq, _)| *seq);
+        Ok(all.into_iter().map(|(_, c)| c.clone()).collect())
     }
 }
 

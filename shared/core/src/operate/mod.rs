@@ -10,12 +10,14 @@
 
 pub mod digest;
 mod erase;
+pub mod feedback;
 pub mod links;
 mod operator;
 mod overview;
 mod retention;
 
 pub use erase::{ErasedMessage, Erasure, ErasureRecord, Exported, Forget, subject_hash};
+pub use feedback::{Correction, Judgement};
 pub use operator::{Operator, ReleaseVia};
 pub use overview::{Overview, OverviewDay};
 pub use retention::Collected;

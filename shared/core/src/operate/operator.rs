@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{MessageSummary, MessageView, Overview, Page, Query};
+use super::{Correction, Judgement, MessageSummary, MessageView, Overview, Page, Query};
+use crate::model::{AuditRecord, Stage};
 use crate::pipeline::Engine;
 use crate::pipeline::release::{Handled, OperatorError};
 
@@ -144,6 +145,56 @@ impl Operator {
         self.engine
             .release(&summary, objects.object_ref(key), &raw, by, via_queue)
             .await
+    }
+
+    /// Says what message `id` is, for the spam model to learn from (`mailroom train
+    /// --feedback`), and audits it as a `mark` event. Nothing else happens to the message:
+    /// releasing it is [`Operator::release`], which marks it as ham by itself.
+    pub async fn mark(
+        &self,
+        id: &str,
+        label: Judgement,
+        by: &str,
+    ) -> Result<Correction, OperatorError> {
+        let summary = self.summary(id).await?;
+        let correction = self.engine.correct(&summary, label, by, "mark").await?;
+        let record = AuditRecord {
+            id: summary.id.clone(),
+            stage: Stage::Filter,
+            decision: format!("marked {}", label.label()),
+            reasons: vec![format!(
+                "an operator says this is {} (the filter's verdict was {})",
+                label.label(),
+                summary.verdict.as_str()
+            )],
+            decided_by: vec![format!("operator:{by}")],
+            sender: summary.sender.clone(),
+            at: correction.at,
+            event: Some(format!("mark-{}", label.label())),
+        };
+        self.engine
+            .ports()
+            .audit
+            .append(&record)
+            .await
+            .map_err(|e| OperatorError::Store {
+                id: summary.id.clone(),
+                detail: format!("auditing the correction: {e}"),
+            })?;
+        Ok(correction)
+    }
+
+    /// Every correction operators have made, oldest first.
+    pub async fn corrections(&self) -> Result<Vec<Correction>, OperatorError> {
+        self.engine
+            .ports()
+            .feedback
+            .corrections()
+            .await
+            .map_err(|e| OperatorError::Index {
+                store: self.store.clone(),
+                detail: format!("reading the corrections: {e}"),
+            })
     }
 
     /// Deletes a message's quarantined copy and takes it off the quarantine list.

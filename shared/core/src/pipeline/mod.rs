@@ -24,8 +24,8 @@ use crate::mail::{Mail, MailError, strip_mbox_from_line};
 use crate::model::{AuditRecord, Envelope, Stage};
 use crate::operate::MessageSummary;
 use crate::ports::{
-    AuditLog, MailBytes, MailSender, MessageIndex, ObjectStore, PortError, QueueDelivery,
-    RawMailSource, StagePublisher, StateStore,
+    AuditLog, FeedbackLog, MailBytes, MailSender, MessageIndex, ObjectStore, PortError,
+    QueueDelivery, RawMailSource, StagePublisher, StateStore,
 };
 use crate::route::forward::ForwardPlan;
 use crate::route::headers::HeaderEdit;
@@ -146,6 +146,7 @@ pub struct Ports {
     pub queues: Arc<dyn QueueDelivery>,
     pub sender: Arc<dyn MailSender>,
     pub index: Arc<dyn MessageIndex>,
+    pub feedback: Arc<dyn FeedbackLog>,
 }
 
 /// The stages, their config and ports. Built once per process (per Lambda cold start, and

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::{Engine, Raw, StageError, epoch_secs};
 use crate::model::{AuditRecord, Envelope, RawRef, Reason, Receipt, Stage, Verdict};
-use crate::operate::MessageSummary;
+use crate::operate::{Correction, Judgement, MessageSummary};
 
 /// Findings that keep a message in quarantine whatever an operator says: a virus, and the
 /// attachment policy's executables (by extension, by content, inside an archive).
@@ -94,6 +94,9 @@ impl Engine {
         if summary.quarantined.is_none() {
             return Ok(Handled::NotInQuarantine);
         }
+        // The operator's word that this is not spam, kept first: a release whose
+        // correction could not be written is refused and can be run again.
+        self.correct(summary, Judgement::Ham, by, "release").await?;
         let mut env = Envelope::new(summary.id.clone(), raw_ref);
         // Routing matches the recipients the message was routed by.
         env.receipt = Some(Receipt {
@@ -163,6 +166,35 @@ impl Engine {
             at: epoch_secs(SystemTime::now()),
             event: Some("release".into()),
         }))
+    }
+
+    /// Keeps an operator's correction of message `summary` (see
+    /// [`crate::operate::feedback`]): `via` is `release` or `mark`.
+    pub async fn correct(
+        &self,
+        summary: &MessageSummary,
+        label: Judgement,
+        by: &str,
+        via: &str,
+    ) -> Result<Correction, OperatorError> {
+        let correction = Correction {
+            id: summary.id.clone(),
+            raw: summary.raw.clone(),
+            label,
+            verdict: summary.verdict,
+            by: by.to_string(),
+            at: epoch_secs(SystemTime::now()),
+            via: via.to_string(),
+        };
+        self.ports
+            .feedback
+            .correct(&correction)
+            .await
+            .map_err(|e| OperatorError::Store {
+                id: summary.id.clone(),
+                detail: format!("recording the correction: {e}"),
+            })?;
+        Ok(correction)
     }
 
     /// Deletes a message's quarantined copy and takes it off the quarantine list.
