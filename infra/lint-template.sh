@@ -159,7 +159,7 @@ for f in spec["functions"]:
 
 # Functions.
 glob = tpl.get("Globals", {}).get("Function", {})
-declared = {f["logical_id"] for f in spec["functions"] + spec["digest_functions"]}
+declared = {f["logical_id"] for f in spec["functions"] + spec["digest_functions"] + [spec["retrain_function"]]}
 for lid, r in res.items():
     if r["Type"] == "AWS::Serverless::Function":
         check(lid in declared, f"function {lid} is not declared in resources.json")
@@ -230,6 +230,32 @@ for f in spec["digest_functions"]:
         check(not p.get("Events"), f"{lid}: no events besides its URL")
         check(p.get("FunctionUrlConfig", {}).get("AuthType") == "NONE", f"{lid}: a public function URL")
         check(env.get("MAILROOM_ROUTE_QUEUE_URL") == {"Ref": queues["route"]["logical_id"]}, f"{lid} route queue")
+# The retrain function: scheduled, with the memory and time training takes, and a role
+# that may replace models but not the config.
+f = spec["retrain_function"]
+lid = f["logical_id"]
+p = props(lid, "AWS::Serverless::Function")
+check(p.get("FunctionName") == stack_name(f["name_suffix"]), f"{lid} FunctionName")
+check(p.get("CodeUri") == f["code_uri"], f"{lid} CodeUri")
+check(res.get(lid, {}).get("Metadata", {}).get("BuildProperties", {}).get("Binary") == f["binary"], f"{lid} Binary")
+check((p.get("MemorySize"), p.get("Timeout")) == (f["memory_mb"], f["timeout_seconds"]), f"{lid} MemorySize/Timeout")
+env = {**glob.get("Environment", {}).get("Variables", {}), **p.get("Environment", {}).get("Variables", {})}
+check(set(env) == set(f["env"]), f"{lid} env vars {sorted(env)} != {sorted(f['env'])}")
+check(env.get("MAILROOM_TRAINING_PREFIX") == spec["bucket"]["prefixes"]["training"], f"{lid} training prefix")
+check(env.get("MAILROOM_RETRAIN_FPR") == {"Ref": "RetrainFpr"}, f"{lid} MAILROOM_RETRAIN_FPR should be !Ref RetrainFpr")
+events = list(p.get("Events", {}).values())
+check(len(events) == 1 and events[0].get("Type") == "Schedule"
+      and events[0].get("Properties", {}).get("Schedule") == {"Ref": "RetrainSchedule"}, f"{lid}: one Schedule event on RetrainSchedule")
+cargo = Path(f["code_uri"]) / "Cargo.toml"
+check(cargo.exists() and f'name = "{f["binary"]}"' in cargo.read_text(), f"{cargo}: no bin {f['binary']}")
+alarm = props(lid.replace("Function", "ErrorsAlarm"), "AWS::CloudWatch::Alarm")
+check(alarm.get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": lid}}], f"{lid} errors alarm")
+role = props(p.get("Role", {}).get("Fn::GetAtt", [""])[0], "AWS::IAM::Role")
+puts = [r for pol in role.get("Policies", []) for st in pol["PolicyDocument"]["Statement"]
+        if "s3:PutObject" in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+        for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])]
+check(puts == [{"Fn::Sub": "${MailBucket.Arn}/config/models/*"}], f"{lid} may write models only, not {puts}")
+
 secret = props(spec["link_key_secret"]["logical_id"], "AWS::SecretsManager::Secret")
 check(secret.get("Name") == stack_name(spec["link_key_secret"]["name_suffix"]), "LinkKeySecret Name")
 check(secret.get("GenerateSecretString", {}).get("PasswordLength", 0) >= 32, "LinkKeySecret: at least 32 characters")

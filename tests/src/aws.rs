@@ -130,6 +130,8 @@ pub struct Resources {
     pub functions: Vec<FunctionSpec>,
     /// The digest and links functions (no source queue).
     pub digest_functions: Vec<DigestFunctionSpec>,
+    /// The scheduled retrain of the spam model.
+    pub retrain_function: DigestFunctionSpec,
     pub metrics: MetricsSpec,
 }
 
@@ -820,6 +822,26 @@ impl Stack {
         (Arc::new(app), lines)
     }
 
+    /// The retrain function as a cold start builds it from exactly the variables
+    /// resources.json gives it, calling as that function, with its EMF lines in memory.
+    pub async fn retrainer(&self) -> (mailroom_aws::retrain::Retrainer, MetricLines) {
+        use mailroom_aws::retrain::{RETRAIN_FPR, RetrainSettings, TRAINING_PREFIX};
+        let r = resources();
+        let spec = &r.retrain_function;
+        let mut values: HashMap<String, String> = self.env(Stage::Respond).into_iter().collect();
+        values.insert(TRAINING_PREFIX.into(), r.prefix("training").to_string());
+        values.insert(RETRAIN_FPR.into(), "0.02".into());
+        let env = only_declared(&spec.env, &values);
+        let settings = RetrainSettings::from_lookup(|k| env.get(k).cloned())
+            .unwrap_or_else(|e| panic!("settings of retrain: {e}"));
+        let (metrics, lines) = mailroom_aws::metrics::Metrics::memory();
+        let sdk = self.sdk_as(&spec.key).await;
+        (
+            mailroom_aws::retrain::Retrainer::new(settings, &sdk, metrics),
+            lines,
+        )
+    }
+
     /// The digest or links function as a cold start builds it from exactly the variables
     /// resources.json gives it, calling as that function, with its EMF lines kept in
     /// memory. Links point at `link_url`.
@@ -857,15 +879,7 @@ impl Stack {
         values.insert(LINK_KEY_SECRET.into(), self.link_key_arn.clone());
         values.insert(LINK_URL.into(), link_url.to_string());
         values.insert(ROUTE_QUEUE_URL.into(), self.queue("route").url.clone());
-        spec.env
-            .iter()
-            .map(|name| {
-                let v = values
-                    .get(name)
-                    .unwrap_or_else(|| panic!("the harness has no value for {name}"));
-                (name.clone(), v.clone())
-            })
-            .collect()
+        only_declared(&spec.env, &values)
     }
 
     /// The access key id of a principal of this stack (`filter`, ..., [`OPERATOR`]).
@@ -1496,6 +1510,7 @@ impl Stack {
         let more = r
             .digest_functions
             .iter()
+            .chain([&r.retrain_function])
             .map(|f| (&f.logical_id, &f.name_suffix));
         for (logical_id, name_suffix) in suffixes.chain(more) {
             let group = format!("/aws/lambda/{}{}", self.name, name_suffix);
@@ -1519,7 +1534,11 @@ impl Stack {
         let r = resources();
         let mut policies = BTreeMap::new();
         let functions = r.functions.iter().map(|f| (&f.key, &f.logical_id));
-        let more = r.digest_functions.iter().map(|f| (&f.key, &f.logical_id));
+        let more = r
+            .digest_functions
+            .iter()
+            .chain([&r.retrain_function])
+            .map(|f| (&f.key, &f.logical_id));
         for (key, logical_id) in functions.chain(more) {
             let role = crate::iam::role_of_function(&template, logical_id);
             policies.insert(
@@ -1608,6 +1627,20 @@ impl Stack {
             denied.join("\n")
         );
     }
+}
+
+/// The variables a function declares in resources.json, with the harness's values: a
+/// function that reads one it does not declare fails in the test as it would deployed.
+fn only_declared(declared: &[String], values: &HashMap<String, String>) -> HashMap<String, String> {
+    declared
+        .iter()
+        .map(|name| {
+            let v = values
+                .get(name)
+                .unwrap_or_else(|| panic!("the harness has no value for {name}"));
+            (name.clone(), v.clone())
+        })
+        .collect()
 }
 
 /// The managed policy the README tells operators to attach (push-config, and the operator

@@ -181,6 +181,44 @@ async fn a_digest_lists_the_quarantine_and_its_links_release_once() {
     let envelope: Value = serde_json::from_str(&queued[0]).unwrap();
     assert_eq!(envelope["id"], spam);
     assert_eq!(envelope["released_by"], "digest:sales@example.com");
+    // The release is the recipient's "not spam", kept for the spam model's retrain with
+    // the raw mail's key (not a copy of the mail).
+    let correction: Value = serde_json::from_slice(
+        &stack
+            .s3
+            .get_object()
+            .bucket(&stack.bucket)
+            .key(format!("feedback/{spam}.json"))
+            .send()
+            .await
+            .expect("a correction for the released message")
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            &correction["label"],
+            &correction["by"],
+            &correction["via"],
+            &correction["verdict"]
+        ),
+        (
+            &Value::from("ham"),
+            &Value::from("digest:sales@example.com"),
+            &Value::from("release"),
+            &Value::from("quarantine")
+        ),
+        "{correction}"
+    );
+    assert_eq!(
+        correction["raw"]["key"],
+        format!("raw/{spam}"),
+        "{correction}"
+    );
     assert_eq!(ask("POST", release.clone(), ip).await.status_code, 409);
     stack.run_until_idle(&pipeline).await;
     let to: Vec<Vec<String>> = stack.sent_mail().await[sent_before + 1..]

@@ -10,3 +10,4 @@ mod fuzz;
 mod golden;
 mod lifecycle;
 mod operate;
+mod retrain;

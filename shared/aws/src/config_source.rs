@@ -213,7 +213,8 @@ pub fn model_key(config_key: &str, path: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
-async fn fetch(
+/// An object's bytes and ETag; the error names what it is and where.
+pub(crate) async fn fetch(
     s3: &Client,
     bucket: &str,
     key: &str,

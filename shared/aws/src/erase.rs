@@ -22,6 +22,7 @@ use mailroom_core::secret::{hex, random_key, unhex};
 
 use crate::dynamo::DynamoState;
 use crate::errors::{code, port_error};
+use crate::s3::FEEDBACK_PREFIX;
 
 /// Where the receipt rule stores raw mail (template.yaml, infra/resources.json).
 pub const RAW_PREFIX: &str = "raw/";
@@ -223,6 +224,10 @@ impl Forget for StackForget {
                 }
             }
         }
+        // An operator's correction of it, every version.
+        gone += self
+            .purge(&self.bucket, &format!("{FEEDBACK_PREFIX}{id}.json"))
+            .await?;
         // The summary last: until it goes, the indexes find the message.
         if self.delete(format!("msg#{id}"), "summary".into()).await? {
             gone += 1;

@@ -13,6 +13,7 @@ pub mod handler;
 pub mod index;
 pub mod metrics;
 pub mod operator;
+pub mod retrain;
 pub mod s3;
 pub mod ses;
 pub mod settings;
