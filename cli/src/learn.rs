@@ -992,7 +992,8 @@ fn gate(
         cmp.corrections_agreed_without,
         cmp.corrections_agreed_with,
     );
-    let (at, was, now) = (threshold, &cmp.threshold_without, &cmp.threshold_with);
+    let at = operator.engine().config().filter.spam_threshold;
+    let (was, now) = (&cmp.threshold_without, &cmp.threshold_with);
     eprintln!(
         "at spam_threshold {at}: recall {} → {} (allowed to fall {}), FPR {} → {} (allowed to rise {})",
         pct(was.recall),

@@ -223,10 +223,11 @@ impl Retrainer {
         };
         if !comparison.not_worse() {
             report.why = format!(
-                "with the corrections the model would be worse on the training set (recall at {} FPR {:.4} → {:.4}; at spam_threshold {threshold}: recall {:.4} → {:.4}, FPR {:.4} → {:.4}); the served model stays",
+                "with the corrections the model would be worse on the training set (recall at {} FPR {:.4} → {:.4}; at spam_threshold {}: recall {:.4} → {:.4}, FPR {:.4} → {:.4}); the served model stays",
                 s.fpr,
                 comparison.without.recall,
                 comparison.with.recall,
+                config.filter.spam_threshold,
                 comparison.threshold_without.recall,
                 comparison.threshold_with.recall,
                 comparison.threshold_without.fpr,
