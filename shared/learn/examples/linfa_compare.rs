@@ -34,7 +34,9 @@ fn read(dir: &Path, cfg: &FeatureConfig) -> (Vec<SparseVec>, Vec<usize>) {
         paths.sort();
         for p in paths {
             let Ok(raw) = std::fs::read(&p) else { continue };
-            let Ok(mail) = Mail::parse(&raw) else { continue };
+            let Ok(mail) = Mail::parse(&raw) else {
+                continue;
+            };
             x.push(features::extract(&mail, cfg));
             y.push(label);
         }
@@ -46,7 +48,12 @@ fn read(dir: &Path, cfg: &FeatureConfig) -> (Vec<SparseVec>, Vec<usize>) {
 fn dense(x: &[SparseVec], rows: &[usize], dims: usize) -> Array2<f64> {
     let mut m = Array2::<f64>::zeros((rows.len(), dims));
     for (r, &i) in rows.iter().enumerate() {
-        let norm = x[i].iter().map(|&(_, v)| v * v).sum::<f32>().sqrt().max(1e-12);
+        let norm = x[i]
+            .iter()
+            .map(|&(_, v)| v * v)
+            .sum::<f32>()
+            .sqrt()
+            .max(1e-12);
         for &(b, v) in &x[i] {
             m[[r, b as usize]] = f64::from(v / norm);
         }
