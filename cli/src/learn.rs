@@ -45,7 +45,7 @@ pub struct FeedbackArgs {
 /// classifier (`Task::features`, `TrainOptions::for_task`).
 #[derive(Args, Clone)]
 pub struct LearnArgs {
-    /// nb | cnb | logreg | svm. `eval --folds` also takes a comma-separated list or `all`
+    /// nb | cnb | logreg | svm | ftrl. `eval --folds` also takes a comma-separated list or `all`
     /// to compare them on the same features.
     #[arg(long, default_value = "svm")]
     learner: String,
@@ -157,7 +157,7 @@ impl LearnArgs {
             .split(',')
             .map(|s| {
                 Learner::parse(s.trim()).with_context(|| {
-                    format!("unknown learner {s:?}: expected nb, cnb, logreg, svm or all")
+                    format!("unknown learner {s:?}: expected nb, cnb, logreg, svm, ftrl or all")
                 })
             })
             .collect()

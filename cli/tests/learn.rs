@@ -132,7 +132,7 @@ fn train_eval_and_run_with_models() {
     assert!(out.status.success(), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 4);
+    assert_eq!(results.len(), 5);
     for r in results {
         let acc = r["summary"]["accuracy"]["mean"].as_f64().unwrap();
         assert!(acc > 0.8, "{}: {acc}", r["learner"]);

@@ -152,8 +152,11 @@ fn main() {
             .fit(&ds)
             .expect("linfa-logistic fits");
         all[l_logreg].train_secs += t.elapsed().as_secs_f64();
+        // The probability is of the class linfa labelled positive, whichever that is.
+        let spam_is_pos = lr.labels().pos.class == 1;
         for (k, p) in lr.predict_probabilities(&xte).iter().enumerate() {
-            all[l_logreg].z[test_rows[k]] = logit(*p);
+            let z = logit(*p);
+            all[l_logreg].z[test_rows[k]] = if spam_is_pos { z } else { -z };
         }
 
         let t = Instant::now();

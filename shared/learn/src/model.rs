@@ -49,14 +49,17 @@ pub enum Learner {
     LogReg,
     /// Linear SVM (one-vs-rest, squared hinge loss), dual coordinate descent.
     Svm,
+    /// Logistic regression (softmax) by FTRL-proximal, a learning rate per weight.
+    Ftrl,
 }
 
 impl Learner {
-    pub const ALL: [Learner; 4] = [
+    pub const ALL: [Learner; 5] = [
         Learner::NaiveBayes,
         Learner::ComplementNb,
         Learner::LogReg,
         Learner::Svm,
+        Learner::Ftrl,
     ];
 
     pub fn code(self) -> u8 {
@@ -65,6 +68,7 @@ impl Learner {
             Learner::ComplementNb => 2,
             Learner::LogReg => 3,
             Learner::Svm => 4,
+            Learner::Ftrl => 5,
         }
     }
 
@@ -78,6 +82,7 @@ impl Learner {
             Learner::ComplementNb => "cnb",
             Learner::LogReg => "logreg",
             Learner::Svm => "svm",
+            Learner::Ftrl => "ftrl",
         }
     }
 
@@ -87,7 +92,7 @@ impl Learner {
 
     /// Whether the learner works on L2-normalised feature vectors.
     pub fn normalizes(self) -> bool {
-        matches!(self, Learner::LogReg | Learner::Svm)
+        matches!(self, Learner::LogReg | Learner::Svm | Learner::Ftrl)
     }
 }
 

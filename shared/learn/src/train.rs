@@ -100,6 +100,7 @@ impl TrainOptions {
             learner,
             epochs: match learner {
                 Learner::Svm => 60,
+                Learner::Ftrl => 10,
                 _ => 30,
             },
             lambda: 1e-5,
@@ -309,6 +310,7 @@ pub fn train_dense(
         }
         Learner::LogReg => sgd(x, y, rows, n_labels, dims, opts, weighting),
         Learner::Svm => svm(x, y, rows, n_labels, dims, opts, weighting),
+        Learner::Ftrl => ftrl(x, y, rows, n_labels, dims, opts, weighting),
     }
 }
 
@@ -486,6 +488,78 @@ fn naive_bayes(
 
 /// Logistic regression (softmax loss) by SGD with L2 regularisation, the weight decay kept
 /// as one scale factor so that an update costs only the message's features.
+/// Logistic regression (softmax) by FTRL-proximal (McMahan et al. 2013, "Ad Click
+/// Prediction: a View from the Trenches"), the online learner of Stalwart's classifier:
+/// every weight keeps its own learning rate, `alpha / (beta + sqrt(sum of its squared
+/// gradients))`, so rare words learn fast and common ones settle; `lambda` is the L2 term
+/// (no L1: the model file keeps every bucket anyway). `eta0` scales alpha: alpha 4 was
+/// the best of 0.15 to 16 on the SpamAssassin corpus (recall at 0.1% FPR 82.4% at 0.15,
+/// 89.7% at 0.5, 92.7% at 4, 91.9% at 8, 90.9% at 16).
+fn ftrl(
+    x: &[SparseVec],
+    y: &[usize],
+    rows: &[usize],
+    c: usize,
+    dims: usize,
+    opts: &TrainOptions,
+    weighting: &Weighting,
+) -> Dense {
+    const ALPHA: f32 = 4.0;
+    const BETA: f32 = 1.0;
+    let class_weight = class_weights(y, rows, c, opts.balance);
+    let (alpha, l2) = (ALPHA * opts.eta0, opts.lambda);
+    let weight = |z: f32, n: f32| -z / ((BETA + n.sqrt()) / alpha + l2);
+    // z and n per weight, the bias last.
+    let mut zs = vec![0f32; (dims + 1) * c];
+    let mut ns = vec![0f32; (dims + 1) * c];
+    let bias_at = dims * c;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    let mut rng = Rng::new(opts.seed);
+    let (mut s, mut g) = (vec![0f32; c], vec![0f32; c]);
+    let mut update = |zs: &mut [f32], ns: &mut [f32], at: usize, f: f32, g: &[f32]| {
+        for (k, gk) in g.iter().enumerate() {
+            let (z, n) = (&mut zs[at + k], &mut ns[at + k]);
+            let gi = gk * f;
+            let sigma = ((*n + gi * gi).sqrt() - n.sqrt()) / alpha;
+            *z += gi - sigma * weight(*z, *n);
+            *n += gi * gi;
+        }
+    };
+    for _ in 0..opts.epochs {
+        rng.shuffle(&mut order);
+        for &i in &order {
+            let r = rows[i];
+            for (k, sk) in s.iter_mut().enumerate() {
+                *sk = weight(zs[bias_at + k], ns[bias_at + k]);
+            }
+            for &(j, v) in &x[r] {
+                let f = weighting.value(i, j, v);
+                let at = j as usize * c;
+                for (k, sk) in s.iter_mut().enumerate() {
+                    *sk += f * weight(zs[at + k], ns[at + k]);
+                }
+            }
+            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = s.iter().map(|v| (v - max).exp()).sum();
+            let cw = class_weight[y[r]];
+            for k in 0..c {
+                let yk = if k == y[r] { 1.0 } else { 0.0 };
+                g[k] = ((s[k] - max).exp() / sum - yk) * cw;
+            }
+            for &(j, v) in &x[r] {
+                update(&mut zs, &mut ns, j as usize * c, weighting.value(i, j, v), &g);
+            }
+            update(&mut zs, &mut ns, bias_at, 1.0, &g);
+        }
+    }
+    let all: Vec<f32> = zs.iter().zip(&ns).map(|(z, n)| weight(*z, *n)).collect();
+    Dense {
+        labels: c,
+        bias: all[bias_at..].to_vec(),
+        weights: all[..bias_at].to_vec(),
+    }
+}
+
 fn sgd(
     x: &[SparseVec],
     y: &[usize],
