@@ -74,6 +74,10 @@ pub struct LearnArgs {
     /// Leave out the header and structure features.
     #[arg(long)]
     no_headers: bool,
+    /// Leave out the HTML and link facts (hidden text, images, links whose text names
+    /// another domain, URL shapes).
+    #[arg(long)]
+    no_web: bool,
     /// Add the detected language as a feature (off by default: it did not help here).
     #[arg(long)]
     language: bool,
@@ -139,6 +143,7 @@ impl LearnArgs {
             char_min,
             char_max,
             headers: !self.no_headers,
+            web: !self.no_web && d.web,
             language: self.language || d.language,
             char_weight: self.char_weight.unwrap_or(d.char_weight),
             header_weight: self.header_weight.unwrap_or(d.header_weight),
@@ -375,6 +380,7 @@ fn features_json(cfg: &FeatureConfig) -> Value {
         "char_ngrams": if cfg.char_max == 0 { "none".to_string() } else { format!("{}-{}", cfg.char_min, cfg.char_max) },
         "headers": cfg.headers,
         "language": cfg.language,
+        "web": cfg.web,
         "text_limit": cfg.text_limit,
         "char_limit": cfg.char_limit,
         "char_weight": cfg.char_weight,

@@ -9,6 +9,8 @@
 //!   `Received` headers, `X-Mailer` / `User-Agent` presence and product, the content types,
 //!   attachment types and extensions, the domains of the links, missing `Date` or
 //!   `Message-ID`, `Reply-To` elsewhere, recipient count, subject shape;
+//! - HTML and link facts: text hidden, tiny or white, images against text, links whose
+//!   text names another domain than their target, URL queries, redirectors and path shapes;
 //! - optionally the language, detected here (whatlang on the subject and the start of the
 //!   text) the same way at training and at inference, whatever the classify stage reports.
 //!
@@ -49,6 +51,10 @@ pub struct FeatureConfig {
     pub headers: bool,
     /// The detected language as a feature.
     pub language: bool,
+    /// HTML and link facts (with the header facts): hidden, tiny or white text, images
+    /// against text, links whose text names another domain, URL queries, redirectors and
+    /// path shapes.
+    pub web: bool,
     /// Scale of the character n-gram values relative to the words (there are several
     /// times more of them, so at 1 they dominate the normalised vector).
     pub char_weight: f32,
@@ -67,6 +73,7 @@ impl Default for FeatureConfig {
             char_limit: 4 * 1024,
             headers: true,
             language: true,
+            web: true,
             char_weight: 1.0,
             header_weight: 1.0,
         }
@@ -333,7 +340,7 @@ fn extract_with(mail: &Mail, cfg: &FeatureConfig, scratch: &mut Scratch) -> Spar
         sink.seal(cfg.char_weight);
     }
     if cfg.headers {
-        headers(mail, sink);
+        headers(mail, cfg.web, sink);
         sink.fact("long_tokens", count_bucket(tokens.long));
     }
     if cfg.language {
@@ -558,7 +565,7 @@ fn product(s: &str) -> String {
         .to_lowercase()
 }
 
-fn headers(mail: &Mail, sink: &mut Sink) {
+fn headers(mail: &Mail, web: bool, sink: &mut Sink) {
     // Sender.
     match mail.from_domain() {
         Some(d) => {
@@ -784,6 +791,103 @@ fn headers(mail: &Mail, sink: &mut Sink) {
         }
     }
     sink.fact("links", count_bucket(links));
+    if web {
+        web_facts(mail, &html, sink);
+    }
+}
+
+/// HTML that hides or shrinks text, images against text, links whose text names another
+/// domain than their target, and the shape of link URLs.
+fn web_facts(mail: &Mail, html: &str, sink: &mut Sink) {
+    let lower = html.to_ascii_lowercase();
+    let squeezed: String = lower.chars().filter(|c| !c.is_whitespace()).collect();
+    for (needle, fact) in [
+        ("display:none", "hidden"),
+        ("visibility:hidden", "hidden"),
+        ("font-size:0", "tiny"),
+        ("font-size:1px", "tiny"),
+        ("font-size:2px", "tiny"),
+        ("size=1>", "tiny"),
+        ("size=\"1\"", "tiny"),
+        ("color=#ffffff", "white"),
+        ("color=\"#ffffff\"", "white"),
+        ("color:#fff", "white"),
+        ("color=white", "white"),
+    ] {
+        if squeezed.contains(needle) {
+            sink.fact("html_style", fact);
+        }
+    }
+    let images = lower.matches("<img").count();
+    sink.fact("images", count_bucket(images));
+    if let Some(per) = mail.text.trim().len().checked_div(images) {
+        let bucket = match per {
+            0..=99 => "<100",
+            100..=499 => "<500",
+            500..=1999 => "<2000",
+            _ => "more",
+        };
+        sink.fact("text_per_image", bucket);
+    }
+    // <a href="URL">TEXT</a>: a TEXT that is itself a domain or URL other than the href's.
+    let mut rest = lower.as_str();
+    let mut anchors = 0;
+    while let Some(at) = rest.find("<a ") {
+        rest = &rest[at + 3..];
+        anchors += 1;
+        if anchors > 64 {
+            break;
+        }
+        let Some(h) = rest.find("href=") else { break };
+        let tag_end = rest.find('>').unwrap_or(rest.len());
+        if h > tag_end {
+            continue;
+        }
+        let href = rest[h + 5..tag_end].trim_start_matches(['"', '\'']);
+        let href = href.split(['"', '\'', ' ']).next().unwrap_or("");
+        let text_end = rest[tag_end..]
+            .find("</a")
+            .map_or(rest.len(), |e| tag_end + e);
+        let text = rest[tag_end.min(rest.len())..text_end]
+            .trim_start_matches('>')
+            .trim();
+        let host_of = |u: &str| {
+            let u = u
+                .trim_start_matches("http://")
+                .trim_start_matches("https://");
+            u.split(['/', '?', '#', ':'])
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("www.")
+                .to_string()
+        };
+        let href_host = host_of(href);
+        if href.starts_with("http") {
+            if let Some(q) = href.find('?') {
+                sink.fact("url", "query");
+                let query = &href[q..];
+                if query.contains("http") || query.contains("url=") || query.contains("redirect") {
+                    sink.fact("url", "redirect");
+                }
+            }
+            let path = href
+                .trim_start_matches("http://")
+                .trim_start_matches("https://");
+            let path = path.split_once('/').map_or("", |(_, p)| p);
+            sink.fact("url_path", &shape(path.split('?').next().unwrap_or("")));
+        } else if href.starts_with("mailto:") {
+            sink.fact("url", "mailto");
+        }
+        let text_host = host_of(text);
+        if !text.contains(' ')
+            && text_host.contains('.')
+            && !href_host.is_empty()
+            && base_domain(&text_host) != base_domain(&href_host)
+        {
+            sink.fact("link_text", "other_domain");
+        }
+    }
+    sink.fact("anchors", count_bucket(anchors));
 }
 
 #[cfg(test)]
@@ -793,6 +897,42 @@ mod tests {
     fn feats(raw: &str, cfg: &FeatureConfig) -> SparseVec {
         let mail = Mail::parse(raw.as_bytes()).unwrap();
         extract(&mail, cfg)
+    }
+
+    /// The bucket a header fact lands in at `bits`.
+    fn fact_bucket(key: &str, value: &str, bits: u8) -> u32 {
+        let mut sink = Sink::new();
+        sink.shift = 64 - u32::from(bits);
+        sink.fact(key, value);
+        sink.seal(1.0);
+        sink.finish()[0].0
+    }
+
+    #[test]
+    fn html_and_link_facts_see_hidden_text_and_links_that_lie() {
+        let raw = "From: a@x.test\nSubject: s\nContent-Type: text/html\n\n<p>Your account</p><div style=\"display: none\">lorem ipsum</div><a href=\"http://evil.example/login?url=http://x\">www.mybank.com</a>\n";
+        let cfg = FeatureConfig::default();
+        let with = feats(raw, &cfg);
+        let without = feats(raw, &FeatureConfig { web: false, ..cfg });
+        let has = |v: &SparseVec, key: &str, value: &str| {
+            let b = fact_bucket(key, value, cfg.bits);
+            v.iter().any(|&(i, _)| i == b)
+        };
+        for (key, value) in [
+            ("html_style", "hidden"),
+            ("link_text", "other_domain"),
+            ("url", "query"),
+            ("url", "redirect"),
+        ] {
+            assert!(has(&with, key, value), "{key}={value}");
+            assert!(
+                !has(&without, key, value),
+                "{key}={value} without the facts"
+            );
+        }
+        // A link whose text is its own domain is no lie.
+        let honest = raw.replace("www.mybank.com", "evil.example");
+        assert!(!has(&feats(&honest, &cfg), "link_text", "other_domain"));
     }
 
     #[test]

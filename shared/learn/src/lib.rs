@@ -433,11 +433,14 @@ mod tests {
     #[test]
     fn wrong_version_and_damaged_files_are_clear_errors() {
         let bytes = trained(Learner::LogReg).to_bytes();
-        let mut v2 = bytes.clone();
-        v2[8..10].copy_from_slice(&2u16.to_le_bytes());
-        let e = Model::from_bytes(&v2).unwrap_err();
-        assert_eq!(e, ModelError::Version { found: 2 });
-        assert!(e.to_string().contains("version 2") && e.to_string().contains("version 1"));
+        let mut v3 = bytes.clone();
+        v3[8..10].copy_from_slice(&3u16.to_le_bytes());
+        let e = Model::from_bytes(&v3).unwrap_err();
+        assert_eq!(e, ModelError::Version { found: 3 });
+        assert!(
+            e.to_string().contains("version 3") && e.to_string().contains("versions 1 to 2"),
+            "{e}"
+        );
         assert_eq!(
             Model::from_bytes(b"PK\x03\x04 a zip file").unwrap_err(),
             ModelError::NotAModel

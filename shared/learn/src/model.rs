@@ -5,7 +5,7 @@
 //! (the difference of the two), more keep one per label, centred per bucket (softmax and
 //! argmax do not change) so that the weights quantize well.
 //!
-//! # File format (version 1), little-endian
+//! # File format (version 2), little-endian
 //!
 //! ```text
 //! magic        8 bytes  "MAILRMDL"
@@ -13,7 +13,8 @@
 //! learner      u8       see Learner::code
 //! weight type  u8       0 = f32, 1 = i8 with a scale per column
 //! bits, word_ngrams, char_min, char_max   u8 each
-//! flags        u8       1 = header features, 2 = language, 4 = L2-normalise, 8 = idf
+//! flags        u8       1 = header features, 2 = language, 4 = L2-normalise, 8 = idf,
+//!                       16 = HTML and link facts (version 2 on)
 //! text_limit, char_limit   u32 each
 //! char_weight, header_weight   f32 each
 //! temperature  f32      scores are multiplied by it before softmax / sigmoid
@@ -27,8 +28,10 @@
 //! checksum     u64      over every byte before it
 //! ```
 //!
-//! Reading checks the magic first, then the version (any other version is an error that
-//! says so, before anything else is read), then sizes, then the checksum.
+//! Reading checks the magic first, then the version (one outside 1 to 2 is an error that
+//! says so, before anything else is read), then sizes, then the checksum. A version 1
+//! file reads as version 2 without the HTML and link facts, so its model extracts what
+//! it was trained on.
 
 use std::fmt;
 
@@ -36,7 +39,9 @@ use crate::features::{self, FeatureConfig, SparseVec};
 use mailroom_core::Mail;
 
 pub const MAGIC: &[u8; 8] = b"MAILRMDL";
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest version read: version 1 files predate the HTML and link facts (flag 16).
+pub const OLDEST_VERSION: u16 = 1;
 
 /// The learning algorithms; all produce a linear model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,7 +117,7 @@ impl fmt::Display for ModelError {
             ModelError::NotAModel => write!(f, "not a mailroom model file (no MAILRMDL header)"),
             ModelError::Version { found } => write!(
                 f,
-                "model file format version {found}, but this mailroom reads version {FORMAT_VERSION}: retrain it with `mailroom train`"
+                "model file format version {found}, but this mailroom reads versions {OLDEST_VERSION} to {FORMAT_VERSION}: retrain it with `mailroom train`"
             ),
             ModelError::Truncated => write!(f, "model file is truncated"),
             ModelError::Checksum => write!(f, "model file is corrupt (checksum mismatch)"),
@@ -348,7 +353,8 @@ impl Model {
             u8::from(f.headers)
                 | (u8::from(f.language) << 1)
                 | (u8::from(self.normalize) << 2)
-                | (u8::from(self.idf.is_some()) << 3),
+                | (u8::from(self.idf.is_some()) << 3)
+                | (u8::from(f.web) << 4),
         );
         out.extend_from_slice(&f.text_limit.to_le_bytes());
         out.extend_from_slice(&f.char_limit.to_le_bytes());
@@ -391,7 +397,7 @@ impl Model {
             at: MAGIC.len(),
         };
         let version = r.u16()?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(ModelError::Version { found: version });
         }
         if bytes.len() < 8 + MAGIC.len() {
@@ -412,6 +418,9 @@ impl Model {
         let char_limit = r.u32()?;
         let char_weight = r.f32()?;
         let header_weight = r.f32()?;
+        if version < 2 && flags & 16 != 0 {
+            return Err(ModelError::Invalid("flag 16 in a version 1 file".into()));
+        }
         let features = FeatureConfig {
             bits,
             word_ngrams,
@@ -421,6 +430,7 @@ impl Model {
             char_limit,
             headers: flags & 1 != 0,
             language: flags & 2 != 0,
+            web: flags & 16 != 0,
             char_weight,
             header_weight,
         };
@@ -578,5 +588,67 @@ pub struct IdfTable {
 impl IdfTable {
     pub fn values(&self) -> impl Iterator<Item = f32> + '_ {
         self.q.iter().map(|&q| 1.0 + f32::from(q) * self.step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(web: bool) -> Model {
+        let features = FeatureConfig {
+            bits: 10,
+            web,
+            ..FeatureConfig::default()
+        };
+        let dense = Dense {
+            labels: 2,
+            weights: (0..2 * 1024).map(|i| (i % 7) as f32 - 3.0).collect(),
+            bias: vec![0.5, -0.5],
+        };
+        let labels = vec!["ham".to_string(), "spam".to_string()];
+        Model::from_dense(
+            "t",
+            labels,
+            Learner::Svm,
+            features,
+            true,
+            dense,
+            1.0,
+            true,
+            None,
+        )
+    }
+
+    /// A version 1 file: version 2's bytes without the HTML and link facts, the version
+    /// field set to 1 and the checksum made again.
+    fn as_version_1(model: &Model) -> Vec<u8> {
+        let mut bytes = model.to_bytes();
+        bytes.truncate(bytes.len() - 8);
+        bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn version_1_files_read_without_the_html_and_link_facts() {
+        let old = tiny(false);
+        let back = Model::from_bytes(&as_version_1(&old)).unwrap();
+        assert_eq!(back, old);
+        assert!(!back.features.web);
+        // A version 1 file cannot claim the facts it predates.
+        let e = Model::from_bytes(&as_version_1(&tiny(true))).unwrap_err();
+        assert!(
+            matches!(e, ModelError::Invalid(ref w) if w.contains("flag 16")),
+            "{e}"
+        );
+        // Version 2 keeps the flag.
+        assert!(
+            Model::from_bytes(&tiny(true).to_bytes())
+                .unwrap()
+                .features
+                .web
+        );
     }
 }

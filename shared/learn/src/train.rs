@@ -77,7 +77,7 @@ impl Task {
             Task::Spam => FeatureConfig {
                 bits: 16,
                 char_weight: 0.5,
-                header_weight: 2.0,
+                header_weight: 3.0,
                 language: false,
                 ..FeatureConfig::default()
             },
@@ -516,7 +516,7 @@ fn ftrl(
     let mut order: Vec<usize> = (0..rows.len()).collect();
     let mut rng = Rng::new(opts.seed);
     let (mut s, mut g) = (vec![0f32; c], vec![0f32; c]);
-    let mut update = |zs: &mut [f32], ns: &mut [f32], at: usize, f: f32, g: &[f32]| {
+    let update = |zs: &mut [f32], ns: &mut [f32], at: usize, f: f32, g: &[f32]| {
         for (k, gk) in g.iter().enumerate() {
             let (z, n) = (&mut zs[at + k], &mut ns[at + k]);
             let gi = gk * f;
@@ -547,7 +547,13 @@ fn ftrl(
                 g[k] = ((s[k] - max).exp() / sum - yk) * cw;
             }
             for &(j, v) in &x[r] {
-                update(&mut zs, &mut ns, j as usize * c, weighting.value(i, j, v), &g);
+                update(
+                    &mut zs,
+                    &mut ns,
+                    j as usize * c,
+                    weighting.value(i, j, v),
+                    &g,
+                );
             }
             update(&mut zs, &mut ns, bias_at, 1.0, &g);
         }
