@@ -11,6 +11,7 @@ use std::time::Instant;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
+use futures::StreamExt;
 use mailroom_core::operate::Judgement;
 use mailroom_core::ports::{FeedbackLog, RawMailSource};
 use mailroom_core::{Config, Mail};
@@ -30,6 +31,8 @@ pub const RETRAIN_FPR: &str = "MAILROOM_RETRAIN_FPR";
 /// A run reads at most this many training messages (newest keys are not preferred: the
 /// listing order), so that one run fits the function's memory and time.
 pub const MAX_TRAINING_MESSAGES: usize = 50_000;
+/// S3 reads in flight at once (each holds one message in memory).
+const READS_AT_ONCE: usize = 16;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetrainSettings {
@@ -177,15 +180,18 @@ impl Retrainer {
                 ))
             });
         }
+        // A few reads at a time, in order: S3 latency, not the parsing, is what takes long.
+        let vectors: Vec<Option<SparseVec>> = futures::stream::iter(&corrections)
+            .map(|c| async {
+                let raw = self.mail.get_raw(&c.raw).await.ok()?;
+                vectorise(&raw, &cfg)
+            })
+            .buffered(READS_AT_ONCE)
+            .collect()
+            .await;
         let mut unreadable = 0;
-        for c in &corrections {
-            let Some(v) = self
-                .mail
-                .get_raw(&c.raw)
-                .await
-                .ok()
-                .and_then(|raw| vectorise(&raw, &cfg))
-            else {
+        for (c, v) in corrections.iter().zip(vectors) {
+            let Some(v) = v else {
                 unreadable += 1;
                 continue;
             };
@@ -265,15 +271,25 @@ impl Retrainer {
         let (mut x, mut y) = (Vec::new(), Vec::new());
         for (label, name) in labels.iter().enumerate() {
             let prefix = format!("{}{name}/", s.training_prefix);
-            for key in self.list(&prefix).await? {
-                if x.len() >= MAX_TRAINING_MESSAGES {
-                    tracing::warn!(
-                        limit = MAX_TRAINING_MESSAGES,
-                        "training set cut at the limit"
-                    );
-                    return Ok((x, y));
-                }
-                let (raw, _) = self.get(&key, "training message").await?;
+            let mut keys = self.list(&prefix).await?;
+            let room = MAX_TRAINING_MESSAGES.saturating_sub(x.len());
+            if keys.len() > room {
+                tracing::warn!(
+                    limit = MAX_TRAINING_MESSAGES,
+                    "training set cut at the limit"
+                );
+                keys.truncate(room);
+            }
+            let read: Vec<Result<(String, Vec<u8>), String>> = futures::stream::iter(keys)
+                .map(|key| async move {
+                    let (raw, _) = self.get(&key, "training message").await?;
+                    Ok((key, raw))
+                })
+                .buffered(READS_AT_ONCE)
+                .collect()
+                .await;
+            for r in read {
+                let (key, raw) = r?;
                 match vectorise(&raw, cfg) {
                     Some(v) => {
                         x.push(v);
