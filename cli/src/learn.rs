@@ -430,6 +430,7 @@ pub fn train(
     }
     let started = Instant::now();
     let mut corpus = read_corpus(dir, &cfg, None, false)?;
+    let read_secs = started.elapsed().as_secs_f64();
     let mut rows: Vec<usize> = (0..corpus.y.len()).collect();
     if feedback.feedback {
         match gate(out, &mut corpus, &cfg, &opts, feedback)? {
@@ -437,7 +438,6 @@ pub fn train(
             None => return Ok(()),
         }
     }
-    let read_secs = started.elapsed().as_secs_f64();
     let counts = label_counts(&corpus);
     eprintln!(
         "read {} messages in {:.1}s ({}), parse {:.0} µs and features {:.0} µs per message",
