@@ -8,6 +8,7 @@ mod erase;
 mod faults;
 mod fuzz;
 mod golden;
+mod hostile;
 mod lifecycle;
 mod operate;
 mod retrain;
