@@ -372,6 +372,9 @@ fn main() -> ExitCode {
         Command::Show { id, target, format } => exit(operate::show(&target, format, &id)),
         Command::Check { file } => match load_checked(&file) {
             Ok(c) => {
+                for w in c.warnings() {
+                    eprintln!("warning: {}: {w}", file.display());
+                }
                 println!(
                     "{}: ok ({} route rules, {} classify rules, {} templates)",
                     file.display(),

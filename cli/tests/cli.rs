@@ -62,6 +62,31 @@ fn check_accepts_the_example_config() {
 }
 
 #[test]
+fn check_warns_when_unauthenticated_senders_get_replies_and_still_passes() {
+    let out = mailroom(&["check", "examples/mailroom.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("warning"), "{err}");
+    let dir = temp("loosecfg");
+    std::fs::create_dir_all(&dir).unwrap();
+    let loose = dir.join("loose.toml");
+    let example = std::fs::read_to_string(repo().join("examples/mailroom.toml")).unwrap();
+    let text = example.replace(
+        "require_authenticated_sender = true",
+        "require_authenticated_sender = false",
+    );
+    assert_ne!(text, example, "the example config sets the switch");
+    std::fs::write(&loose, text).unwrap();
+    let out = mailroom(&["check", loose.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: ") && err.contains("require_authenticated_sender = false"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+}
+
+#[test]
 fn check_rejects_a_bad_config_with_line_and_column() {
     let dir = temp("badcfg");
     std::fs::create_dir_all(&dir).unwrap();

@@ -140,6 +140,32 @@ mod tests {
     }
 
     #[test]
+    fn replies_need_an_authenticated_sender_unless_loosened_with_a_warning() {
+        let c = Config::from_toml("", "t.toml").unwrap();
+        assert!(c.respond.require_authenticated_sender);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        let c = Config::from_toml(
+            "[respond]\nrequire_authenticated_sender = false\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(!c.respond.require_authenticated_sender);
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("require_authenticated_sender = false"),
+            "{w:?}"
+        );
+        // With auto-replies off the switch loosens nothing.
+        let c = Config::from_toml(
+            "[respond]\nenabled = false\nrequire_authenticated_sender = false\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.warnings().is_empty());
+    }
+
+    #[test]
     fn unknown_key_is_located() {
         let e = error("[filter]\nquarantine_score = 4.0\nspam_treshold = 3\n");
         assert_eq!((e.line, e.column), (3, 1), "{e}");

@@ -12,6 +12,12 @@ use super::*;
 pub struct RespondConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Reply only to an authenticated envelope sender: SPF passed for the reply address's
+    /// domain, or DMARC passed for a `From` domain aligned with it. When false, an
+    /// unauthenticated sender still gets a reply, but one that carries none of the original's
+    /// text (a fixed subject; `subject` and `sender_name` are empty).
+    #[serde(default = "yes")]
+    pub require_authenticated_sender: bool,
     /// At most one reply per sender per template in this period.
     #[serde(default = "default_period")]
     pub period: HumanDuration,
@@ -44,7 +50,8 @@ pub struct Template {
     pub category: OneOrMany<String>,
     /// ISO 639-1 code; a template with a language is preferred for mail in that language.
     pub language: Option<String>,
-    /// minijinja templates; placeholders: subject, sender_name, sender, category, reference.
+    /// minijinja templates; placeholders: subject, sender_name, sender, category, reference,
+    /// authenticated.
     pub subject: Spanned<String>,
     pub body: Spanned<String>,
 }

@@ -233,6 +233,21 @@ impl Config {
         Ok(())
     }
 
+    /// Settings that are valid but loosen a protection, one sentence each; `mailroom check`
+    /// prints them as warnings and still passes.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.respond.enabled && !self.respond.require_authenticated_sender {
+            out.push(
+                "[respond] require_authenticated_sender = false: senders that neither SPF nor \
+                 aligned DMARC authenticates get auto-replies too, so a forged Return-Path \
+                 gets one (backscatter; the reply carries none of the original's text)"
+                    .to_string(),
+            );
+        }
+        out
+    }
+
     /// The default configuration: no rules, every policy at its default.
     pub fn default_config() -> Config {
         Config::from_toml("", "<default>").expect("the default config is valid")

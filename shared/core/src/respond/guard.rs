@@ -1,4 +1,5 @@
-//! Loop and backscatter protection (RFC 3834): the reasons never to auto-reply.
+//! Loop and backscatter protection (RFC 3834): the reasons never to auto-reply, the last of
+//! them an envelope sender that is not authenticated (see [`super::sender`]).
 
 use mail_parser::MimeHeaders;
 
@@ -9,6 +10,7 @@ use crate::model::{StageResults, Verdict};
 use crate::route::headers;
 
 use super::reply::{self, ReturnPath};
+use super::sender::SenderAuth;
 
 /// Why no auto-reply must be sent for this message, or `None` when one may be. The reason is
 /// a short string for the audit trail, such as `sender is a list: List-Id present`.
@@ -41,7 +43,7 @@ pub fn suppression_reason(mail: &Mail, results: &StageResults, config: &Config) 
     let Some(to) = reply::reply_address(mail) else {
         return Some("no reply address (no usable Return-Path, Reply-To or From)".into());
     };
-    let mut senders = vec![to];
+    let mut senders = vec![to.clone()];
     if let Some(from) = &mail.from
         && !senders.contains(from)
     {
@@ -104,6 +106,16 @@ pub fn suppression_reason(mail: &Mail, results: &StageResults, config: &Config) 
     ] {
         if mail.has_header(name) {
             return Some(format!("{name} present"));
+        }
+    }
+    // Last, so that a loop is named as such even when its sender is also unauthenticated.
+    if config.respond.require_authenticated_sender {
+        let auth = SenderAuth::of(mail, &to);
+        if !auth.is_authenticated() {
+            return Some(format!(
+                "envelope sender not authenticated: {}",
+                auth.describe()
+            ));
         }
     }
     None
@@ -204,7 +216,7 @@ mod tests {
         }
     }
 
-    const NORMAL: &str = "Return-Path: <ann@example.org>\nFrom: Ann <ann@example.org>\nTo: support@example.com\nSubject: Question\nMessage-ID: <q1@example.org>\nContent-Type: text/plain\n\nHello\n";
+    const NORMAL: &str = "Return-Path: <ann@example.org>\nAuthentication-Results: amazonses.com; spf=pass smtp.mailfrom=ann@example.org; dkim=pass header.i=@example.org; dmarc=pass header.from=example.org\nFrom: Ann <ann@example.org>\nTo: support@example.com\nSubject: Question\nMessage-ID: <q1@example.org>\nContent-Type: text/plain\n\nHello\n";
 
     /// How a table row changes the normal message.
     enum Edit {
@@ -260,6 +272,81 @@ mod tests {
         assert_eq!(reason(&unrelated, &accepted(), &config()), None);
         let lookalikes = NORMAL.replace("ann@example.org", "noreplyann@example.org");
         assert_eq!(reason(&lookalikes, &accepted(), &config()), None);
+    }
+
+    #[test]
+    fn unauthenticated_envelope_sender_is_not_answered() {
+        let forged = |auth: &str| {
+            format!(
+                "Return-Path: <victim@third.example>\n{auth}From: \"Cheap pills\" <victim@third.example>\nTo: support@example.com\nSubject: Buy now\n\nx\n"
+            )
+        };
+        let cases = [
+            (
+                "",
+                "envelope sender not authenticated: SPF none for third.example, DMARC none",
+            ),
+            (
+                "Authentication-Results: amazonses.com; spf=softfail smtp.mailfrom=victim@third.example; dmarc=none\n",
+                "envelope sender not authenticated: SPF softfail for third.example, DMARC none",
+            ),
+            (
+                "Authentication-Results: amazonses.com; spf=fail smtp.mailfrom=third.example; dmarc=fail (p=none) header.from=third.example\n",
+                "envelope sender not authenticated: SPF fail for third.example, DMARC fail for third.example",
+            ),
+            (
+                "Authentication-Results: amazonses.com; spf=pass smtp.mailfrom=bulk@spammer.example; dmarc=none\n",
+                "envelope sender not authenticated: SPF pass for spammer.example, not third.example, DMARC none",
+            ),
+            (
+                "Authentication-Results: amazonses.com; spf=none; dmarc=none\nAuthentication-Results: forged.example; spf=pass smtp.mailfrom=third.example; dmarc=pass header.from=third.example\n",
+                "envelope sender not authenticated: SPF none for third.example, DMARC none",
+            ),
+        ];
+        for (auth, want) in cases {
+            let raw = forged(auth);
+            assert_eq!(
+                reason(&raw, &accepted(), &config()).as_deref(),
+                Some(want),
+                "{auth}"
+            );
+        }
+        // DMARC pass, but the Return-Path is in a domain not aligned with From.
+        let raw = NORMAL.replace(
+            "Return-Path: <ann@example.org>",
+            "Return-Path: <victim@third.example>",
+        );
+        let raw = raw.replace("smtp.mailfrom=ann@example.org", "smtp.mailfrom=example.org");
+        assert_eq!(
+            reason(&raw, &accepted(), &config()).as_deref(),
+            Some(
+                "envelope sender not authenticated: SPF pass for example.org, not third.example, DMARC pass for example.org, not aligned with third.example"
+            )
+        );
+        // A loop is named as a loop even when the sender is not authenticated.
+        let list = format!("List-Id: <l.third.example>\n{}", forged(""));
+        assert_eq!(
+            reason(&list, &accepted(), &config()).as_deref(),
+            Some("sender is a list: List-Id present")
+        );
+        // The switch off, the guard lets it through (render then drops the original's text).
+        let mut loose = config();
+        loose.respond.require_authenticated_sender = false;
+        assert_eq!(reason(&forged(""), &accepted(), &loose), None);
+    }
+
+    #[test]
+    fn authenticated_by_spf_or_by_aligned_dmarc() {
+        let spf_only = NORMAL.replace("dmarc=pass header.from=example.org", "dmarc=none");
+        assert_eq!(reason(&spf_only, &accepted(), &config()), None);
+        let dmarc_only = NORMAL
+            .replace(
+                "Return-Path: <ann@example.org>",
+                "Return-Path: <b-1@bounce.example.org>",
+            )
+            .replace("spf=pass smtp.mailfrom=ann@example.org", "spf=none");
+        assert_eq!(reason(&dmarc_only, &accepted(), &config()), None);
+        assert!(config().respond.require_authenticated_sender);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod guard;
 pub mod reply;
+pub mod sender;
 
 use sha2::{Digest, Sha256};
 
@@ -23,6 +24,10 @@ pub struct ReplyPlan {
     pub template: String,
     /// One reply per sender and template per period: `{to}#{template}`.
     pub rate_limit_key: String,
+    /// The reply address is authenticated (SPF or aligned DMARC passed; see [`sender`]).
+    /// When not (only with `require_authenticated_sender = false`), the reply carries none
+    /// of the original's text.
+    pub authenticated: bool,
 }
 
 /// Decides whether to reply, to whom, with which template. `Err` carries the reason not to:
@@ -32,6 +37,7 @@ pub fn plan(mail: &Mail, results: &StageResults, config: &Config) -> Result<Repl
         return Err(reason);
     }
     let to = reply::reply_address(mail).ok_or("no reply address")?;
+    let authenticated = sender::SenderAuth::of(mail, &to).is_authenticated();
     let category = category(results, config);
     let language = results
         .classify
@@ -54,6 +60,7 @@ pub fn plan(mail: &Mail, results: &StageResults, config: &Config) -> Result<Repl
         rate_limit_key: format!("{to}#{}", template.name),
         to,
         template: template.name.clone(),
+        authenticated,
     })
 }
 
@@ -108,6 +115,7 @@ pub fn render(
     let ctx = ReplyContext {
         category: category(results, config),
         reference,
+        authenticated: plan.authenticated,
     };
     reply::build_reply(mail, template, &ctx, &config.mailroom, &plan.to)
 }
@@ -138,7 +146,7 @@ body = "VIP"
 category = "vip-only"
 "#;
 
-    const MSG: &[u8] = b"Return-Path: <ann@example.org>\nFrom: Ann <ann@example.org>\nTo: billing@example.com\nSubject: Invoice\nMessage-ID: <m1@example.org>\n\nWhere is my invoice?\n";
+    const MSG: &[u8] = b"Return-Path: <ann@example.org>\nAuthentication-Results: amazonses.com; spf=pass smtp.mailfrom=ann@example.org; dmarc=pass header.from=example.org\nFrom: Ann <ann@example.org>\nTo: billing@example.com\nSubject: Invoice\nMessage-ID: <m1@example.org>\n\nWhere is my invoice?\n";
 
     fn results(category: Option<&str>) -> StageResults {
         StageResults {
@@ -173,6 +181,7 @@ category = "vip-only"
                 to: "ann@example.org".into(),
                 template: "billing".into(),
                 rate_limit_key: "ann@example.org#billing".into(),
+                authenticated: true,
             }
         );
         let reference = reference_for(mail.message_id.as_deref().unwrap(), "SUP-");
@@ -187,6 +196,44 @@ category = "vip-only"
         assert_eq!(
             p.body_text(0).unwrap().trim_end(),
             format!("Hello Ann, category billing, ref {reference}.")
+        );
+    }
+
+    #[test]
+    fn with_the_switch_off_an_unauthenticated_sender_gets_no_original_text() {
+        let forged = b"Return-Path: <victim@third.example>\nAuthentication-Results: amazonses.com; spf=none smtp.mailfrom=third.example; dmarc=none\nFrom: \"Pills at spam.example\" <victim@third.example>\nTo: billing@example.com\nSubject: Cheap pills at spam.example\nMessage-ID: <f1@third.example>\n\nspam.example\n";
+        let mail = Mail::parse(forged).unwrap();
+        let r = results(Some("billing"));
+        let strict = Config::from_toml(CONFIG, "t.toml").unwrap();
+        assert_eq!(
+            plan(&mail, &r, &strict).unwrap_err(),
+            "envelope sender not authenticated: SPF none for third.example, DMARC none"
+        );
+        let loose = CONFIG.replace(
+            "reference_prefix = \"SUP-\"",
+            "reference_prefix = \"SUP-\"\nrequire_authenticated_sender = false",
+        );
+        let mut loose = Config::from_toml(&loose, "t.toml").unwrap();
+        *loose.respond.templates[0].subject.get_mut() = "Re: {{ subject }}".into();
+        let plan = plan(&mail, &r, &loose).unwrap();
+        assert!(!plan.authenticated);
+        let reference = reference_for("f1@third.example", "SUP-");
+        let out = render(&mail, &plan, &r, &loose, &reference).unwrap();
+        assert_eq!(out.to, ["victim@third.example"]);
+        let raw = out.raw.to_vec();
+        assert!(
+            !String::from_utf8_lossy(&raw).contains("spam.example"),
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+        let p = MessageParser::default().parse(&raw[..]).unwrap();
+        assert_eq!(
+            p.subject(),
+            Some(format!("Automatic reply [{reference}]").as_str())
+        );
+        assert_eq!(
+            p.body_text(0).unwrap().trim_end(),
+            format!("Hello , category billing, ref {reference}.")
         );
     }
 

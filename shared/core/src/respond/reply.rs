@@ -119,6 +119,15 @@ pub fn choose_template<'c>(
 pub struct ReplyContext<'a> {
     pub category: &'a str,
     pub reference: &'a str,
+    /// The reply address is authenticated. When not, the reply carries none of the
+    /// original's text: the subject is [`unauthenticated_subject`], the placeholders
+    /// `subject` and `sender_name` are empty and `sender` is the reply address.
+    pub authenticated: bool,
+}
+
+/// The subject of a reply to an unauthenticated sender: fixed, with the reference only.
+pub fn unauthenticated_subject(reference: &str) -> String {
+    format!("Automatic reply [{}]", clean_header_text(reference))
 }
 
 /// Renders `template` for `mail` and builds the reply to `to` as a MIME message. Errors name
@@ -138,19 +147,29 @@ pub fn build_reply(
         )
     })?;
 
-    let sender = mail.from.clone().unwrap_or_else(|| to.clone());
-    let sender_name = mail.from_name.clone().unwrap_or_else(|| {
-        sender
-            .split_once('@')
-            .map_or(sender.as_str(), |(local, _)| local)
-            .to_string()
-    });
+    let (subject, sender_name, sender) = if ctx.authenticated {
+        let sender = mail.from.clone().unwrap_or_else(|| to.clone());
+        let sender_name = mail.from_name.clone().unwrap_or_else(|| {
+            sender
+                .split_once('@')
+                .map_or(sender.as_str(), |(local, _)| local)
+                .to_string()
+        });
+        (
+            clean_header_text(&mail.subject),
+            clean_header_text(&sender_name),
+            sender,
+        )
+    } else {
+        (String::new(), String::new(), to.clone())
+    };
     let values = minijinja::context! {
-        subject => clean_header_text(&mail.subject),
-        sender_name => clean_header_text(&sender_name),
+        subject => subject,
+        sender_name => sender_name,
         sender => sender,
         category => ctx.category,
         reference => ctx.reference,
+        authenticated => ctx.authenticated,
     };
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -161,7 +180,9 @@ pub fn build_reply(
     };
     let subject = clean_header_text(&render("subject", template.subject.get_ref())?);
     let body = render("body", template.body.get_ref())?;
-    let subject = if subject.is_empty() {
+    let subject = if !ctx.authenticated {
+        unauthenticated_subject(ctx.reference)
+    } else if subject.is_empty() {
         re_subject(&mail.subject)
     } else {
         collapse_re(&subject)
@@ -413,6 +434,7 @@ body = "Dear {{ sender_name }} ({{ sender }}), we got your {{ category }} mail \
         let ctx = ReplyContext {
             category: "billing",
             reference: "MR-ABCDE12345",
+            authenticated: true,
         };
         let out = build_reply(&m, &t, &ctx, &c.mailroom, &to)?;
         assert_eq!(out.from, "mailroom@example.com");
@@ -529,6 +551,65 @@ body = "Dear {{ sender_name }} ({{ sender }}), we got your {{ category }} mail \
         let p = MessageParser::default().parse(out.as_slice()).unwrap();
         assert!(p.bcc().is_none());
         assert_eq!(p.subject(), Some("a Bcc: victim@x"));
+    }
+
+    #[test]
+    fn a_reply_to_an_unauthenticated_sender_carries_no_original_text() {
+        let raw = String::from_utf8(MSG.to_vec())
+            .unwrap()
+            .replace(
+                "Subject: Invoice question",
+                "Subject: Pills at spam.example",
+            )
+            .replace("\"Ann Example\"", "\"Visit spam.example\"");
+        let c = config(&format!(
+            "{TEMPLATES}\n[[respond.templates]]\nname = \"branch\"\nsubject = \"{{% if authenticated %}}Re: {{{{ subject }}}}{{% endif %}}\"\nbody = \"{{% if authenticated %}}Hello {{{{ sender_name }}}}{{% else %}}Hello{{% endif %}}\"\n"
+        ));
+        let m = Mail::parse(raw.as_bytes()).unwrap();
+        let to = reply_address(&m).unwrap();
+        let reply = |name: &str, authenticated: bool| {
+            let t = c.respond.templates.iter().find(|t| t.name == name).unwrap();
+            let ctx = ReplyContext {
+                category: "billing",
+                reference: "MR-ABCDE12345",
+                authenticated,
+            };
+            let out = build_reply(&m, t, &ctx, &c.mailroom, &to).unwrap();
+            out.raw.to_vec()
+        };
+        for name in ["default", "billing", "billing-de", "branch"] {
+            let raw = reply(name, false);
+            assert!(
+                !String::from_utf8_lossy(&raw).contains("spam.example"),
+                "{name}: {}",
+                String::from_utf8_lossy(&raw)
+            );
+            let p = MessageParser::default().parse(raw.as_slice()).unwrap();
+            assert_eq!(
+                p.subject(),
+                Some("Automatic reply [MR-ABCDE12345]"),
+                "{name}"
+            );
+        }
+        let p = |raw: Vec<u8>| {
+            let p = MessageParser::default().parse(raw.as_slice()).unwrap();
+            (
+                p.subject().unwrap_or_default().to_string(),
+                p.body_text(0).unwrap_or_default().trim_end().to_string(),
+            )
+        };
+        assert_eq!(
+            p(reply("default", false)).1,
+            "Dear  (ann@example.org), we got your billing mail \"\". Ref MR-ABCDE12345."
+        );
+        assert_eq!(p(reply("branch", false)).1, "Hello");
+        assert_eq!(
+            p(reply("branch", true)),
+            (
+                "Re: Pills at spam.example".to_string(),
+                "Hello Visit spam.example".to_string()
+            )
+        );
     }
 
     #[test]
