@@ -230,6 +230,26 @@ for f in spec["digest_functions"]:
         check(not p.get("Events"), f"{lid}: no events besides its URL")
         check(p.get("FunctionUrlConfig", {}).get("AuthType") == "NONE", f"{lid}: a public function URL")
         check(env.get("MAILROOM_ROUTE_QUEUE_URL") == {"Ref": queues["route"]["logical_id"]}, f"{lid} route queue")
+        # A public URL: its concurrency is capped unless the parameter says 0, for
+        # accounts that cannot reserve any.
+        param = tpl["Parameters"].get("LinksReservedConcurrency", {})
+        check(param.get("Type") == "Number" and param.get("Default") == f["reserved_concurrency_default"]
+              and param.get("MinValue") == 0,
+              f"LinksReservedConcurrency: a Number, default {f['reserved_concurrency_default']}, at least 0")
+        check(tpl.get("Conditions", {}).get("ReservesLinksConcurrency")
+              == {"Fn::Not": [{"Fn::Equals": [{"Ref": "LinksReservedConcurrency"}, "0"]}]},
+              "condition ReservesLinksConcurrency should be LinksReservedConcurrency != 0")
+        check(p.get("ReservedConcurrentExecutions") == {"Fn::If": ["ReservesLinksConcurrency",
+              {"Ref": "LinksReservedConcurrency"}, {"Ref": "AWS::NoValue"}]},
+              f"{lid} ReservedConcurrentExecutions should be !If [ReservesLinksConcurrency, !Ref LinksReservedConcurrency, !Ref AWS::NoValue]")
+        # Anyone a digest goes to uses this role: it writes corrections, never the config.
+        links_role = props(p.get("Role", {}).get("Fn::GetAtt", [""])[0], "AWS::IAM::Role")
+        writes = [r for pol in links_role.get("Policies", []) for st in pol["PolicyDocument"]["Statement"]
+                  if any(a.startswith("s3:Put") or a.startswith("s3:Delete") or a == "s3:*"
+                         for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]]))
+                  for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])]
+        check(writes == [{"Fn::Sub": "${MailBucket.Arn}/" + w} for w in f["writes"]],
+              f"{lid} may write only {f['writes']} in the bucket (never the config), not {writes}")
 # The retrain function: scheduled, with the memory and time training takes, and a role
 # that may replace models but not the config.
 f = spec["retrain_function"]

@@ -65,15 +65,17 @@ impl SenderLists for ConfigFile {
     }
 }
 
-/// The link endpoint over the console's embedded store.
+/// The link endpoint over the console's embedded store (whose subject key hashes the
+/// recipient of an expired link).
 pub fn desk(
     operator: mailroom_core::operate::Operator,
-    state: &mailroom_core::embedded::disk::DiskState,
+    state: Arc<mailroom_core::embedded::disk::DiskState>,
     config: Option<std::path::PathBuf>,
 ) -> Result<mailroom_core::operate::links::LinkDesk> {
     Ok(mailroom_core::operate::links::LinkDesk {
         operator,
         keys: vec![state.link_key()?],
         senders: Arc::new(ConfigFile(config)),
+        subject_key: state,
     })
 }

@@ -11,6 +11,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mailroom_core::Mail;
 use mailroom_learn::eval::{self, Evaluation};
+use mailroom_learn::retrain::{Origin, Weights};
 use mailroom_learn::train::Idf;
 use mailroom_learn::{FeatureConfig, Learner, Model, SparseVec, Task, TrainOptions, features};
 use serde_json::{Value, json};
@@ -27,9 +28,16 @@ pub struct FeedbackArgs {
     /// than without the corrections.
     #[arg(long)]
     feedback: bool,
-    /// How many base messages one correction counts as.
-    #[arg(long, default_value_t = mailroom_learn::retrain::DEFAULT_WEIGHT, requires = "feedback")]
+    /// How many base messages an operator's correction counts as (`operator:NAME`: a
+    /// release or mark from the CLI or the console).
+    #[arg(long, default_value_t = mailroom_learn::retrain::DEFAULT_WEIGHT, requires = "feedback",
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..), usize::from))]
     feedback_weight: usize,
+    /// How many base messages a digest recipient's release counts as (`digest:ADDRESS`):
+    /// anyone a digest goes to can release from it, so by default one, below an operator's.
+    #[arg(long, default_value_t = mailroom_learn::retrain::DEFAULT_DIGEST_WEIGHT, requires = "feedback",
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..), usize::from))]
+    digest_feedback_weight: usize,
     /// The false-positive rate the gate compares recall at.
     #[arg(long, default_value_t = 0.001, requires = "feedback")]
     fpr: f64,
@@ -926,6 +934,7 @@ fn gate(
         .position(|l| l.eq_ignore_ascii_case("spam"))
         .context("a spam model has a spam/ folder")?;
     let (mut missing, mut contradicting) = (Vec::new(), 0usize);
+    let mut origins = vec![Origin::Base; base];
     for c in &corrections {
         let raw = match runtime.block_on(operator.engine().ports().raw.get_raw(&c.raw)) {
             Ok(raw) => raw,
@@ -941,6 +950,7 @@ fn gate(
                 continue;
             }
         };
+        origins.push(Origin::of_correction(&c.by));
         corpus.x.push(features::extract(&mail, cfg));
         corpus.y.push(match c.label {
             mailroom_core::operate::Judgement::Spam => spam,
@@ -966,7 +976,10 @@ fn gate(
         eprintln!("no correction to learn from: training on {base} base messages alone");
         return Ok(Some(base_rows));
     }
-    let corrected: Vec<bool> = (0..corpus.y.len()).map(|i| i >= base).collect();
+    let weights = Weights {
+        operator: feedback.feedback_weight,
+        digest: feedback.digest_feedback_weight,
+    };
     // The threshold the filter runs with: the config given (or the stack's).
     let threshold = f64::from(operator.engine().config().filter.spam_threshold);
     let started = Instant::now();
@@ -975,8 +988,8 @@ fn gate(
         *cfg,
         &corpus.x,
         &corpus.y,
-        &corrected,
-        feedback.feedback_weight,
+        &origins,
+        weights,
         feedback.gate_folds,
         opts,
         feedback.fpr,
@@ -985,10 +998,12 @@ fn gate(
     .map_err(anyhow::Error::msg)?;
     let fpr = pct(feedback.fpr);
     eprintln!(
-        "{}-fold cross-validation in {:.1}s, corrections counted {}×: recall at {fpr} FPR on the {} base messages {} without the corrections, {} with them (allowed to fall {}); pooled with the corrections {} → {}; corrections labelled as the operator did {}/{used} → {}/{used}",
+        "{}-fold cross-validation in {:.1}s, corrections counted {}× (an operator's) and {}× (the {} from digest links): recall at {fpr} FPR on the {} base messages {} without the corrections, {} with them (allowed to fall {}); pooled with the corrections {} → {}; corrections labelled as the operator did {}/{used} → {}/{used}",
         cmp.folds,
         started.elapsed().as_secs_f64(),
-        cmp.weight,
+        cmp.weights.operator,
+        cmp.weights.digest,
+        cmp.digest_corrections,
         cmp.base,
         pct(cmp.without.recall),
         pct(cmp.with.recall),
@@ -1014,11 +1029,7 @@ fn gate(
             "accepted: the corrections go into the model (spam_threshold {:.6} gives {fpr} FPR on held-out folds)",
             cmp.with.threshold
         );
-        let all = mailroom_learn::retrain::weighted(
-            0..corpus.y.len(),
-            &corrected,
-            feedback.feedback_weight,
-        );
+        let all = mailroom_learn::retrain::weighted(0..corpus.y.len(), &origins, weights);
         return Ok(Some(all));
     }
     if out.exists() {

@@ -235,9 +235,14 @@ enum Command {
 #[derive(Subcommand)]
 enum QuarantineCommand {
     /// Let a quarantined message go on as accepted mail: its forwards, deliveries and
-    /// auto-reply, once. Virus mail and blocked executables are never released.
+    /// auto-reply, once. Virus mail and blocked executables are never released; mail held
+    /// for a macro document only with --force-macro.
     Release {
         id: String,
+        /// Release mail held for a document with macros (MACRO_DOCUMENT), which digest
+        /// links never release; the release's audit record names the force (force-macro).
+        #[arg(long)]
+        force_macro: bool,
         #[command(flatten)]
         args: operate::ActionArgs,
     },
@@ -301,8 +306,13 @@ fn main() -> ExitCode {
             reason.as_deref(),
         )),
         Command::Quarantine {
-            command: QuarantineCommand::Release { id, args },
-        } => exit(operate::release(&args, &id)),
+            command:
+                QuarantineCommand::Release {
+                    id,
+                    force_macro,
+                    args,
+                },
+        } => exit(operate::release(&args, &id, force_macro)),
         Command::Quarantine {
             command: QuarantineCommand::Delete { id, args },
         } => exit(operate::delete(&args, &id)),

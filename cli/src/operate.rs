@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use mailroom_core::model::Verdict;
 use mailroom_core::operate::{Cursor, MessageSummary, MessageView, Query};
+use mailroom_core::pipeline::release::Releaser;
 
 use crate::Format;
 use crate::target::{Target, runtime};
@@ -184,11 +185,15 @@ fn report(id: &str, verb: &str, handled: mailroom_core::pipeline::release::Handl
     println!("{}", shown(&handled.describe(id, verb), 600));
 }
 
-/// `mailroom quarantine release ID`.
-pub fn release(args: &ActionArgs, id: &str) -> Result<()> {
+/// `mailroom quarantine release ID [--force-macro]`.
+pub fn release(args: &ActionArgs, id: &str, force_macro: bool) -> Result<()> {
     let runtime = runtime()?;
     let operator = args.target.connect(&runtime)?.operator;
-    let handled = runtime.block_on(operator.release(id, &operator_name(&args.by)))?;
+    let by = Releaser::Operator {
+        name: operator_name(&args.by),
+        force_macro,
+    };
+    let handled = runtime.block_on(operator.release(id, &by))?;
     report(id, "released", handled);
     Ok(())
 }

@@ -790,6 +790,82 @@ fn a_released_message_goes_on_once_and_blocked_executables_stay() {
 }
 
 #[test]
+fn a_macro_document_is_released_only_with_force_macro_and_the_audit_names_it() {
+    let dir = temp("force-macro");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // A macro-enabled invoice to billing, whose mail is forwarded to finance.
+    std::fs::copy(
+        repo().join("tests/fixtures/aws/macro-invoice.eml"),
+        input.join("invoice.eml"),
+    )
+    .unwrap();
+    let store = Store::under(&dir);
+    let local = |cmd: &[&str]| store.mailroom(cmd);
+    let rows = jsonl(&local(&[
+        "run",
+        "--format",
+        "jsonl",
+        input.to_str().unwrap(),
+    ]));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["verdict"], "quarantine", "{rows:#?}");
+    let id = rows[0]["id"].as_str().unwrap().to_string();
+
+    let refused = local(&["quarantine", "release", &id, "--by", "ops-ann"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("MACRO_DOCUMENT") && why.contains("--force-macro"),
+        "{why}"
+    );
+    assert_eq!(outbox_files(&store.outbox), 0, "nothing forwarded");
+
+    let out = local(&[
+        "quarantine",
+        "release",
+        &id,
+        "--force-macro",
+        "--by",
+        "ops-ann",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("operator:ops-ann force-macro") && said.contains("finance@corp.example"),
+        "{said}"
+    );
+    // The forward to finance, and billing's auto-reply.
+    assert_eq!(outbox_files(&store.outbox), 2, "{said}");
+    let view = &jsonl(&mailroom(&[
+        "show",
+        &id,
+        "--state",
+        store.state.to_str().unwrap(),
+        "--format",
+        "jsonl",
+    ]))[0];
+    let release = view["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["event"] == "release" && r["stage"] == "route")
+        .unwrap_or_else(|| panic!("no release in the audit: {view}"));
+    let by: Vec<&str> = release["decided_by"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let at = by.iter().position(|b| *b == "operator:ops-ann").unwrap();
+    assert_eq!(by.get(at + 1), Some(&"force-macro"), "{by:?}");
+}
+
+#[test]
 fn allow_and_block_edit_the_config_and_keep_its_comments() {
     let dir = temp("senders");
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,11 +1,14 @@
 //! Quarantine digests on a stack: the digest function's mail and its once-a-period send,
 //! and the links function's answers (function URL events as Lambda delivers them) to a
 //! prefetch, a forged, an expired, a reused and a virus token, a flood from one address
-//! and a key rotation. Every call is checked against the two functions' roles.
+//! and a key rotation; and to what an attacker tries: a link for a macro-enabled invoice, a
+//! request without a token, a flood from one IPv6 /64, an expired link of an erased
+//! message. Every call is checked against the two functions' roles.
 
 use base64::Engine as _;
 use mailroom_aws::digest::Function;
 use mailroom_core::operate::digest::{LinkAction, LinkToken};
+use mailroom_core::operate::{Forget, subject_hash};
 use mailroom_tests::aws::Stack;
 use serde_json::{Value, json};
 
@@ -49,6 +52,27 @@ fn url_event(
         event["queryStringParameters"] = json!({ "t": token });
     }
     serde_json::from_value(event).expect("a function URL event")
+}
+
+/// A function URL GET of `path` with no token, as a browser asks for `/favicon.ico`.
+fn bare_event(
+    path: &str,
+) -> aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest {
+    serde_json::from_value(json!({
+        "version": "2.0",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": { "host": "abc.lambda-url.us-east-1.on.aws" },
+        "requestContext": {
+            "accountId": "anonymous",
+            "domainName": "abc.lambda-url.us-east-1.on.aws",
+            "http": { "method": "GET", "path": path, "protocol": "HTTP/1.1",
+                      "sourceIp": "203.0.113.77", "userAgent": "browser" },
+            "requestId": "r2", "time": "01/Dec/2026:12:00:00 +0000", "timeEpoch": 0
+        },
+        "isBase64Encoded": false
+    }))
+    .expect("a function URL event")
 }
 
 async fn secret(stack: &Stack) -> aws_sdk_secretsmanager::Client {
@@ -329,6 +353,7 @@ async fn the_digest_and_links_binaries_serve_their_events() {
         return;
     };
     let spam = stack.put_mail("spam-fail.eml").await;
+    let invoice = stack.put_mail("macro-invoice.eml").await;
     let pipeline = stack.pipeline().await;
     stack.run_until_idle(&pipeline).await;
 
@@ -362,8 +387,20 @@ async fn the_digest_and_links_binaries_serve_their_events() {
         "detail": {}
     });
     let answer = invoke(digest, Function::Digest, scheduled).await;
-    assert_eq!(answer["digests"][0]["to"], "sales@example.com", "{answer}");
-    let mail = stack.sent_mail().await.pop().expect("the digest");
+    let to: Vec<&str> = answer["digests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["to"].as_str())
+        .collect();
+    assert_eq!(to.len(), 2, "sales' and billing's: {answer}");
+    assert!(to.contains(&"sales@example.com"), "{answer}");
+    let mail = stack
+        .sent_mail()
+        .await
+        .into_iter()
+        .rfind(|m| m.destinations == ["sales@example.com"])
+        .expect("the digest to sales");
     assert!(mail.raw.contains("X-Mailroom-Digest: 1"));
     let parsed = mail_parser::MessageParser::default()
         .parse(mail.raw.as_bytes())
@@ -378,7 +415,7 @@ async fn the_digest_and_links_binaries_serve_their_events() {
         .to_string();
 
     let event = serde_json::to_value(url_event("POST", &release, "203.0.113.5")).unwrap();
-    let answer = invoke(links, Function::Links, event).await;
+    let answer = invoke(links.clone(), Function::Links, event).await;
     assert_eq!(answer["statusCode"], 200, "{answer}");
     assert_eq!(answer["headers"]["referrer-policy"], "no-referrer");
     assert!(
@@ -388,5 +425,216 @@ async fn the_digest_and_links_binaries_serve_their_events() {
     let queued = stack.receive(&stack.queue("route").url, 10, Some(0)).await;
     assert_eq!(queued.len(), 1);
     assert!(queued[0].body.contains(&spam));
+
+    // The macro-enabled invoice: refused by the binary too, even with the stack's key.
+    let key = current_key(&stack).await;
+    let held = LinkToken {
+        id: invoice,
+        action: LinkAction::Release,
+        recipient: "billing@example.com".into(),
+        expires: now() + 3600,
+    }
+    .sign(&key);
+    let event = serde_json::to_value(url_event("POST", &held, "203.0.113.5")).unwrap();
+    let answer = invoke(links.clone(), Function::Links, event).await;
+    assert_eq!(answer["statusCode"], 403, "{answer}");
+    // A browser's /favicon.ico: no DynamoDB call in that invocation.
+    let table_calls = || {
+        stack
+            .calls_of("links")
+            .iter()
+            .filter(|c| c.service == "dynamodb")
+            .count()
+    };
+    let before = table_calls();
+    let event = serde_json::to_value(bare_event("/favicon.ico")).unwrap();
+    let answer = invoke(links, Function::Links, event).await;
+    assert_eq!(answer["statusCode"], 400, "{answer}");
+    assert_eq!(
+        table_calls(),
+        before,
+        "a request without a token costs no table call"
+    );
+    assert_eq!(
+        stack
+            .receive(&stack.queue("route").url, 10, Some(0))
+            .await
+            .len(),
+        1,
+        "nothing but the spam was released"
+    );
+    stack.assert_calls_allowed();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_refuse_what_an_attacker_tries() {
+    use mailroom_aws::erase::StackForget;
+    use mailroom_aws::operator::{StackNames, connect};
+    use mailroom_tests::aws::OPERATOR;
+    let Some(stack) = Stack::create("digest-hostile").await else {
+        return;
+    };
+    // A macro-enabled invoice to billing (whose mail is forwarded to the ledger), and
+    // spam to sales: both quarantined.
+    let invoice = stack.put_mail("macro-invoice.eml").await;
+    let spam = stack.put_mail("spam-fail.eml").await;
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+    let sent_before = stack.sent_mail().await.len();
+
+    // The digest lists the invoice without a link.
+    let (digest, _) = stack.desk(Function::Digest, LINKS).await;
+    let at = now();
+    let sent = digest.send_digests(at).await.expect("the digest run");
+    assert!(
+        sent.iter()
+            .any(|d| d.to == "billing@example.com" && d.entries == 1),
+        "{sent:?}"
+    );
+    let mails = stack.sent_mail().await;
+    let to_billing = mails
+        .iter()
+        .find(|m| m.destinations == ["billing@example.com"])
+        .expect("billing's digest");
+    let parsed = mail_parser::MessageParser::default()
+        .parse(to_billing.raw.as_bytes())
+        .unwrap();
+    let text = parsed.body_text(0).unwrap().into_owned();
+    assert!(
+        text.contains("Held for MACRO_DOCUMENT") && !text.contains(LINKS),
+        "{text}"
+    );
+
+    let (desk, metrics) = stack.desk(Function::Links, LINKS).await;
+    let ask = |event| {
+        let desk = &desk;
+        async move { desk.answer(&event, now()).await }
+    };
+    let key = current_key(&stack).await;
+    let route_queue = stack.queue("route").url.clone();
+
+    // A link for the invoice, signed with the stack's own key, releases nothing.
+    let link = |id: &str, recipient: &str, expires: u64| {
+        LinkToken {
+            id: id.to_string(),
+            action: LinkAction::Release,
+            recipient: recipient.into(),
+            expires,
+        }
+        .sign(&key)
+    };
+    let for_invoice = link(&invoice, "billing@example.com", at + 3600);
+    for method in ["GET", "POST"] {
+        let page = ask(url_event(method, &for_invoice, "203.0.113.9")).await;
+        assert_eq!(page.status_code, 403, "{method}: {:?}", page.body);
+        assert!(page.body.unwrap().contains("MACRO_DOCUMENT"));
+    }
+    assert!(stack.receive(&route_queue, 10, Some(0)).await.is_empty());
+    assert!(
+        !stack
+            .objects("feedback/")
+            .await
+            .iter()
+            .any(|k| k.contains(&invoice)),
+        "a refused link is no correction"
+    );
+
+    // A browser's /favicon.ico: answered without a DynamoDB (or Secrets Manager) call.
+    let before = stack.calls_of("links").len();
+    for path in ["/favicon.ico", "/"] {
+        let page = ask(bare_event(path)).await;
+        assert_eq!(page.status_code, 400, "{path}");
+    }
+    let calls = stack.calls_of("links");
+    let made: Vec<String> = calls[before..]
+        .iter()
+        .map(|c| format!("{} {}", c.service, c.operation))
+        .collect();
+    assert!(made.is_empty(), "a request without a token called {made:?}");
+
+    // One IPv6 /64 shares the hour's 30 requests, whatever its addresses.
+    let forged = LinkToken {
+        id: spam.clone(),
+        action: LinkAction::Release,
+        recipient: "sales@example.com".into(),
+        expires: at + 3600,
+    }
+    .sign(&[7u8; 32]);
+    for i in 0..30 {
+        let ip = format!("2001:db8:44:5:{i:x}::9");
+        let page = ask(url_event("GET", &forged, &ip)).await;
+        assert_eq!(page.status_code, 403, "request {i}");
+    }
+    let page = ask(url_event("GET", &forged, "2001:db8:44:5:dead:beef::1")).await;
+    assert_eq!(page.status_code, 429, "the /64's 31st request");
+    let page = ask(url_event("GET", &forged, "2001:db8:44:6::1")).await;
+    assert_eq!(page.status_code, 403, "the next /64 has its own");
+
+    // An expired link of a kept message: audited, the recipient named by hash only.
+    let page = ask(url_event(
+        "POST",
+        &link(&invoice, "billing@example.com", at - 1),
+        "203.0.113.9",
+    ))
+    .await;
+    assert_eq!(page.status_code, 410);
+    let items = stack.items(&invoice).await;
+    let (_, expired) = items
+        .iter()
+        .find(|(k, _)| k.starts_with("audit#route#link-expired-"))
+        .expect("the expired link is audited");
+    let text = format!("{expired:?}");
+    let names = StackNames::of_stack(&stack.name, &stack.account);
+    let sdk = stack.sdk_as(OPERATOR).await;
+    let forget = StackForget::on(&sdk, &names);
+    let hash = subject_hash(&forget.subject_key().await.unwrap(), "billing@example.com");
+    assert!(
+        !text.contains("billing@example.com")
+            && !text.contains("203.0.113.9")
+            && text.contains(&hash),
+        "{text}"
+    );
+
+    // The spam's sender is erased; an expired (or a valid) link of it writes nothing, and
+    // a second erasure finds nothing to erase.
+    let op = connect(&sdk, &names, None).await.unwrap();
+    let erased = op
+        .erase(&forget, "promo@prizes.example", "dpo", false, now())
+        .await
+        .unwrap();
+    assert_eq!(erased.messages.len(), 1, "{erased:?}");
+    assert!(stack.items(&spam).await.is_empty());
+    for expires in [at - 1, at + 3600] {
+        let page = ask(url_event(
+            "POST",
+            &link(&spam, "sales@example.com", expires),
+            "198.51.100.7",
+        ))
+        .await;
+        assert_eq!(page.status_code, 404, "{:?}", page.body);
+    }
+    assert!(
+        stack.items(&spam).await.is_empty(),
+        "no record of the erased message: {:?}",
+        stack.items(&spam).await.keys().collect::<Vec<_>>()
+    );
+    let again = op
+        .erase(&forget, "promo@prizes.example", "dpo", false, now())
+        .await
+        .unwrap();
+    assert!(again.messages.is_empty(), "{again:?}");
+    assert_eq!(
+        stack.sent_mail().await.len(),
+        sent_before + sent.len(),
+        "nothing but the digests was sent"
+    );
+    let malformed = metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|d| d["Outcome"] == "malformed" && d["LinkRequests"] == 1.0)
+        .count();
+    assert_eq!(malformed, 2);
     stack.assert_calls_allowed();
 }

@@ -7,6 +7,7 @@
 use mailroom_aws::erase::StackForget;
 use mailroom_aws::operator::{StackNames, connect};
 use mailroom_core::operate::{Forget, subject_hash};
+use mailroom_core::pipeline::release::Releaser;
 use mailroom_tests::aws::{OPERATOR, Stack, fixture, ses_message_id};
 use mailroom_tests::proxy::Fault;
 
@@ -95,7 +96,7 @@ async fn an_erasure_on_a_stack_leaves_no_version_and_no_item_naming_the_address(
     let sdk = stack.sdk_as(OPERATOR).await;
     let op = connect(&sdk, &names, None).await.unwrap();
     // The release sends the auto-reply to the subject: a rate-limit slot names them.
-    op.release(&spam, "ops").await.unwrap();
+    op.release(&spam, &Releaser::operator("ops")).await.unwrap();
     stack.run_until_idle(&pipeline).await;
     assert!(
         stack

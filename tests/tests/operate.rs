@@ -6,7 +6,7 @@ use mailroom_aws::dlq::Dlqs;
 use mailroom_aws::operator::{StackNames, connect};
 use mailroom_core::model::Stage;
 use mailroom_core::operate::{Operator, Query};
-use mailroom_core::pipeline::release::Handled;
+use mailroom_core::pipeline::release::{Handled, Releaser};
 use mailroom_tests::aws::{OPERATOR, Stack};
 use mailroom_tests::proxy::Fault;
 
@@ -68,7 +68,10 @@ async fn an_operator_shows_releases_and_deletes_on_a_stack() {
     );
 
     // A release goes through the route queue: the functions forward it and reply, once.
-    let handled = op.release(&released, "ops-ann").await.expect("release");
+    let handled = op
+        .release(&released, &Releaser::operator("ops-ann"))
+        .await
+        .expect("release");
     assert!(matches!(handled, Handled::Queued), "{handled:?}");
     stack.run_until_idle(&pipeline).await;
     let mut to: Vec<Vec<String>> = stack
@@ -90,7 +93,9 @@ async fn an_operator_shows_releases_and_deletes_on_a_stack() {
     );
     assert_eq!(quarantined(&op).await, std::slice::from_ref(&deleted));
     assert!(matches!(
-        op.release(&released, "ops-ann").await.unwrap(),
+        op.release(&released, &Releaser::operator("ops-ann"))
+            .await
+            .unwrap(),
         Handled::NotInQuarantine
     ));
     stack.run_until_idle(&pipeline).await;

@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use mailroom_core::config::SenderList;
 use mailroom_core::model::Verdict;
 use mailroom_core::operate::{Cursor, Judgement, MessageSummary, Query as IndexQuery};
+use mailroom_core::pipeline::release::{Refusal, Releaser, releasable};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
@@ -222,7 +223,12 @@ pub async fn search(State(c): State<Arc<Console>>, Query(f): Query<Filters>) -> 
 fn actions(c: &Console, s: &MessageSummary) -> Vec<&'static str> {
     let mut out = Vec::new();
     if s.quarantined.is_some() {
-        out.extend(["release", "delete"]);
+        // Mail held for a macro document is released only by the separate, forced action.
+        let forced = matches!(
+            releasable(&s.reasons, &Releaser::operator(c.by.as_str())),
+            Err(Refusal::Unforced { .. })
+        );
+        out.extend([if forced { "release-macro" } else { "release" }, "delete"]);
     }
     // What the spam model learns from; a release already says "not spam".
     out.push(if s.verdict == Verdict::Accept {
@@ -266,6 +272,9 @@ fn describe(action: &str) -> Option<&'static str> {
     Some(match action {
         "release" => {
             "Release this message: it goes on as accepted mail, with its forwards, deliveries and auto-reply, once."
+        }
+        "release-macro" => {
+            "Release anyway: this message was held for a document with macros (MACRO_DOCUMENT), which digest links never release. It goes on as accepted mail, with its forwards, deliveries and auto-reply, once, and the release's audit record names force-macro beside you."
         }
         "delete" => "Delete this message's quarantined copy and take it off the quarantine list.",
         "mark-spam" => {
@@ -312,9 +321,15 @@ pub async fn act(State(c): State<Arc<Console>>, Form(a): Form<Action>) -> Respon
         );
     }
     let done = match a.action.as_str() {
-        "release" => c
+        "release" | "release-macro" => c
             .operator
-            .release(&a.id, &c.by)
+            .release(
+                &a.id,
+                &Releaser::Operator {
+                    name: c.by.clone(),
+                    force_macro: a.action == "release-macro",
+                },
+            )
             .await
             .map(|h| h.describe(&a.id, "released")),
         "delete" => c
@@ -570,7 +585,7 @@ pub struct LinkForm {
 pub async fn link(State(c): State<Arc<Console>>, request: axum::extract::Request) -> Response {
     use axum::extract::FromRequest;
     use mailroom_core::operate::links::LinkMethod;
-    let Some(state) = c.state.as_deref() else {
+    let Some(state) = c.state.clone() else {
         return c.error(
             StatusCode::NOT_FOUND,
             "on a stack, digest links are answered by its links function",
@@ -593,7 +608,8 @@ pub async fn link(State(c): State<Arc<Console>>, request: axum::extract::Request
     } else {
         (LinkMethod::Get, query.t)
     };
-    let desk = match crate::digest::desk(c.operator.clone(), state, c.target.config.clone()) {
+    let desk = match crate::digest::desk(c.operator.clone(), state.clone(), c.target.config.clone())
+    {
         Ok(d) => d,
         Err(e) => return c.error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     };

@@ -724,3 +724,89 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
         "{show}"
     );
 }
+
+/// The console without a browser: mail held for a macro document offers only the separate
+/// *Release anyway* action; the plain release is refused, the forced one audited as such.
+#[test]
+fn the_console_releases_a_macro_document_only_by_its_forced_action() {
+    let dir = temp("console-macro");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(
+        repo().join("tests/fixtures/aws/macro-invoice.eml"),
+        input.join("invoice.eml"),
+    )
+    .unwrap();
+    let store = Store::under(&dir);
+    let out = store.mailroom(&["run", "--format", "jsonl", input.to_str().unwrap()]);
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(row["verdict"], "quarantine");
+    let id = row["id"].as_str().unwrap().to_string();
+
+    let port = free_port();
+    let mut console = Command::new(env!("CARGO_BIN_EXE_mailroom"));
+    console
+        .args(["console", "--port", &port.to_string(), "--by", "ops-ann"])
+        .args(store.args())
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut console = Running(console.spawn().expect("mailroom console starts"));
+    let mut first = String::new();
+    BufReader::new(console.0.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let token = first
+        .trim()
+        .split_once("?token=")
+        .unwrap_or_else(|| panic!("no token in {first:?}"))
+        .1
+        .to_string();
+    wait_for_port(port, "mailroom console");
+    let get = |path: &str| {
+        http(
+            port,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: mailroom_console={token}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+    };
+    let post = |form: &str| {
+        http(
+            port,
+            &format!(
+                "POST /act HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: mailroom_console={token}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                form.len()
+            ),
+        )
+    };
+    let (status, page) = get(&format!("/message/{id}"));
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        page.contains("value=\"release-macro\"") && !page.contains("value=\"release\""),
+        "{page}"
+    );
+    let (_, confirm) = get(&format!("/confirm?action=release-macro&id={id}"));
+    assert!(confirm.contains("MACRO_DOCUMENT"), "{confirm}");
+    let csrf = confirm
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the confirmation's CSRF token")
+        .to_string();
+    // The plain release, posted by hand: refused, naming the finding and the force.
+    let (status, page) = post(&format!("action=release&id={id}&csrf={csrf}"));
+    assert!(status.contains("409"), "{status}");
+    assert!(
+        page.contains("MACRO_DOCUMENT") && page.contains("--force-macro"),
+        "{page}"
+    );
+    assert_eq!(outbox_files(&store.outbox), 0);
+    let (status, page) = post(&format!("action=release-macro&id={id}&csrf={csrf}"));
+    assert!(status.contains("200"), "{status}");
+    assert!(page.contains("operator:ops-ann force-macro"), "{page}");
+    assert!(outbox_files(&store.outbox) > 0, "forwarded");
+    drop(console);
+}

@@ -17,7 +17,9 @@ use base64::Engine as _;
 use mailroom_core::config::SenderList;
 use mailroom_core::model::Stage;
 use mailroom_core::operate::digest::{self, DigestSent, LinkToken, TokenError};
-use mailroom_core::operate::links::{LinkDesk, LinkMethod, PAGE_HEADERS, SenderLists};
+use mailroom_core::operate::links::{
+    LinkDesk, LinkMethod, PAGE_HEADERS, SenderLists, SubjectKey, refuse_malformed,
+};
 use mailroom_core::operate::{Operator, ReleaseVia};
 
 use crate::app::s3_client;
@@ -174,6 +176,9 @@ pub struct Desk {
     s3: aws_sdk_s3::Client,
     release_via: ReleaseVia,
     metrics: Metrics,
+    /// The table's key for subject hashes (an expired link's audit record), read as an
+    /// erasure reads it.
+    subject_key: Arc<dyn SubjectKey>,
 }
 
 impl Desk {
@@ -208,6 +213,15 @@ impl Desk {
             effect_lease: settings.effect_lease,
         };
         let s3 = s3_client(sdk);
+        let subject_key = Arc::new(crate::erase::StackForget {
+            state: crate::dynamo::DynamoState {
+                client: aws_sdk_dynamodb::Client::new(sdk),
+                table: settings.table.clone(),
+                retention: Duration::from_secs(settings.retention_days * 86_400),
+            },
+            s3: s3.clone(),
+            bucket: settings.bucket.clone(),
+        });
         let config = ConfigSource::load(
             s3.clone(),
             location,
@@ -227,6 +241,7 @@ impl Desk {
             s3,
             release_via,
             metrics,
+            subject_key,
         })
     }
 
@@ -271,6 +286,14 @@ impl Desk {
             LinkMethod::Get => None,
         }
         .or_else(|| request.query_string_parameters.get("t").cloned());
+        // No token of ours (a browser's /favicon.ico, a probe): answered before the key is
+        // read or anything is counted or written.
+        if let Some(page) = refuse_malformed(token.as_deref()) {
+            self.metrics
+                .count_by("LinkRequests", "Outcome", page.outcome);
+            tracing::info!(status = page.status, "{}", page.log);
+            return response(page.status, page.html());
+        }
         let unsigned = |keys: &[Vec<u8>]| {
             token
                 .as_deref()
@@ -286,6 +309,7 @@ impl Desk {
                         bucket: self.settings.settings.bucket.clone(),
                         key: self.settings.settings.config_key.clone(),
                     }),
+                    subject_key: self.subject_key.clone(),
                 };
                 desk.handle(method, token.as_deref(), &ip, now).await
             }

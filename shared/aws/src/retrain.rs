@@ -15,7 +15,7 @@ use futures::StreamExt;
 use mailroom_core::operate::Judgement;
 use mailroom_core::ports::{FeedbackLog, RawMailSource};
 use mailroom_core::{Config, Mail};
-use mailroom_learn::retrain::{Comparison, DEFAULT_WEIGHT, compare, weighted};
+use mailroom_learn::retrain::{Comparison, Origin, Weights, compare, weighted};
 use mailroom_learn::{Model, ModelScorer, SparseVec, Task, TrainOptions, features, train};
 use serde::Serialize;
 
@@ -190,11 +190,14 @@ impl Retrainer {
             .collect()
             .await;
         let mut unreadable = 0;
+        // Each training message once; each correction as its maker's weight says.
+        let mut origins = vec![Origin::Base; training];
         for (c, v) in corrections.iter().zip(vectors) {
             let Some(v) = v else {
                 unreadable += 1;
                 continue;
             };
+            origins.push(Origin::of_correction(&c.by));
             x.push(v);
             y.push(match c.label {
                 Judgement::Spam => spam,
@@ -202,7 +205,6 @@ impl Retrainer {
             });
         }
         let used = y.len() - training;
-        let corrected: Vec<bool> = (0..y.len()).map(|i| i >= training).collect();
         let opts = TrainOptions::for_task(Task::Spam, served.learner);
         let threshold = f64::from(config.filter.spam_threshold);
         let started = Instant::now();
@@ -211,8 +213,8 @@ impl Retrainer {
             cfg,
             &x,
             &y,
-            &corrected,
-            DEFAULT_WEIGHT,
+            &origins,
+            Weights::default(),
             5,
             &opts,
             s.fpr,
@@ -242,7 +244,7 @@ impl Retrainer {
             report.comparison = Some(comparison);
             return Ok(report);
         }
-        let rows = weighted(0..y.len(), &corrected, DEFAULT_WEIGHT);
+        let rows = weighted(0..y.len(), &origins, Weights::default());
         let model = train::train(&served.name, &labels, cfg, &x, &y, &rows, &opts);
         let bytes = model.to_bytes();
         // The checks push-config makes: the file reads back and fits the spam slot.

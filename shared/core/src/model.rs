@@ -71,6 +71,10 @@ pub struct Envelope {
     /// respond then audit their work as the release's, with who released it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_by: Option<String>,
+    /// The force an operator named to release it (`force-macro`, see
+    /// [`crate::pipeline::release::FORCE_RELEASED`]): audited beside their name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_force: Option<String>,
 }
 
 /// The SMTP envelope and SES's verdicts, from the receipt notification SES publishes when it
@@ -111,6 +115,7 @@ impl Envelope {
             receipt: None,
             results: StageResults::default(),
             released_by: None,
+            release_force: None,
         }
     }
 }

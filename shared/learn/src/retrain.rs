@@ -1,9 +1,14 @@
 //! Retraining a spam model with operators' corrections, and the gate a new model must pass.
 //!
-//! The corrections are messages an operator released or marked (see
-//! `mailroom_core::operate::feedback`). They join the base training set, each counted
-//! `weight` times, since one person's word on the mail this company receives says more than
-//! one message of a public corpus.
+//! The corrections are messages an operator released or marked, or a digest's recipient
+//! released from a link (see `mailroom_core::operate::feedback`). They join the base
+//! training set, each counted several times, since one person's word on the mail this
+//! company receives says more than one message of a public corpus: an operator's
+//! [`Weights::operator`] times (3), a digest recipient's [`Weights::digest`] times (1).
+//! Anyone a digest goes to can release from it, and every release is a "not spam"; the
+//! gate below reads the base set, but what one recipient's releases can push the model
+//! by is their weight, so theirs counts as one base message and an operator's, who looked
+//! at the mail in the console or with `show`, as three.
 //!
 //! **Never silently worse.** [`compare`] cross-validates two recipes on the same folds of
 //! base plus corrections: the base set alone, and the base set with the corrections. The
@@ -34,17 +39,77 @@ use crate::folds::stratified_folds;
 use crate::model::Model;
 use crate::train::{TrainOptions, train};
 
-/// How much a correction counts against one base message, unless told otherwise.
+/// How much an operator's correction counts against one base message, unless told
+/// otherwise.
 pub const DEFAULT_WEIGHT: usize = 3;
+/// How much a digest recipient's release counts, unless told otherwise.
+pub const DEFAULT_DIGEST_WEIGHT: usize = 1;
+
+/// Where a row of the training set comes from, which says how much it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The base set (the folders, or the bucket's `training/`).
+    Base,
+    /// A correction an operator made (`operator:NAME`).
+    Operator,
+    /// A release from a digest's link (`digest:ADDRESS`).
+    Digest,
+}
+
+impl Origin {
+    /// The origin of a correction made by `by`: `digest:ADDRESS` is a digest recipient's;
+    /// anything else an operator's (`operator:NAME`, and the bare names corrections made
+    /// before the prefix carry; a digest's release always had it).
+    pub fn of_correction(by: &str) -> Origin {
+        if by.starts_with("digest:") {
+            Origin::Digest
+        } else {
+            Origin::Operator
+        }
+    }
+
+    pub fn is_correction(self) -> bool {
+        self != Origin::Base
+    }
+}
+
+/// How many base messages a correction counts as, by who made it (each at least 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Weights {
+    pub operator: usize,
+    pub digest: usize,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            operator: DEFAULT_WEIGHT,
+            digest: DEFAULT_DIGEST_WEIGHT,
+        }
+    }
+}
+
+impl Weights {
+    /// How many times a row of `origin` is trained on.
+    pub fn of(&self, origin: Origin) -> usize {
+        match origin {
+            Origin::Base => 1,
+            Origin::Operator => self.operator.max(1),
+            Origin::Digest => self.digest.max(1),
+        }
+    }
+}
 
 /// The recall at `fpr` of the base set alone and of the base set with the corrections,
 /// on the same held-out folds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
     pub folds: usize,
-    pub weight: usize,
+    pub weights: Weights,
     pub base: usize,
     pub corrections: usize,
+    /// Of `corrections`, the digest recipients' releases.
+    pub digest_corrections: usize,
     /// On the held-out base messages: what the gate reads.
     pub without: RecallAtFpr,
     pub with: RecallAtFpr,
@@ -76,37 +141,38 @@ impl Comparison {
     }
 }
 
-/// The training rows: `rows`, each correction among them `weight` times.
+/// The training rows: `rows`, each correction among them as many times as `weights` says
+/// for its origin.
 pub fn weighted(
     rows: impl Iterator<Item = usize>,
-    corrected: &[bool],
-    weight: usize,
+    origins: &[Origin],
+    weights: Weights,
 ) -> Vec<usize> {
     let mut out = Vec::new();
     for i in rows {
-        let n = if corrected[i] { weight.max(1) } else { 1 };
-        out.extend(std::iter::repeat_n(i, n));
+        out.extend(std::iter::repeat_n(i, weights.of(origins[i])));
     }
     out
 }
 
 /// Cross-validates the two recipes (see the module docs). `labels` must be a spam pair;
-/// `corrected[i]` marks the rows that are corrections; `threshold` is the
-/// `spam_threshold` the filter runs with.
+/// `origins[i]` says whether row `i` is a base message or whose correction it is;
+/// `threshold` is the `spam_threshold` the filter runs with.
 #[allow(clippy::too_many_arguments)]
 pub fn compare(
     labels: &[String],
     features: FeatureConfig,
     x: &[SparseVec],
     y: &[usize],
-    corrected: &[bool],
-    weight: usize,
+    origins: &[Origin],
+    weights: Weights,
     k: usize,
     opts: &TrainOptions,
     fpr: f64,
     threshold: f64,
 ) -> Result<Comparison, String> {
     let spam = spam_index(labels)?;
+    let corrected: Vec<bool> = origins.iter().map(|o| o.is_correction()).collect();
     let folds = stratified_folds(y, labels.len(), k, opts.seed ^ 0x5eed);
     let mut without = vec![0.0f32; y.len()];
     let mut with = vec![0.0f32; y.len()];
@@ -114,7 +180,7 @@ pub fn compare(
         let train_base: Vec<usize> = (0..y.len())
             .filter(|&i| folds[i] != f && !corrected[i])
             .collect();
-        let train_all = weighted((0..y.len()).filter(|&i| folds[i] != f), corrected, weight);
+        let train_all = weighted((0..y.len()).filter(|&i| folds[i] != f), origins, weights);
         for (rows, out) in [(&train_base, &mut without), (&train_all, &mut with)] {
             let model = train("retrain", labels, features, x, y, rows, opts);
             for i in (0..y.len()).filter(|&i| folds[i] == f) {
@@ -155,9 +221,10 @@ pub fn compare(
     };
     Ok(Comparison {
         folds: k,
-        weight,
+        weights,
         base: corrected.iter().filter(|c| !**c).count(),
         corrections: corrected.iter().filter(|c| **c).count(),
+        digest_corrections: origins.iter().filter(|o| **o == Origin::Digest).count(),
         tolerance: tolerance(r, n_spam),
         threshold_tolerance: (
             tolerance(threshold_without.recall, n_spam),
@@ -269,7 +336,7 @@ mod tests {
     }
 
     /// 150 ham and 100 spam, overlapping.
-    fn base(rng: &mut Rng) -> (Vec<String>, Vec<SparseVec>, Vec<usize>, Vec<bool>) {
+    fn base(rng: &mut Rng) -> (Vec<String>, Vec<SparseVec>, Vec<usize>, Vec<Origin>) {
         let labels = vec!["ham".to_string(), "spam".into()];
         let (mut x, mut y, mut c) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..250 {
@@ -280,14 +347,26 @@ mod tests {
                 drawn(rng, i, &HAM, &SPAM, 85)
             });
             y.push(usize::from(spam));
-            c.push(false);
+            c.push(Origin::Base);
         }
         (labels, x, y, c)
     }
 
-    fn run(x: &[SparseVec], y: &[usize], c: &[bool], labels: &[String]) -> Comparison {
+    fn run(x: &[SparseVec], y: &[usize], c: &[Origin], labels: &[String]) -> Comparison {
         let opts = TrainOptions::for_task(Task::Spam, crate::Learner::Svm);
-        compare(labels, cfg(), x, y, c, DEFAULT_WEIGHT, 4, &opts, 0.02, 0.9).unwrap()
+        compare(
+            labels,
+            cfg(),
+            x,
+            y,
+            c,
+            Weights::default(),
+            4,
+            &opts,
+            0.02,
+            0.9,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -297,7 +376,7 @@ mod tests {
         for i in 0..24 {
             x.push(drawn(rng, 500 + i, &SCAM, &HAM, 70));
             y.push(1);
-            c.push(true);
+            c.push(Origin::Operator);
         }
         let r = run(&x, &y, &c, &labels);
         assert_eq!((r.base, r.corrections), (250, 24));
@@ -317,11 +396,77 @@ mod tests {
         for i in 0..40 {
             x.push(drawn(rng, 600 + i, &SPAM, &HAM, 60));
             y.push(0);
-            c.push(true);
+            c.push(Origin::Operator);
         }
         let r = run(&x, &y, &c, &labels);
         assert!(r.with.recall < r.without.recall - r.tolerance, "{r:?}");
         assert!(!r.not_worse());
+    }
+
+    #[test]
+    fn a_digest_recipients_releases_push_the_model_less_than_an_operators() {
+        // The base set knows wire-transfer scams for spam; someone releases 16 of them as
+        // "not spam", once as an operator and once from digest links (3× against 1×).
+        let rng = &mut Rng::new(11);
+        let (labels, mut x, mut y, mut c) = base(rng);
+        for i in 0..30 {
+            x.push(drawn(rng, 700 + i, &SCAM, &HAM, 70));
+            y.push(1);
+            c.push(Origin::Base);
+        }
+        for i in 0..16 {
+            x.push(drawn(rng, 800 + i, &SCAM, &HAM, 70));
+            y.push(0);
+            c.push(Origin::Operator);
+        }
+        let fresh: Vec<SparseVec> = (0..40)
+            .map(|i| drawn(rng, 900 + i, &SCAM, &HAM, 70))
+            .collect();
+        let opts = TrainOptions::for_task(Task::Spam, crate::Learner::Svm);
+        let mean_spam_logit = |c: &[Origin]| {
+            let rows = weighted(0..y.len(), c, Weights::default());
+            let model = train("retrain", &labels, cfg(), &x, &y, &rows, &opts);
+            fresh.iter().map(|v| spam_logit(&model, v, 1)).sum::<f32>() / fresh.len() as f32
+        };
+        let by_operator = mean_spam_logit(&c);
+        let by_operator_report = run(&x, &y, &c, &labels);
+        let n = c.len();
+        for o in &mut c[n - 16..] {
+            *o = Origin::Digest;
+        }
+        let by_digest = mean_spam_logit(&c);
+        let by_digest_report = run(&x, &y, &c, &labels);
+        assert!(
+            by_digest > by_operator,
+            "fresh scams score {by_digest} (spam log-odds) after digest releases, {by_operator} after an operator's"
+        );
+        assert_eq!(
+            (
+                by_operator_report.digest_corrections,
+                by_digest_report.digest_corrections,
+                by_digest_report.corrections
+            ),
+            (0, 16, 16)
+        );
+        assert_eq!(by_digest_report.weights, Weights::default());
+        // Only the corrections' weight differs: the base set's figures are the same folds.
+        assert_eq!(by_operator_report.without, by_digest_report.without);
+    }
+
+    #[test]
+    fn corrections_say_who_made_them() {
+        assert_eq!(
+            Origin::of_correction("digest:ann@corp.example"),
+            Origin::Digest
+        );
+        assert_eq!(Origin::of_correction("operator:ops-ann"), Origin::Operator);
+        // Corrections made before the prefix: an operator's bare name.
+        assert_eq!(Origin::of_correction("ops-ann"), Origin::Operator);
+        let w = Weights {
+            operator: 0,
+            digest: 0,
+        };
+        assert_eq!((w.of(Origin::Operator), w.of(Origin::Digest)), (1, 1));
     }
 
     #[test]
@@ -333,7 +478,7 @@ mod tests {
             &[],
             &[],
             &[],
-            3,
+            Weights::default(),
             2,
             &TrainOptions::default(),
             0.01,
@@ -345,8 +490,14 @@ mod tests {
 
     #[test]
     fn weighted_rows_repeat_only_corrections() {
-        let c = [false, true, false, true];
-        assert_eq!(weighted(0..4, &c, 3), [0, 1, 1, 1, 2, 3, 3, 3]);
-        assert_eq!(weighted([0, 2].into_iter(), &c, 3), [0, 2]);
+        let c = [Origin::Base, Origin::Operator, Origin::Base, Origin::Digest];
+        let w = Weights::default();
+        assert_eq!(weighted(0..4, &c, w), [0, 1, 1, 1, 2, 3]);
+        assert_eq!(weighted([0, 2].into_iter(), &c, w), [0, 2]);
+        let even = Weights {
+            operator: 2,
+            digest: 2,
+        };
+        assert_eq!(weighted(0..4, &c, even), [0, 1, 1, 2, 3, 3]);
     }
 }

@@ -20,7 +20,7 @@ use sha2::Sha256;
 use super::{MessageSummary, Operator, Query};
 use crate::model::Stage;
 use crate::pipeline::effects::{Effects, Ran, Repeat, effect_key};
-use crate::pipeline::release::{OperatorError, never_released};
+use crate::pipeline::release::{OperatorError, Refusal, Releaser, releasable};
 use crate::ports::OutgoingMail;
 use crate::route::headers::clean_address;
 
@@ -76,6 +76,12 @@ pub enum TokenError {
 
 const TOKEN_CONTEXT: &[u8] = b"mailroom-link-v1.";
 
+/// The longest payload a token may have: its JSON (a message id, an address of at most
+/// 254 characters, the action and expiry) in base64url is well under it.
+pub const MAX_PAYLOAD: usize = 1024;
+/// An HMAC-SHA256 in base64url without padding.
+const SIGNATURE_CHARS: usize = 43;
+
 fn mac(key: &[u8], payload: &str) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(TOKEN_CONTEXT);
@@ -91,9 +97,32 @@ impl LinkToken {
         format!("{payload}.{signature}")
     }
 
+    /// Whether `text` has the shape of a token (`PAYLOAD.SIGNATURE`, base64url, a
+    /// signature of 32 bytes, a payload of at most [`MAX_PAYLOAD`] characters), without a
+    /// key: what the link endpoint checks before it counts, reads or writes anything.
+    pub fn well_formed(text: &str) -> bool {
+        let b64url = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        match text.trim().split_once('.') {
+            Some((payload, signature)) => {
+                !payload.is_empty()
+                    && payload.len() <= MAX_PAYLOAD
+                    && signature.len() == SIGNATURE_CHARS
+                    && b64url(payload)
+                    && b64url(signature)
+            }
+            None => false,
+        }
+    }
+
     /// The token `text` says, when one of `keys` (the current key, then earlier ones while
     /// links signed with them may still be out) signed it and it has not expired at `now`.
     pub fn verify(text: &str, keys: &[Vec<u8>], now: u64) -> Result<LinkToken, TokenError> {
+        if !LinkToken::well_formed(text) {
+            return Err(TokenError::Malformed);
+        }
         let (payload, signature) = text.trim().split_once('.').ok_or(TokenError::Malformed)?;
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
@@ -133,8 +162,11 @@ pub fn link_url(base: &str, token: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DigestEntry {
     pub summary: MessageSummary,
-    /// The finding that keeps it in quarantine whatever anyone says (no links then).
+    /// The finding that keeps it from the digest's links (no links then).
     pub held_for: Option<String>,
+    /// Held for a finding an operator may still release (a macro document), not for one
+    /// that is never released.
+    pub operator_only: bool,
 }
 
 /// One recipient's digest.
@@ -177,7 +209,16 @@ pub async fn collect(op: &Operator, now: u64) -> Result<Vec<Digest>, OperatorErr
             if row.sender.as_deref() == Some(ours.as_str()) {
                 continue;
             }
-            let held_for = never_released(&row.reasons).cloned();
+            // What a digest link may release, as the links function decides it.
+            let refusal = releasable(
+                &row.reasons,
+                &Releaser::Digest {
+                    recipient: String::new(),
+                },
+            )
+            .err();
+            let held_for = refusal.as_ref().map(|r| r.finding().to_string());
+            let operator_only = matches!(refusal, Some(Refusal::NotFromDigest { .. }));
             let mut to: Vec<String> = Vec::new();
             for r in &row.recipients {
                 for d in config.digest.destinations(r, &config.mailroom.domains) {
@@ -190,6 +231,7 @@ pub async fn collect(op: &Operator, now: u64) -> Result<Vec<Digest>, OperatorErr
                 let entry = DigestEntry {
                     summary: row.clone(),
                     held_for: held_for.clone(),
+                    operator_only,
                 };
                 match digests.iter_mut().find(|d| d.to == address) {
                     Some(d) => d.entries.push(entry),
@@ -217,7 +259,9 @@ Links work until {{ expires }}.
   From:   {{ e.sender }}
   Date:   {{ e.date }}
   Reason: {{ e.reasons }}
-{%- if e.held_for %}
+{%- if e.held_for and e.operator_only %}
+  Held for {{ e.held_for }}: only your mail administrator can release it.
+{%- elif e.held_for %}
   Held for {{ e.held_for }}: such mail is never released.
 {%- else %}
   Release: {{ e.release }}
@@ -239,7 +283,7 @@ Each link opens a page that asks you to confirm; nothing happens until you do. L
 <tr><th align="left">From</th><th align="left">Subject</th><th align="left">Date</th><th align="left">Reason</th><th></th></tr>
 {% for e in entries %}<tr>
 <td>{{ e.sender }}</td><td>{{ e.subject }}</td><td>{{ e.date }}</td><td>{{ e.reasons }}</td>
-<td>{% if e.held_for %}held for {{ e.held_for }}{% else %}<a href="{{ e.release }}">Release</a>{% if e.allow %} · <a href="{{ e.allow }}">Not spam, always allow</a>{% endif %}{% endif %}</td>
+<td>{% if e.held_for %}held for {{ e.held_for }}{% if e.operator_only %} (only your mail administrator can release it){% endif %}{% else %}<a href="{{ e.release }}">Release</a>{% if e.allow %} · <a href="{{ e.allow }}">Not spam, always allow</a>{% endif %}{% endif %}</td>
 </tr>
 {% endfor %}</table>
 {% if more %}<p>… and {{ more }} more: see the quarantine in the console.</p>{% endif %}
@@ -316,6 +360,7 @@ pub fn render(
                 date => day(s.date.unwrap_or(s.at as i64)),
                 reasons => if s.reasons.is_empty() { "quarantined".to_string() } else { s.reasons.join(", ") },
                 held_for => e.held_for.clone(),
+                operator_only => e.operator_only,
                 release => link(&s.id, LinkAction::Release),
                 allow => s.sender.as_ref().map(|_| link(&s.id, LinkAction::Allow)),
             }
@@ -461,6 +506,17 @@ mod tests {
             LinkToken::verify("a.!!", &[key], 1_000),
             Err(TokenError::Malformed)
         );
+        // The shape alone, before any key: what the endpoint checks before counting.
+        assert!(LinkToken::well_formed(&signed));
+        for not in [
+            "",
+            "favicon.ico",
+            "a.!!",
+            payload,
+            &format!("{payload}.{signature}x"),
+        ] {
+            assert!(!LinkToken::well_formed(not), "{not:?}");
+        }
         assert_eq!(link_url("https://x/", "T"), "https://x/?t=T");
         assert_eq!(link_url("https://x/?a=1", "T"), "https://x/?a=1&t=T");
     }

@@ -1,10 +1,19 @@
 //! The endpoint behind a digest's links (a Lambda function URL, or the local console): GET
 //! shows what the link would do and asks to confirm, and only the POST of that page acts,
 //! so a mail scanner that opens every link releases nothing. A token works once (its use
-//! is claimed like any effect), until it expires, and never for mail held for a virus or
-//! an executable. Each source IP gets a number of requests per hour. Every use of a
-//! signed token, refused or not, is audited on its message.
+//! is claimed like any effect), until it expires, and never for mail held for a virus, an
+//! executable or a macro document (what [`releasable`] refuses a digest's recipient).
+//!
+//! What a request costs: one without a well-formed token (a browser's `/favicon.ico`, a
+//! scanner's probe) is answered before anything is counted, read or written. Each source
+//! address gets a number of requests per hour, an IPv6 client per /64 (one host holds a
+//! whole /64, and would otherwise get a fresh count per address). Every use of a valid
+//! token for a kept message is audited on it with the digest's recipient; an expired
+//! token's record names the recipient only by the keyed hash erasure records use; a forged
+//! token, or one for a message no longer kept (its retention ran out, or it was erased),
+//! writes nothing, so no record names an address an erasure can no longer find.
 
+use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
@@ -15,9 +24,10 @@ use serde::Serialize;
 use super::digest::{LinkAction, LinkToken, TokenError};
 use super::{MessageSummary, Operator};
 use crate::model::{AuditRecord, Stage};
+use crate::operate::erase::{Forget, subject_hash};
 use crate::pipeline::effects::{Effects, Ran, Repeat, effect_key};
-use crate::pipeline::release::{OperatorError, never_released};
-use crate::ports::PortError;
+use crate::pipeline::release::{OperatorError, Refusal, Releaser, releasable};
+use crate::ports::{PortError, PortResult};
 
 /// Adds a sender to `[filter] allow_senders` of the config the pipeline runs: the file
 /// locally, the config object in the stack's bucket.
@@ -25,6 +35,52 @@ use crate::ports::PortError;
 pub trait SenderLists: Send + Sync {
     /// What was done, for people.
     async fn allow(&self, sender: &str) -> Result<String, String>;
+}
+
+/// The store's key for the keyed hash of an address (see [`subject_hash`]): the one its
+/// erasure records use, so that an expired link's record and an erasure of its recipient
+/// name the address alike, and neither gives it back.
+#[async_trait]
+pub trait SubjectKey: Send + Sync {
+    async fn subject_key(&self) -> PortResult<Vec<u8>>;
+}
+
+#[async_trait]
+impl<T: Forget + ?Sized> SubjectKey for T {
+    async fn subject_key(&self) -> PortResult<Vec<u8>> {
+        Forget::subject_key(self).await
+    }
+}
+
+/// Where a source address is counted: an IPv4 address (or one mapped into IPv6) alone, an
+/// IPv6 address by its /64, anything else that is not an address in one shared slot.
+pub fn rate_key(ip: &str) -> String {
+    match ip.trim().parse::<IpAddr>().map(|a| a.to_canonical()) {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Err(_) => "unparsed".into(),
+    }
+}
+
+/// The page of a request without a well-formed token, if it is one: answered before
+/// anything is counted, read or written (the adapters call it before they read the key).
+pub fn refuse_malformed(token: Option<&str>) -> Option<LinkPage> {
+    match token {
+        Some(t) if LinkToken::well_formed(t) => None,
+        _ => Some(malformed()),
+    }
+}
+
+fn malformed() -> LinkPage {
+    LinkPage::new(
+        "malformed",
+        400,
+        "Not a valid link",
+        vec!["This address answers the links of a quarantine digest, and this is not one of them. Nothing was done.".into()],
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +101,7 @@ pub struct LinkPage {
     #[serde(skip)]
     pub log: String,
     /// What happened in a word, for metrics: confirm, nothing, release, allow, reused,
-    /// expired, forged, refused, unknown, limited, unavailable.
+    /// expired, forged, malformed, refused, unknown, limited, unavailable.
     pub outcome: &'static str,
 }
 
@@ -111,6 +167,8 @@ pub struct LinkDesk {
     /// The current key first, then earlier keys whose links may still be out.
     pub keys: Vec<Vec<u8>>,
     pub senders: Arc<dyn SenderLists>,
+    /// The key of the hash an expired link's audit record names its recipient by.
+    pub subject_key: Arc<dyn SubjectKey>,
 }
 
 impl LinkDesk {
@@ -123,6 +181,9 @@ impl LinkDesk {
         ip: &str,
         now: u64,
     ) -> LinkPage {
+        let Some(text) = token.filter(|t| LinkToken::well_formed(t)) else {
+            return malformed();
+        };
         let engine = self.operator.engine();
         let per_hour = engine.config().digest.link_requests_per_hour;
         let hour = now / 3600;
@@ -130,7 +191,7 @@ impl LinkDesk {
         match engine
             .ports()
             .state
-            .count_request(&format!("link-ip/{ip}/{hour}"), until)
+            .count_request(&format!("link-ip/{}/{hour}", rate_key(ip)), until)
             .await
         {
             Ok(n) if n > u64::from(per_hour) => {
@@ -146,26 +207,9 @@ impl LinkDesk {
             Ok(_) => {}
             Err(e) => return unavailable(&e.to_string()),
         }
-        let Some(text) = token.filter(|t| !t.trim().is_empty()) else {
-            return LinkPage::new(
-                "malformed",
-                400,
-                "Not a valid link",
-                vec!["The link has no token.".into()],
-            );
-        };
         let token = match LinkToken::verify(text, &self.keys, now) {
             Ok(t) => t,
-            Err(TokenError::Expired(t)) => {
-                self.audit(&t, None, "expired", text, ip, now).await;
-                return LinkPage::new("expired", 
-                    410,
-                    "This link has expired",
-                    vec![
-                        "Links in a quarantine digest work for a limited time. Ask your mail administrator to release the message.".into(),
-                    ],
-                );
-            }
+            Err(TokenError::Expired(t)) => return self.expired(&t, text, ip, now).await,
             Err(e) => {
                 return LinkPage::new(
                     "forged",
@@ -178,17 +222,7 @@ impl LinkDesk {
         };
         let summary = match self.operator.summary(&token.id).await {
             Ok(s) => s,
-            Err(OperatorError::UnknownId { .. }) => {
-                return LinkPage::new(
-                    "unknown",
-                    404,
-                    "Message not found",
-                    vec![
-                        "The message is no longer kept (its retention ran out, or it was erased)."
-                            .into(),
-                    ],
-                );
-            }
+            Err(OperatorError::UnknownId { .. }) => return gone(),
             Err(e) => return unavailable(&e.to_string()),
         };
         let a = Asked {
@@ -199,16 +233,25 @@ impl LinkDesk {
             ip,
             now,
         };
-        if let Some(finding) = never_released(&a.summary.reasons) {
+        let releaser = Releaser::Digest {
+            recipient: a.token.recipient.clone(),
+        };
+        if let Err(refusal) = releasable(&a.summary.reasons, &releaser) {
             self.audit_use(&a, "refused").await;
+            let why = match &refusal {
+                Refusal::NotFromDigest { finding } => format!(
+                    "It was held for {finding} (a document with macros): a digest link does not release it. Ask your mail administrator, who can."
+                ),
+                other => format!(
+                    "It was held for {}, and such mail is never released.",
+                    other.finding()
+                ),
+            };
             return LinkPage::new(
                 "refused",
                 403,
                 "This message cannot be released",
-                vec![
-                    a.what.clone(),
-                    format!("It was held for {finding}, and such mail is never released."),
-                ],
+                vec![a.what.clone(), why],
             );
         }
         match method {
@@ -260,13 +303,16 @@ impl LinkDesk {
             state: engine.ports().state.as_ref(),
             lease: crate::pipeline::EFFECT_LEASE,
         };
-        let by = format!("digest:{}", token.recipient);
+        let releaser = Releaser::Digest {
+            recipient: token.recipient.clone(),
+        };
+        let by = releaser.by();
         let key = effect_key(Stage::Route, "link", &LinkToken::fingerprint(a.text));
         let (operator, senders) = (&self.operator, &self.senders);
         let (id, action, sender) = (summary.id.clone(), token.action, summary.sender.clone());
         let ran = effects
             .once(&summary.id, Stage::Route, &key, Repeat::AtLeastOnce, || {
-                let by = by.clone();
+                let releaser = releaser.clone();
                 async move {
                     // The sender first: a release that fails after it is retried as a
                     // whole, and allowing a sender twice changes nothing.
@@ -277,7 +323,7 @@ impl LinkDesk {
                         notes.push(senders.allow(sender).await.map_err(PortError::Retryable)?);
                     }
                     let handled = operator
-                        .release(&id, &by)
+                        .release(&id, &releaser)
                         .await
                         .map_err(|e| PortError::Retryable(e.to_string()))?;
                     notes.insert(0, handled.describe(&id, "released"));
@@ -327,38 +373,66 @@ impl LinkDesk {
         }
     }
 
-    /// The audit record of a request with a valid token for a kept message.
+    /// The audit record of a request with a valid token for a kept message: one per token
+    /// and outcome, naming the digest's recipient and the source address.
     async fn audit_use(&self, a: &Asked<'_>, outcome: &str) {
-        self.audit(&a.token, Some(&a.summary), outcome, a.text, a.ip, a.now)
-            .await;
-    }
-
-    /// One audit record per token and outcome on the token's message.
-    async fn audit(
-        &self,
-        token: &LinkToken,
-        summary: Option<&MessageSummary>,
-        outcome: &str,
-        text: &str,
-        ip: &str,
-        now: u64,
-    ) {
         let record = AuditRecord {
-            id: token.id.clone(),
+            id: a.token.id.clone(),
             stage: Stage::Route,
             decision: format!("link-{outcome}"),
             reasons: vec![format!(
-                "{} link of the digest to {}, from {ip}",
-                token.action.as_str(),
-                token.recipient
+                "{} link of the digest to {}, from {}",
+                a.token.action.as_str(),
+                a.token.recipient,
+                a.ip
             )],
-            decided_by: vec![format!("digest:{}", token.recipient)],
-            sender: summary.and_then(|s| s.sender.clone()),
-            at: now,
-            event: Some(format!("link-{outcome}-{}", LinkToken::fingerprint(text))),
+            decided_by: vec![format!("digest:{}", a.token.recipient)],
+            sender: a.summary.sender.clone(),
+            at: a.now,
+            event: Some(format!("link-{outcome}-{}", LinkToken::fingerprint(a.text))),
         };
         // A lost audit record does not undo what was done; the page's log says so.
         let _ = self.operator.engine().ports().audit.append(&record).await;
+    }
+
+    /// An expired token (its signature checked): audited on its message while the message
+    /// is kept, the recipient named only by the keyed hash of erasure records and no source
+    /// address; for a message no longer kept, nothing is written.
+    async fn expired(&self, token: &LinkToken, text: &str, ip: &str, now: u64) -> LinkPage {
+        let page = LinkPage::new(
+            "expired",
+            410,
+            "This link has expired",
+            vec![
+                "Links in a quarantine digest work for a limited time. Ask your mail administrator to release the message.".into(),
+            ],
+        )
+        .logged(format!("expired link from {ip}"));
+        let summary = match self.operator.summary(&token.id).await {
+            Ok(s) => s,
+            Err(OperatorError::UnknownId { .. }) => return gone(),
+            Err(e) => return unavailable(&e.to_string()),
+        };
+        let key = match self.subject_key.subject_key().await {
+            Ok(k) => k,
+            Err(e) => return page.logged(format!("expired link from {ip}, not audited: {e}")),
+        };
+        let hash = subject_hash(&key, &token.recipient);
+        let record = AuditRecord {
+            id: summary.id.clone(),
+            stage: Stage::Route,
+            decision: "link-expired".into(),
+            reasons: vec![format!(
+                "expired {} link of a digest (recipient's subject hash {hash})",
+                token.action.as_str()
+            )],
+            decided_by: vec![format!("digest-subject:{hash}")],
+            sender: summary.sender.clone(),
+            at: now,
+            event: Some(format!("link-expired-{}", LinkToken::fingerprint(text))),
+        };
+        let _ = self.operator.engine().ports().audit.append(&record).await;
+        page
     }
 }
 
@@ -382,6 +456,16 @@ fn describe(s: &MessageSummary) -> String {
     )
 }
 
+/// A valid (or expired) token for a message that is no longer kept: nothing is written.
+fn gone() -> LinkPage {
+    LinkPage::new(
+        "unknown",
+        404,
+        "Message not found",
+        vec!["The message is no longer kept (its retention ran out, or it was erased).".into()],
+    )
+}
+
 fn unavailable(detail: &str) -> LinkPage {
     LinkPage::new("unavailable", 
         503,
@@ -389,4 +473,309 @@ fn unavailable(detail: &str) -> LinkPage {
         vec!["The request could not be carried out just now; nothing was used up. Try the link again in a minute.".into()],
     )
     .logged(format!("link request failed: {detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+    use crate::embedded::memory::{MemoryState, MemoryWorld, memory_ports};
+    use crate::model::{Envelope, RawRef};
+    use crate::operate::digest::MAX_PAYLOAD;
+    use crate::pipeline::release::Handled;
+    use crate::pipeline::{Engine, content_id};
+
+    const CONFIG: &str = r#"
+[mailroom]
+domains = ["example.com"]
+
+[filter]
+ses_spam_fail = "quarantine"
+
+[[classify.rules]]
+name = "billing"
+category = "billing"
+when = { recipient = "billing@" }
+
+[[route]]
+name = "billing"
+when = { category = "billing" }
+actions = [{ forward = ["ledger@corp.example"] }]
+"#;
+
+    const KEY: &[u8] = b"link key of the tests, 32 bytes or more";
+    const RECIPIENT: &str = "billing@example.com";
+    const NOW: u64 = 2_000_000_000;
+
+    /// SES called it spam: a false positive a recipient may release.
+    const SPAM: &str = "X-SES-Spam-Verdict: FAIL\r\nFrom: Prize Desk <promo@prizes.example>\r\nTo: billing@example.com\r\nSubject: Your reward\r\nMessage-ID: <reward@prizes.example>\r\n\r\nClaim it.\r\n";
+
+    /// An invoice whose attachment is a macro-enabled Word document.
+    const MACRO: &str = "From: Vendor <ap@vendor.example>\r\nTo: billing@example.com\r\nSubject: Invoice 2231\r\nMessage-ID: <inv-2231@vendor.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nPlease pay the attached invoice.\r\n--b1\r\nContent-Type: application/vnd.ms-word.document.macroEnabled.12; name=\"invoice.docm\"\r\nContent-Disposition: attachment; filename=\"invoice.docm\"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==\r\n--b1--\r\n";
+
+    struct FixedKey;
+
+    #[async_trait]
+    impl SubjectKey for FixedKey {
+        async fn subject_key(&self) -> PortResult<Vec<u8>> {
+            Ok(b"subject key of the tests".to_vec())
+        }
+    }
+
+    struct NoLists;
+
+    #[async_trait]
+    impl SenderLists for NoLists {
+        async fn allow(&self, _: &str) -> Result<String, String> {
+            Err("no sender lists here".into())
+        }
+    }
+
+    struct World {
+        desk: LinkDesk,
+        state: Arc<MemoryState>,
+        world: Arc<MemoryWorld>,
+        spam: String,
+        macro_doc: String,
+    }
+
+    async fn world() -> World {
+        let (ports, world, state) = memory_ports();
+        let config = Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap());
+        let engine = Arc::new(Engine::with_rules(config, ports));
+        let mut ids = Vec::new();
+        for raw in [SPAM, MACRO] {
+            let id = content_id(raw.as_bytes());
+            let raw_ref = RawRef {
+                bucket: "memory".into(),
+                key: id.clone(),
+            };
+            world
+                .raw
+                .lock()
+                .unwrap()
+                .insert(id.clone(), raw.as_bytes().to_vec());
+            let out = engine
+                .run_all(Envelope::new(id.clone(), raw_ref), raw.as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(
+                out.envelope.results.filter.unwrap().verdict,
+                crate::model::Verdict::Quarantine
+            );
+            ids.push(id);
+        }
+        World {
+            desk: LinkDesk {
+                operator: Operator::new(engine, "memory"),
+                keys: vec![KEY.to_vec()],
+                senders: Arc::new(NoLists),
+                subject_key: Arc::new(FixedKey),
+            },
+            state,
+            world,
+            macro_doc: ids.pop().unwrap(),
+            spam: ids.pop().unwrap(),
+        }
+    }
+
+    fn token(id: &str, expires: u64) -> String {
+        LinkToken {
+            id: id.to_string(),
+            action: LinkAction::Release,
+            recipient: RECIPIENT.into(),
+            expires,
+        }
+        .sign(KEY)
+    }
+
+    #[tokio::test]
+    async fn a_digest_link_never_releases_a_macro_document_and_an_operator_only_by_force() {
+        let w = world().await;
+        let t = token(&w.macro_doc, NOW + 3600);
+        let page = w
+            .desk
+            .handle(LinkMethod::Get, Some(&t), "203.0.113.9", NOW)
+            .await;
+        assert_eq!((page.status, page.outcome), (403, "refused"), "{page:?}");
+        assert!(page.lines[1].contains("MACRO_DOCUMENT"), "{page:?}");
+        let page = w
+            .desk
+            .handle(LinkMethod::Post, Some(&t), "203.0.113.9", NOW)
+            .await;
+        assert_eq!(page.status, 403);
+        assert!(w.world.sent.lock().unwrap().is_empty(), "nothing forwarded");
+        let op = &w.desk.operator;
+        assert!(op.corrections().await.unwrap().is_empty(), "no correction");
+
+        // An operator without the force is refused, naming the finding and the flag.
+        let e = op
+            .release(&w.macro_doc, &Releaser::operator("ops-ann"))
+            .await
+            .unwrap_err();
+        let said = e.to_string();
+        assert!(
+            said.contains("MACRO_DOCUMENT") && said.contains("--force-macro"),
+            "{said}"
+        );
+        // With it, released, and the audit record names the force beside the operator.
+        let forced = Releaser::Operator {
+            name: "ops-ann".into(),
+            force_macro: true,
+        };
+        match op.release(&w.macro_doc, &forced).await.unwrap() {
+            Handled::Done(record) => {
+                let by = &record.decided_by;
+                let at = by.iter().position(|b| b == "operator:ops-ann").unwrap();
+                assert_eq!(by.get(at + 1).map(String::as_str), Some("force-macro"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.world.sent.lock().unwrap().len(), 1, "forwarded once");
+        let c = op.corrections().await.unwrap();
+        assert_eq!(c[0].by, "operator:ops-ann");
+    }
+
+    #[tokio::test]
+    async fn a_link_releases_the_spam_as_the_recipients_correction() {
+        let w = world().await;
+        let t = token(&w.spam, NOW + 3600);
+        let page = w
+            .desk
+            .handle(LinkMethod::Get, Some(&t), "203.0.113.9", NOW)
+            .await;
+        assert_eq!(page.outcome, "confirm", "{page:?}");
+        let page = w
+            .desk
+            .handle(LinkMethod::Post, Some(&t), "203.0.113.9", NOW)
+            .await;
+        assert_eq!(page.outcome, "release", "{page:?}");
+        assert_eq!(w.world.sent.lock().unwrap().len(), 1);
+        let c = w.desk.operator.corrections().await.unwrap();
+        assert_eq!(c[0].by, format!("digest:{RECIPIENT}"));
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_token_of_ours_counts_and_writes_nothing() {
+        let w = world().await;
+        let per_hour = w
+            .desk
+            .operator
+            .engine()
+            .config()
+            .digest
+            .link_requests_per_hour;
+        let before = w.state.audit_records().len();
+        let long = format!("{}.{}", "a".repeat(MAX_PAYLOAD + 1), "b".repeat(43));
+        let probes = [
+            None,
+            Some(""),
+            Some("favicon.ico"),
+            Some("abc.def"),
+            Some("a b.cdefghijklmnopqrstuvwxyzabcdefghijklmnopq"),
+            Some(long.as_str()),
+        ];
+        for _ in 0..per_hour {
+            for probe in probes {
+                let page = w
+                    .desk
+                    .handle(LinkMethod::Get, probe, "203.0.113.9", NOW)
+                    .await;
+                assert_eq!((page.status, page.outcome), (400, "malformed"));
+            }
+        }
+        assert_eq!(w.state.audit_records().len(), before, "no audit");
+        // Not one of them was counted: the address still has its whole hour.
+        let t = token(&w.spam, NOW + 3600);
+        let page = w
+            .desk
+            .handle(LinkMethod::Get, Some(&t), "203.0.113.9", NOW)
+            .await;
+        assert_eq!(page.outcome, "confirm", "{page:?}");
+    }
+
+    #[tokio::test]
+    async fn ipv6_clients_share_a_limit_per_64() {
+        let w = world().await;
+        let per_hour = w
+            .desk
+            .operator
+            .engine()
+            .config()
+            .digest
+            .link_requests_per_hour;
+        // A forged token: counted, then refused.
+        let forged = LinkToken {
+            id: w.spam.clone(),
+            action: LinkAction::Release,
+            recipient: RECIPIENT.into(),
+            expires: NOW + 3600,
+        }
+        .sign(b"not the key");
+        for i in 0..per_hour {
+            let ip = format!("2001:db8:7:9:{i:x}::1");
+            let page = w
+                .desk
+                .handle(LinkMethod::Get, Some(&forged), &ip, NOW)
+                .await;
+            assert_eq!(page.outcome, "forged", "{i}: {page:?}");
+        }
+        let page = w
+            .desk
+            .handle(
+                LinkMethod::Get,
+                Some(&forged),
+                "2001:db8:7:9:ffff:1:2:3",
+                NOW,
+            )
+            .await;
+        assert_eq!((page.status, page.outcome), (429, "limited"));
+        // The next /64 and an IPv4 client have their own.
+        for ip in ["2001:db8:7:a::1", "198.51.100.4"] {
+            let page = w.desk.handle(LinkMethod::Get, Some(&forged), ip, NOW).await;
+            assert_eq!(page.outcome, "forged", "{ip}");
+        }
+        assert_eq!(rate_key("2001:DB8:7:9:0:0:0:1"), "2001:db8:7:9::/64");
+        assert_eq!(rate_key("::ffff:198.51.100.4"), "198.51.100.4");
+        assert_eq!(rate_key("not an address"), "unparsed");
+    }
+
+    #[tokio::test]
+    async fn an_expired_link_names_its_recipient_by_hash_and_an_orphaned_one_writes_nothing() {
+        let w = world().await;
+        let before = w.state.audit_records().len();
+        // The message is gone (its retention ran out, or it was erased).
+        for t in [
+            token("erased-message", NOW - 1),
+            token("erased-message", NOW + 60),
+        ] {
+            let page = w
+                .desk
+                .handle(LinkMethod::Post, Some(&t), "203.0.113.9", NOW)
+                .await;
+            assert!(matches!(page.outcome, "unknown"), "{page:?}");
+        }
+        assert_eq!(w.state.audit_records().len(), before, "nothing written");
+
+        let t = token(&w.spam, NOW - 1);
+        let page = w
+            .desk
+            .handle(LinkMethod::Post, Some(&t), "203.0.113.9", NOW)
+            .await;
+        assert_eq!((page.status, page.outcome), (410, "expired"));
+        let records = w.state.audit_records();
+        let expired: Vec<&AuditRecord> = records
+            .iter()
+            .filter(|r| r.decision == "link-expired")
+            .collect();
+        assert_eq!(expired.len(), 1, "{records:?}");
+        let text = serde_json::to_string(expired[0]).unwrap();
+        assert!(
+            !text.contains("billing@") && !text.contains("203.0.113.9"),
+            "{text}"
+        );
+        let hash = subject_hash(b"subject key of the tests", RECIPIENT);
+        assert!(text.contains(&hash), "{text}");
+        assert!(w.world.sent.lock().unwrap().is_empty());
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Correction, Judgement, MessageSummary, MessageView, Overview, Page, Query};
 use crate::model::{AuditRecord, Stage};
 use crate::pipeline::Engine;
-use crate::pipeline::release::{Handled, OperatorError};
+use crate::pipeline::release::{Handled, OperatorError, Releaser};
 
 /// How a release carries out the message's effects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,8 +114,9 @@ impl Operator {
         })
     }
 
-    /// Releases a quarantined message (see [`Engine::release`]).
-    pub async fn release(&self, id: &str, by: &str) -> Result<Handled, OperatorError> {
+    /// Releases a quarantined message as `by` may (see [`Engine::release`] and
+    /// [`crate::pipeline::release::releasable`]).
+    pub async fn release(&self, id: &str, by: &Releaser) -> Result<Handled, OperatorError> {
         let summary = self.summary(id).await?;
         let via_queue = match &self.release_via {
             ReleaseVia::InProcess => false,
@@ -157,7 +158,8 @@ impl Operator {
         by: &str,
     ) -> Result<Correction, OperatorError> {
         let summary = self.summary(id).await?;
-        let correction = self.engine.correct(&summary, label, by, "mark").await?;
+        let who = Releaser::operator(by).who();
+        let correction = self.engine.correct(&summary, label, &who, "mark").await?;
         let record = AuditRecord {
             id: summary.id.clone(),
             stage: Stage::Filter,
@@ -167,7 +169,7 @@ impl Operator {
                 label.label(),
                 summary.verdict.as_str()
             )],
-            decided_by: vec![format!("operator:{by}")],
+            decided_by: vec![who],
             sender: summary.sender.clone(),
             at: correction.at,
             event: Some(format!("mark-{}", label.label())),

@@ -357,6 +357,10 @@ impl Engine {
         let event = env.released_by.as_ref().map(|_| "release");
         if let Some(by) = &env.released_by {
             decided.audit.decided_by.push(format!("operator:{by}"));
+            // A force the operator named to release it stands beside their name.
+            if let Some(force) = &env.release_force {
+                decided.audit.decided_by.push(force.clone());
+            }
         }
         let mut deferred = std::mem::take(&mut decided.deferred);
         // Stores first, each a rewritten copy written and released in turn; then the

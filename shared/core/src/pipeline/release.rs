@@ -25,6 +25,125 @@ pub fn never_released(reasons: &[String]) -> Option<&String> {
         .find(|r| NEVER_RELEASED.contains(&r.as_str()))
 }
 
+/// Findings that a digest link never releases and an operator releases only by naming the
+/// force beside it (`mailroom quarantine release ID --force-macro`, the console's
+/// *Release anyway*): a document with macros is how much malware arrives, and also how
+/// some businesses still send their spreadsheets, so a person who has looked at it decides.
+/// The force is named in the release's audit record.
+pub const FORCE_RELEASED: [(&str, &str); 1] = [("MACRO_DOCUMENT", FORCE_MACRO)];
+
+/// The force that releases a message held for a macro document, as the audit names it.
+pub const FORCE_MACRO: &str = "force-macro";
+
+/// Who asks for a release, which decides what may be released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Releaser {
+    /// An operator (the CLI or the console), by name; `force_macro` releases mail held for
+    /// a macro document.
+    Operator { name: String, force_macro: bool },
+    /// A digest's recipient, through a link of the digest.
+    Digest { recipient: String },
+}
+
+impl Releaser {
+    /// An operator releasing without any force.
+    pub fn operator(name: impl Into<String>) -> Releaser {
+        Releaser::Operator {
+            name: name.into(),
+            force_macro: false,
+        }
+    }
+
+    /// What the released message carries as who released it: the operator's name, or
+    /// `digest:ADDRESS`.
+    pub fn by(&self) -> String {
+        match self {
+            Releaser::Operator { name, .. } => name.clone(),
+            Releaser::Digest { recipient } => format!("digest:{recipient}"),
+        }
+    }
+
+    /// Who, as a correction records it: `operator:NAME` or `digest:ADDRESS` (the retrain
+    /// weighs the two differently).
+    pub fn who(&self) -> String {
+        match self {
+            Releaser::Operator { name, .. } => format!("operator:{name}"),
+            Releaser::Digest { recipient } => format!("digest:{recipient}"),
+        }
+    }
+}
+
+/// Why a release is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A finding of [`NEVER_RELEASED`]: nobody releases it.
+    Never { finding: String },
+    /// A finding of [`FORCE_RELEASED`] and a digest link: only an operator may.
+    NotFromDigest { finding: String },
+    /// A finding of [`FORCE_RELEASED`] and an operator who did not name its force.
+    Unforced {
+        finding: String,
+        force: &'static str,
+    },
+}
+
+impl Refusal {
+    /// The finding that keeps the message in quarantine.
+    pub fn finding(&self) -> &str {
+        match self {
+            Refusal::Never { finding }
+            | Refusal::NotFromDigest { finding }
+            | Refusal::Unforced { finding, .. } => finding,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Never { finding } => {
+                write!(f, "{finding}, and such mail is never released")
+            }
+            Refusal::NotFromDigest { finding } => write!(
+                f,
+                "{finding}, which a digest link never releases; an operator can (mailroom quarantine release ID --{FORCE_MACRO})"
+            ),
+            Refusal::Unforced { finding, force } => write!(
+                f,
+                "{finding}: releasing it takes --{force} (the console's \u{201c}Release anyway\u{201d}), and the release's audit record names it"
+            ),
+        }
+    }
+}
+
+/// Whether a message quarantined for `reasons` may be released by `by`: the one rule the
+/// CLI, the console, digest links and the digest's own listing all apply. `Ok` carries the
+/// force the release is made with, if it needed one.
+pub fn releasable(reasons: &[String], by: &Releaser) -> Result<Option<&'static str>, Refusal> {
+    if let Some(finding) = never_released(reasons) {
+        return Err(Refusal::Never {
+            finding: finding.clone(),
+        });
+    }
+    let forced = reasons.iter().find_map(|r| {
+        FORCE_RELEASED
+            .iter()
+            .find(|(tag, _)| r == tag)
+            .map(|(_, force)| (r.clone(), *force))
+    });
+    match (forced, by) {
+        (None, _) => Ok(None),
+        (Some((finding, _)), Releaser::Digest { .. }) => Err(Refusal::NotFromDigest { finding }),
+        (Some((finding, force)), Releaser::Operator { force_macro, .. }) => {
+            if *force_macro {
+                Ok(Some(force))
+            } else {
+                Err(Refusal::Unforced { finding, force })
+            }
+        }
+    }
+}
+
 /// What a release or a deletion did.
 #[derive(Debug)]
 pub enum Handled {
@@ -58,8 +177,8 @@ impl Handled {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
-    #[error("message {id} was quarantined for {finding}, and such mail is never released")]
-    Refused { id: String, finding: String },
+    #[error("message {id} was quarantined for {refusal}")]
+    Refused { id: String, refusal: Refusal },
     #[error(transparent)]
     Stage(#[from] StageError),
     #[error("message {id}: {detail}")]
@@ -72,31 +191,33 @@ pub enum OperatorError {
 
 impl Engine {
     /// Releases a quarantined message: its filter decision stands but for the verdict,
-    /// which becomes accept (with a `RELEASED` finding naming `by`), and it goes through
+    /// which becomes accept (with a `RELEASED` finding naming `releaser`), and it goes through
     /// route and respond again, their effects claimed as always. `raw` is the quarantined
     /// copy, found at `raw_ref`. With `via_queue` the released envelope is published to the
     /// route stage instead (a deployed stack: its functions send, with their own identity
-    /// and permissions).
+    /// and permissions). What `releaser` may release is [`releasable`]'s to say; a force it used
+    /// is named in the release's audit record.
     pub async fn release(
         &self,
         summary: &MessageSummary,
         raw_ref: RawRef,
         raw: &[u8],
-        by: &str,
+        releaser: &Releaser,
         via_queue: bool,
     ) -> Result<Handled, OperatorError> {
-        if let Some(finding) = never_released(&summary.reasons) {
-            return Err(OperatorError::Refused {
+        let force =
+            releasable(&summary.reasons, releaser).map_err(|refusal| OperatorError::Refused {
                 id: summary.id.clone(),
-                finding: finding.clone(),
-            });
-        }
+                refusal,
+            })?;
         if summary.quarantined.is_none() {
             return Ok(Handled::NotInQuarantine);
         }
-        // The operator's word that this is not spam, kept first: a release whose
-        // correction could not be written is refused and can be run again.
-        self.correct(summary, Judgement::Ham, by, "release").await?;
+        let by = releaser.by();
+        // The word that this is not spam, kept first: a release whose correction could
+        // not be written is refused and can be run again.
+        self.correct(summary, Judgement::Ham, &releaser.who(), "release")
+            .await?;
         let mut env = Envelope::new(summary.id.clone(), raw_ref);
         // Routing matches the recipients the message was routed by.
         env.receipt = Some(Receipt {
@@ -110,12 +231,16 @@ impl Engine {
         filter.reasons.push(Reason {
             check: "release".into(),
             tag: "RELEASED".into(),
-            detail: format!("released from quarantine by {by}"),
+            detail: match force {
+                Some(force) => format!("released from quarantine by {by} ({force})"),
+                None => format!("released from quarantine by {by}"),
+            },
             score: 0.0,
         });
         env.results.filter = Some(filter);
         env.results.classify = Some(self.classify_stage(&env, mail)?.result);
-        env.released_by = Some(by.to_string());
+        env.released_by = Some(by);
+        env.release_force = force.map(str::to_string);
         if via_queue {
             self.ports
                 .publisher
@@ -168,8 +293,8 @@ impl Engine {
         }))
     }
 
-    /// Keeps an operator's correction of message `summary` (see
-    /// [`crate::operate::feedback`]): `via` is `release` or `mark`.
+    /// Keeps a correction of message `summary` (see [`crate::operate::feedback`]) by
+    /// `by` (`operator:NAME`, `digest:ADDRESS`): `via` is `release` or `mark`.
     pub async fn correct(
         &self,
         summary: &MessageSummary,
