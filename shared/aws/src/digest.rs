@@ -14,10 +14,9 @@ use aws_lambda_events::event::lambda_function_urls::{
 };
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
-use mailroom_core::config::SenderList;
 use mailroom_core::model::Stage;
 use mailroom_core::operate::digest::{self, DigestSent, LinkToken, TokenError};
-use mailroom_core::operate::links::{LinkDesk, LinkMethod, PAGE_HEADERS, SenderLists};
+use mailroom_core::operate::links::{LinkDesk, LinkMethod, PAGE_HEADERS};
 use mailroom_core::operate::{Operator, ReleaseVia};
 
 use crate::app::s3_client;
@@ -171,7 +170,6 @@ pub struct Desk {
     pub settings: DeskSettings,
     pub config: ConfigSource,
     pub keys: LinkKeys,
-    s3: aws_sdk_s3::Client,
     release_via: ReleaseVia,
     metrics: Metrics,
 }
@@ -207,9 +205,8 @@ impl Desk {
             },
             effect_lease: settings.effect_lease,
         };
-        let s3 = s3_client(sdk);
         let config = ConfigSource::load(
-            s3.clone(),
+            s3_client(sdk),
             location,
             ports,
             Duration::from_secs(settings.config_refresh_seconds),
@@ -224,7 +221,6 @@ impl Desk {
             ),
             settings: desk,
             config,
-            s3,
             release_via,
             metrics,
         })
@@ -278,14 +274,11 @@ impl Desk {
         };
         let page = match self.keys.verifying(unsigned).await {
             Ok(keys) => {
+                // "Always allow" writes the recipient's own allow-list entry in the
+                // table; the links function never writes the config.
                 let desk = LinkDesk {
                     operator: self.operator().await,
                     keys,
-                    senders: Arc::new(StackConfig {
-                        s3: self.s3.clone(),
-                        bucket: self.settings.settings.bucket.clone(),
-                        key: self.settings.settings.config_key.clone(),
-                    }),
                 };
                 desk.handle(method, token.as_deref(), &ip, now).await
             }
@@ -338,27 +331,6 @@ fn response(status: u16, body: String) -> LambdaFunctionUrlResponse {
     r.headers = headers;
     r.body = Some(body);
     r
-}
-
-/// "Always allow" edits the stack's config in its bucket (If-Match on its ETag).
-struct StackConfig {
-    s3: aws_sdk_s3::Client,
-    bucket: String,
-    key: String,
-}
-
-#[async_trait::async_trait]
-impl SenderLists for StackConfig {
-    async fn allow(&self, sender: &str) -> Result<String, String> {
-        crate::config_source::edit_senders(
-            &self.s3,
-            &self.bucket,
-            &self.key,
-            SenderList::Allow,
-            sender,
-        )
-        .await
-    }
 }
 
 async fn start(function: Function) -> Result<Arc<Desk>, lambda_runtime::Error> {

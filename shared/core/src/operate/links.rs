@@ -5,10 +5,9 @@
 //! an executable. Each source IP gets a number of requests per hour. Every use of a
 //! signed token, refused or not, is audited on its message.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use minijinja::{Environment, context};
 use serde::Serialize;
 
@@ -17,15 +16,7 @@ use super::{MessageSummary, Operator};
 use crate::model::{AuditRecord, Stage};
 use crate::pipeline::effects::{Effects, Ran, Repeat, effect_key};
 use crate::pipeline::release::{OperatorError, never_released};
-use crate::ports::PortError;
-
-/// Adds a sender to `[filter] allow_senders` of the config the pipeline runs: the file
-/// locally, the config object in the stack's bucket.
-#[async_trait]
-pub trait SenderLists: Send + Sync {
-    /// What was done, for people.
-    async fn allow(&self, sender: &str) -> Result<String, String>;
-}
+use crate::ports::{AllowedSender, PortError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkMethod {
@@ -110,7 +101,6 @@ pub struct LinkDesk {
     pub operator: Operator,
     /// The current key first, then earlier keys whose links may still be out.
     pub keys: Vec<Vec<u8>>,
-    pub senders: Arc<dyn SenderLists>,
 }
 
 impl LinkDesk {
@@ -233,22 +223,25 @@ impl LinkDesk {
         let (title, button) = match a.token.action {
             LinkAction::Release => ("Release this message?", "Release it"),
             LinkAction::Allow => (
-                "Release this message and always allow its sender?",
-                "Release it and allow the sender",
+                "Release this message and always allow its sender for you?",
+                "Release it and allow the sender for me",
             ),
         };
-        let mut page = LinkPage::new(
-            "confirm",
-            200,
-            title,
-            vec![
-                a.what,
-                format!(
-                    "It goes on to {} as if it had not been held.",
-                    a.token.recipient
-                ),
-            ],
-        );
+        let mut lines = vec![
+            a.what.clone(),
+            format!(
+                "It goes on to {} as if it had not been held.",
+                a.token.recipient
+            ),
+        ];
+        if a.token.action == LinkAction::Allow {
+            lines.push(allow_scope(
+                &a.token.recipient,
+                a.summary.sender.as_deref(),
+                &a.summary.recipients,
+            ));
+        }
+        let mut page = LinkPage::new("confirm", 200, title, lines);
         page.confirm = Some((a.text.trim().to_string(), button.to_string()));
         page
     }
@@ -262,19 +255,36 @@ impl LinkDesk {
         };
         let by = format!("digest:{}", token.recipient);
         let key = effect_key(Stage::Route, "link", &LinkToken::fingerprint(a.text));
-        let (operator, senders) = (&self.operator, &self.senders);
+        let (operator, allow_list) = (&self.operator, &engine.ports().allow_list);
         let (id, action, sender) = (summary.id.clone(), token.action, summary.sender.clone());
+        // "Always allow" allows the sender for the digest's recipient only, and only when
+        // the message was addressed to them: never for anyone else, never in the config.
+        let allowed = match (action, &sender) {
+            (LinkAction::Allow, Some(s)) if summary.recipients.contains(&token.recipient) => {
+                Some(AllowedSender {
+                    recipient: token.recipient.clone(),
+                    sender: s.clone(),
+                    via: summary.id.clone(),
+                    at: a.now,
+                })
+            }
+            _ => None,
+        };
+        let scope = allow_scope(&token.recipient, sender.as_deref(), &summary.recipients);
+        let allow_note = allow_note(allowed.as_ref(), &scope);
         let ran = effects
             .once(&summary.id, Stage::Route, &key, Repeat::AtLeastOnce, || {
                 let by = by.clone();
+                let allow_note = allow_note.clone();
                 async move {
                     // The sender first: a release that fails after it is retried as a
                     // whole, and allowing a sender twice changes nothing.
                     let mut notes = Vec::new();
-                    if action == LinkAction::Allow
-                        && let Some(sender) = &sender
-                    {
-                        notes.push(senders.allow(sender).await.map_err(PortError::Retryable)?);
+                    if let Some(entry) = &allowed {
+                        allow_list.allow_sender(entry).await?;
+                    }
+                    if action == LinkAction::Allow {
+                        notes.push(allow_note);
                     }
                     let handled = operator
                         .release(&id, &by)
@@ -288,9 +298,11 @@ impl LinkDesk {
             .await;
         match ran {
             Ok(Ran::Now(note)) | Ok(Ran::Unconfirmed(note)) => {
-                self.audit_use(&a, token.action.as_str()).await;
+                match token.action {
+                    LinkAction::Allow => self.audit_allow(&a, &allow_note).await,
+                    LinkAction::Release => self.audit_use(&a, token.action.as_str()).await,
+                }
                 let mut lines = vec![a.what.clone()];
-                let sender = summary.sender.as_deref().unwrap_or("its sender");
                 // What the summary read before acting said: still held, or released before.
                 let held = summary.quarantined.is_some();
                 lines.push(match (token.action, held) {
@@ -301,11 +313,9 @@ impl LinkDesk {
                         "It was no longer in quarantine (released or deleted before): nothing to do."
                             .into()
                     }
-                    (LinkAction::Allow, true) => format!(
-                        "Released, and mail from {sender} is no longer held for spam."
-                    ),
+                    (LinkAction::Allow, true) => format!("Released. {scope}"),
                     (LinkAction::Allow, false) => format!(
-                        "It was released before; mail from {sender} is no longer held for spam."
+                        "It was released before (nothing more to release). {scope}"
                     ),
                 });
                 LinkPage::new(token.action.as_str(), 200, "Done", lines)
@@ -331,6 +341,28 @@ impl LinkDesk {
     async fn audit_use(&self, a: &Asked<'_>, outcome: &str) {
         self.audit(&a.token, Some(&a.summary), outcome, a.text, a.ip, a.now)
             .await;
+    }
+
+    /// The audit record of an "always allow": what was allowed, for whom only.
+    async fn audit_allow(&self, a: &Asked<'_>, note: &str) {
+        let token = &a.token;
+        let record = AuditRecord {
+            id: token.id.clone(),
+            stage: Stage::Route,
+            decision: "link-allow".into(),
+            reasons: vec![
+                format!(
+                    "allow link of the digest to {}, from {}",
+                    token.recipient, a.ip
+                ),
+                note.to_string(),
+            ],
+            decided_by: vec![format!("digest:{}", token.recipient)],
+            sender: a.summary.sender.clone(),
+            at: a.now,
+            event: Some(format!("link-allow-{}", LinkToken::fingerprint(a.text))),
+        };
+        let _ = self.operator.engine().ports().audit.append(&record).await;
     }
 
     /// One audit record per token and outcome on the token's message.
@@ -380,6 +412,33 @@ fn describe(s: &MessageSummary) -> String {
         s.sender.as_deref().unwrap_or("(no sender)"),
         s.subject.replace(['\r', '\n'], " ")
     )
+}
+
+/// What an "always allow" by `recipient` does, in a sentence for the page.
+fn allow_scope(recipient: &str, sender: Option<&str>, recipients: &[String]) -> String {
+    match sender {
+        None => "The message has no sender address: no sender is allowed.".into(),
+        Some(s) if recipients.iter().any(|r| r == recipient) => format!(
+            "Mail from {s} to {recipient} is no longer held for spam, for {recipient} only: \
+             mail from {s} that also goes to others is filtered as before, and attachment \
+             and virus checks still apply."
+        ),
+        Some(s) => {
+            format!("The message was not addressed to {recipient}: {s} is not allowed for anyone.")
+        }
+    }
+}
+
+/// What an "always allow" did, for the audit trail and the log: `allowed S for R only`,
+/// or why nothing was allowed.
+fn allow_note(allowed: Option<&AllowedSender>, scope: &str) -> String {
+    match allowed {
+        Some(e) => format!(
+            "allowed {} for {} only (the recipient's own allow list; allow_senders unchanged)",
+            e.sender, e.recipient
+        ),
+        None => format!("no sender allowed: {scope}"),
+    }
 }
 
 fn unavailable(detail: &str) -> LinkPage {
