@@ -276,6 +276,23 @@ puts = [r for pol in role.get("Policies", []) for st in pol["PolicyDocument"]["S
         for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])]
 check(puts == [{"Fn::Sub": "${MailBucket.Arn}/config/models/*"}], f"{lid} may write models only, not {puts}")
 
+# The config (allow_senders included) is the operator's: no function's role may write it,
+# whatever a digest link asks for (the retrain function writes models only, above).
+for lid, r in res.items():
+    if r.get("Type") != "AWS::IAM::Role":
+        continue
+    for pol in r.get("Properties", {}).get("Policies", []):
+        for st in pol["PolicyDocument"]["Statement"]:
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            if not any(a in ("s3:PutObject", "s3:*", "*") for a in actions):
+                continue
+            for r_ in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]):
+                sub = r_.get("Fn::Sub", "") if isinstance(r_, dict) else str(r_)
+                sub = sub if isinstance(sub, str) else sub[0]
+                writes_config = "${ConfigKey}" in sub or (
+                    "/config/" in sub and not sub.endswith("/config/models/*"))
+                check(not writes_config, f"{lid} {st.get('Sid')} writes the config ({sub}): only operators may")
+
 secret = props(spec["link_key_secret"]["logical_id"], "AWS::SecretsManager::Secret")
 check(secret.get("Name") == stack_name(spec["link_key_secret"]["name_suffix"]), "LinkKeySecret Name")
 check(secret.get("GenerateSecretString", {}).get("PasswordLength", 0) >= 32, "LinkKeySecret: at least 32 characters")

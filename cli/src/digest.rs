@@ -5,10 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use async_trait::async_trait;
-use mailroom_core::config::SenderList;
 use mailroom_core::operate::digest;
-use mailroom_core::operate::links::SenderLists;
 
 use crate::target::{Target, runtime};
 
@@ -52,30 +49,17 @@ pub fn command(target: &Target, link_base: &str, as_of: Option<&str>) -> Result<
     Ok(())
 }
 
-/// "Always allow" from a link edits the config file the console was started with.
-pub struct ConfigFile(pub Option<std::path::PathBuf>);
-
-#[async_trait]
-impl SenderLists for ConfigFile {
-    async fn allow(&self, sender: &str) -> Result<String, String> {
-        let path = self.0.as_deref().ok_or_else(|| {
-            "no config file to add the sender to: start the console with --config FILE".to_string()
-        })?;
-        crate::senders::edit(path, SenderList::Allow, sender).map_err(|e| format!("{e:#}"))
-    }
-}
-
-/// The link endpoint over the console's embedded store (whose subject key hashes the
-/// recipient of an expired link).
+/// The link endpoint over the console's embedded store. "Always allow" writes the
+/// digest recipient's own allow-list entry into `state.redb`; the config file (and its
+/// `allow_senders`, the operator's) is left as it is. The store's subject key hashes the
+/// recipient of an expired link.
 pub fn desk(
     operator: mailroom_core::operate::Operator,
     state: Arc<mailroom_core::embedded::disk::DiskState>,
-    config: Option<std::path::PathBuf>,
 ) -> Result<mailroom_core::operate::links::LinkDesk> {
     Ok(mailroom_core::operate::links::LinkDesk {
         operator,
         keys: vec![state.link_key()?],
-        senders: Arc::new(ConfigFile(config)),
         subject_key: state,
     })
 }

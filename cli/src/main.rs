@@ -512,6 +512,7 @@ pub(crate) fn local_engine(
         audit: state.clone(),
         index: state.clone(),
         feedback: state.clone(),
+        allow_list: state.clone(),
         publisher: Arc::new(InProcess),
         queues: Arc::new(DirQueues {
             root: state_dir.join("queues"),

@@ -75,12 +75,13 @@ pub fn erase(
     if let Some(r) = &erasure.record {
         writeln!(
             out,
-            "erasure record {}: {} messages, {} copies, {} records, {} rate-limit slots, by {}",
+            "erasure record {}: {} messages, {} copies, {} records, {} rate-limit slots, {} allow-list entries, by {}",
             &r.subject[..16],
             r.messages,
             r.objects,
             r.records,
             r.slots,
+            r.allowed,
             r.by
         )?;
     }

@@ -1564,12 +1564,13 @@ impl Stack {
             for need in &call.needs {
                 if let Err(why) = crate::iam::evaluate(statements, need) {
                     denied.push(format!(
-                        "{} {} ({} on {} {:?}): {why} in {policy}",
+                        "{} {} ({} on {} {:?} {:?}): {why} in {policy}",
                         call.principal.rsplit(':').next().unwrap_or_default(),
                         call.operation,
                         need.action,
                         need.resource,
-                        need.context
+                        need.context,
+                        need.sets
                     ));
                 }
             }

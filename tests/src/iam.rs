@@ -5,9 +5,12 @@
 //!
 //! The evaluator covers what the template uses: `Allow` and `Deny` statements, `*` and `?`
 //! wildcards in actions (case-insensitive) and resources, and the condition operators
-//! `StringEquals`, `StringLike`, `ArnEquals`, `ArnLike` and `Bool`. An explicit deny wins;
-//! without an allow, the call is denied. A condition key the call does not carry fails the
-//! condition, as in IAM.
+//! `StringEquals`, `StringLike`, `ArnEquals`, `ArnLike` and `Bool`, and on multivalued keys
+//! (`dynamodb:LeadingKeys`) `ForAllValues:StringLike` and `ForAllValues:StringEquals`. An
+//! explicit deny wins; without an allow, the call is denied. A condition key the call does
+//! not carry fails the condition, as in IAM; a `ForAllValues:` condition holds for a call
+//! without the key, as in IAM, so a statement using one should allow only actions that
+//! always carry it (every DynamoDB item operation does).
 
 use std::collections::BTreeMap;
 
@@ -288,6 +291,24 @@ pub fn wildcard(pattern: &str, text: &str) -> bool {
 }
 
 fn condition_holds(op: &str, key: &str, accepted: &[String], need: &Need) -> Result<bool, String> {
+    if let Some(inner) = op.strip_prefix("ForAllValues:") {
+        let values = need.sets.get(key).map(Vec::as_slice).unwrap_or_default();
+        for v in values {
+            let one = match inner {
+                "StringEquals" => accepted.iter().any(|a| a == v),
+                "StringLike" => accepted.iter().any(|a| wildcard(a, v)),
+                other => {
+                    return Err(format!(
+                        "the IAM check does not know condition ForAllValues:{other}"
+                    ));
+                }
+            };
+            if !one {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
     let Some(value) = need.context.get(key) else {
         return Ok(false);
     };
@@ -361,6 +382,7 @@ mod tests {
             action: a.into(),
             resource: r.into(),
             context: BTreeMap::new(),
+            sets: BTreeMap::new(),
         };
         assert_eq!(
             evaluate(&st, &need("s3:GetObject", "arn:aws:s3:::b/k")),
@@ -373,6 +395,30 @@ mod tests {
         assert_eq!(evaluate(&st, &list), Ok("L".into()));
         list.context.insert("s3:prefix".into(), "store/abc".into());
         assert!(evaluate(&st, &list).is_err());
+    }
+
+    #[test]
+    fn for_all_values_holds_when_every_value_matches() {
+        let doc = serde_json::json!({"Statement": [
+            {"Sid": "A", "Effect": "Allow", "Action": "dynamodb:BatchGetItem", "Resource": "arn:t",
+             "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["allow#*"]}}}
+        ]});
+        let st = statements(&doc);
+        let need = |keys: &[&str]| Need {
+            action: "dynamodb:BatchGetItem".into(),
+            resource: "arn:t".into(),
+            context: BTreeMap::new(),
+            sets: BTreeMap::from([(
+                "dynamodb:LeadingKeys".to_string(),
+                keys.iter().map(|k| k.to_string()).collect(),
+            )]),
+        };
+        assert_eq!(
+            evaluate(&st, &need(&["allow#a@x", "allow#b@x"])),
+            Ok("A".into())
+        );
+        assert!(evaluate(&st, &need(&["allow#a@x", "msg#1"])).is_err());
+        assert!(evaluate(&st, &need(&["allowed#a@x"])).is_err());
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct Need {
     pub action: String,
     pub resource: String,
     pub context: BTreeMap<String, String>,
+    /// Multivalued condition keys (`dynamodb:LeadingKeys`), for `ForAllValues:` and
+    /// `ForAnyValue:` conditions.
+    pub sets: BTreeMap<String, Vec<String>>,
 }
 
 impl Need {
@@ -89,12 +92,56 @@ impl Need {
             action: action.into(),
             resource: resource.into(),
             context: BTreeMap::new(),
+            sets: BTreeMap::new(),
         }
     }
 
     fn with(mut self, key: &str, value: impl Into<String>) -> Need {
         self.context.insert(key.into(), value.into());
         self
+    }
+
+    fn with_set(mut self, key: &str, values: Vec<String>) -> Need {
+        self.sets.insert(key.into(), values);
+        self
+    }
+}
+
+/// The partition keys (`pk`, the table's hash key) a DynamoDB request names: IAM's
+/// `dynamodb:LeadingKeys`. A `Query` on the table names the value its key condition
+/// gives `pk`; on an index, none (IAM's key is the table's partition key).
+fn leading_keys(target: &str, body: &Value) -> Vec<String> {
+    let pk = |v: &Value| v["pk"]["S"].as_str().map(str::to_string);
+    match target {
+        "GetItem" | "DeleteItem" | "UpdateItem" => pk(&body["Key"]).into_iter().collect(),
+        "PutItem" => pk(&body["Item"]).into_iter().collect(),
+        "BatchGetItem" => body["RequestItems"]
+            .as_object()
+            .into_iter()
+            .flat_map(|tables| tables.values())
+            .flat_map(|t| t["Keys"].as_array().cloned().unwrap_or_default())
+            .filter_map(|k| pk(&k))
+            .collect(),
+        "Query" if body["IndexName"].is_null() => {
+            let expr = body["KeyConditionExpression"].as_str().unwrap_or("");
+            let first = expr.split(" AND ").next().unwrap_or("");
+            let Some((name, value)) = first.split_once('=') else {
+                return Vec::new();
+            };
+            let name = name.trim();
+            let name = body["ExpressionAttributeNames"][name]
+                .as_str()
+                .unwrap_or(name);
+            if name != "pk" {
+                return Vec::new();
+            }
+            body["ExpressionAttributeValues"][value.trim()]["S"]
+                .as_str()
+                .map(str::to_string)
+                .into_iter()
+                .collect()
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -488,7 +535,50 @@ fn describe(
             if let Some(index) = body["IndexName"].as_str() {
                 arn.push_str(&format!("/index/{index}"));
             }
-            let needs = vec![Need::new(&format!("dynamodb:{target}"), arn)];
+            let table_arn =
+                |table: &str| format!("arn:aws:dynamodb:{region}:{ACCOUNT}:table/{table}");
+            let needs = if target == "TransactWriteItems" {
+                // Authorised item by item, each as its own action on its own table.
+                body["TransactItems"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|item| item.as_object().cloned().unwrap_or_default())
+                    .map(|(kind, op)| {
+                        let (action, key) = match kind.as_str() {
+                            "Put" => ("PutItem", &op["Item"]),
+                            "Update" => ("UpdateItem", &op["Key"]),
+                            "Delete" => ("DeleteItem", &op["Key"]),
+                            _ => ("ConditionCheckItem", &op["Key"]),
+                        };
+                        let table = op["TableName"].as_str().unwrap_or("?");
+                        let keys = key["pk"]["S"]
+                            .as_str()
+                            .map(str::to_string)
+                            .into_iter()
+                            .collect();
+                        Need::new(&format!("dynamodb:{action}"), table_arn(table))
+                            .with_set("dynamodb:LeadingKeys", keys)
+                    })
+                    .collect()
+            } else if target == "BatchGetItem" {
+                // Authorised per table it names, with that table's keys.
+                body["RequestItems"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(table, request)| {
+                        let one = serde_json::json!({ "RequestItems": { table.clone(): request.clone() } });
+                        Need::new("dynamodb:BatchGetItem", table_arn(table))
+                            .with_set("dynamodb:LeadingKeys", leading_keys(&target, &one))
+                    })
+                    .collect()
+            } else {
+                vec![
+                    Need::new(&format!("dynamodb:{target}"), arn)
+                        .with_set("dynamodb:LeadingKeys", leading_keys(&target, &body)),
+                ]
+            };
             (target, needs)
         }
         "sqs" => {

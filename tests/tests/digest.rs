@@ -638,3 +638,238 @@ async fn links_refuse_what_an_attacker_tries() {
     assert_eq!(malformed, 2);
     stack.assert_calls_allowed();
 }
+
+/// The partition's items of the state table.
+async fn partition(
+    stack: &Stack,
+    pk: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    stack
+        .dynamo
+        .query()
+        .table_name(&stack.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(pk.to_string()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
+}
+
+/// The config object's ETag and version: what an edit of it would change.
+async fn config_version(stack: &Stack) -> (Option<String>, Option<String>, usize) {
+    let key = &mailroom_tests::aws::resources().bucket.config_key;
+    let head = stack
+        .s3
+        .head_object()
+        .bucket(&stack.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let versions = stack
+        .s3
+        .list_object_versions()
+        .bucket(&stack.bucket)
+        .prefix(key)
+        .send()
+        .await
+        .unwrap()
+        .versions()
+        .iter()
+        .filter(|v| v.key() == Some(key.as_str()))
+        .count();
+    (
+        head.e_tag().map(str::to_string),
+        head.version_id().map(str::to_string),
+        versions,
+    )
+}
+
+/// "Always allow" from sales@'s digest: an entry in the state table for sales@ only, the
+/// config object untouched; the sender's next spam to sales@ is allow-listed, to support@
+/// (or to sales@ and support@) it is held; an erasure of the sender takes the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_allow_allows_the_sender_for_that_recipient_only() {
+    use mailroom_core::model::Stage;
+    use mailroom_tests::aws::{OPERATOR, fixture, ses_message_id};
+    let Some(stack) = Stack::create("allow-one").await else {
+        return;
+    };
+    const SENDER: &str = "promo@prizes.example";
+    let spam = stack.put_mail("spam-fail.eml").await;
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+    let config_before = config_version(&stack).await;
+
+    let (digest, _) = stack.desk(Function::Digest, LINKS).await;
+    digest.send_digests(now()).await.expect("the digest run");
+    let mail = stack.sent_mail().await.pop().expect("the digest");
+    let parsed = mail_parser::MessageParser::default()
+        .parse(mail.raw.as_bytes())
+        .unwrap();
+    let text = parsed.body_text(0).unwrap().into_owned();
+    assert!(
+        text.contains("always allow this sender's mail to you"),
+        "{text}"
+    );
+    let allow = text
+        .split_whitespace()
+        .filter(|w| w.starts_with(LINKS))
+        .nth(1)
+        .and_then(|l| l.split_once("?t="))
+        .expect("the always-allow link")
+        .1
+        .to_string();
+    let (desk, metrics) = stack.desk(Function::Links, LINKS).await;
+    let ip = "203.0.113.20";
+    let page = desk.answer(&url_event("GET", &allow, ip), now()).await;
+    let body = page.body.unwrap();
+    assert!(
+        body.contains("for sales@example.com only") && body.contains("filtered as before"),
+        "{body}"
+    );
+    let page = desk.answer(&url_event("POST", &allow, ip), now()).await;
+    assert_eq!(page.status_code, 200, "{:?}", page.body);
+    assert!(
+        page.body.unwrap().contains(&format!(
+            "Mail from {SENDER} to sales@example.com is no longer held for spam, for sales@example.com only"
+        ))
+    );
+    stack.run_until_idle(&pipeline).await;
+
+    // The entry is the recipient's, in the table; the config object is as it was.
+    assert_eq!(
+        config_version(&stack).await,
+        config_before,
+        "the config is not written"
+    );
+    let entry = partition(&stack, "allow#sales@example.com").await;
+    assert_eq!(entry.len(), 1, "{entry:?}");
+    assert_eq!(entry[0]["sk"].as_s().unwrap(), SENDER);
+    assert_eq!(entry[0]["via"].as_s().unwrap(), &spam);
+    assert_eq!(
+        partition(&stack, &format!("allowed#{SENDER}")).await.len(),
+        1
+    );
+    let audit = stack.items(&spam).await;
+    let (_, record) = audit
+        .iter()
+        .find(|(k, _)| k.starts_with("audit#route#link-allow-"))
+        .expect("the allow is audited");
+    let reasons = format!("{:?}", record["reasons"]);
+    assert!(
+        reasons.contains(&format!("allowed {SENDER} for sales@example.com only")),
+        "{reasons}"
+    );
+
+    // The sender's next spam: to sales@ allow-listed, to support@ or to both held.
+    let again = |to: &str| {
+        String::from_utf8(fixture("spam-fail.eml"))
+            .unwrap()
+            .replacen("To: sales@example.com", &format!("To: {to}"), 1)
+            .into_bytes()
+    };
+    let to_sales = stack
+        .put_raw(&ses_message_id(), again("sales@example.com"))
+        .await;
+    let to_support = stack
+        .put_raw(&ses_message_id(), again("support@example.com"))
+        .await;
+    let to_both = stack
+        .receive_mail(
+            &ses_message_id(),
+            again("sales@example.com"),
+            Some(vec![
+                "sales@example.com".to_string(),
+                "support@example.com".to_string(),
+            ]),
+        )
+        .await;
+    stack.run_until_idle(&pipeline).await;
+    assert_eq!(
+        stack
+            .audit_decision(&to_sales, Stage::Filter)
+            .await
+            .as_deref(),
+        Some("accept")
+    );
+    assert!(
+        stack
+            .audit_list(&to_sales, Stage::Filter, "reasons")
+            .await
+            .iter()
+            .any(|r| r.starts_with("ALLOWED_BY_RECIPIENT")),
+    );
+    for (id, what) in [
+        (&to_support, "another recipient"),
+        (&to_both, "two recipients"),
+    ] {
+        assert_eq!(
+            stack.audit_decision(id, Stage::Filter).await.as_deref(),
+            Some("quarantine"),
+            "{what}"
+        );
+    }
+    // The filter read allow# items only, one BatchGetItem per message it would hold.
+    let lookups: Vec<Vec<String>> = stack
+        .calls_of("filter")
+        .into_iter()
+        .filter(|c| c.operation == "BatchGetItem")
+        .flat_map(|c| c.needs)
+        .map(|n| {
+            n.sets
+                .get("dynamodb:LeadingKeys")
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        lookups.len(),
+        4,
+        "the first spam, and the three after: {lookups:?}"
+    );
+    assert!(
+        lookups
+            .iter()
+            .all(|keys| !keys.is_empty() && keys.iter().all(|k| k.starts_with("allow#"))),
+        "{lookups:?}"
+    );
+    let count = metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|d| d["Outcome"] == "allow" && d["LinkRequests"] == 1.0)
+        .count();
+    assert_eq!(count, 1);
+
+    // An erasure of the sender takes the entry, and its report counts it.
+    let names = mailroom_aws::operator::StackNames::of_stack(&stack.name, &stack.account);
+    let sdk = stack.sdk_as(OPERATOR).await;
+    let op = mailroom_aws::operator::connect(&sdk, &names, None)
+        .await
+        .unwrap();
+    let forget = mailroom_aws::erase::StackForget::on(&sdk, &names);
+    let erasure = op
+        .erase(&forget, SENDER, "dpo", false, now())
+        .await
+        .unwrap();
+    assert_eq!(erasure.record.unwrap().allowed, 1);
+    assert!(
+        partition(&stack, "allow#sales@example.com")
+            .await
+            .is_empty()
+    );
+    assert!(
+        partition(&stack, &format!("allowed#{SENDER}"))
+            .await
+            .is_empty()
+    );
+    stack.assert_no_dead_letters().await;
+    stack.assert_calls_allowed();
+}

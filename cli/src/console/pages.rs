@@ -561,11 +561,12 @@ async fn erase(c: &Console, address: &str) -> Response {
         .collect();
     let record = erasure.record.as_ref();
     let message = format!(
-        "erased {} messages ({} copies, {} records, {} rate-limit slots); kept one erasure record{}",
+        "erased {} messages ({} copies, {} records, {} rate-limit slots, {} allow-list entries); kept one erasure record{}",
         record.map_or(0, |r| r.messages),
         record.map_or(0, |r| r.objects),
         record.map_or(0, |r| r.records),
         record.map_or(0, |r| r.slots),
+        record.map_or(0, |r| r.allowed),
         if went.is_empty() {
             String::new()
         } else {
@@ -608,8 +609,7 @@ pub async fn link(State(c): State<Arc<Console>>, request: axum::extract::Request
     } else {
         (LinkMethod::Get, query.t)
     };
-    let desk = match crate::digest::desk(c.operator.clone(), state.clone(), c.target.config.clone())
-    {
+    let desk = match crate::digest::desk(c.operator.clone(), state.clone()) {
         Ok(d) => d,
         Err(e) => return c.error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     };

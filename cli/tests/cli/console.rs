@@ -624,6 +624,7 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
         t.sign(&key)
     };
 
+    let config_before = std::fs::read(&config).unwrap();
     let mut console = Command::new(env!("CARGO_BIN_EXE_mailroom"));
     console
         .args(["console", "--port", &port.to_string()])
@@ -644,6 +645,15 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
         "{page}"
     );
     assert_eq!(outbox_files(outbox), before, "a GET releases nothing");
+    // The always-allow link says whom it allows the sender for: the digest's recipient.
+    let (status, page) = ask("GET", &token(allow));
+    assert!(
+        status.contains("200")
+            && page.contains("always allow its sender for you?")
+            && page.contains("for billing@example.com only")
+            && page.contains("filtered as before"),
+        "{page}"
+    );
     let (status, page) = ask("POST", &forged);
     assert!(
         status.contains("403") && page.contains("signature does not match"),
@@ -693,35 +703,134 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
         "{status}"
     );
     assert_eq!(outbox_files(outbox), released, "a reused link does nothing");
-    // "Not spam, always allow" on the message released already: the sender is allowed.
+    // "Not spam, always allow" on the message released already: the sender is allowed for
+    // billing@ only, in the state; the config (allow_senders) is not touched.
     let (status, page) = ask("POST", &token(allow));
     assert!(
-        status.contains("200") && page.contains("released before"),
+        status.contains("200")
+            && page.contains("released before")
+            && page.contains("Mail from rene@kunde.example to billing@example.com is no longer held for spam, for billing@example.com only"),
         "{page}"
     );
-    let edited = std::fs::read_to_string(&config).unwrap();
-    assert!(edited.contains("\"rene@kunde.example\""), "{edited}");
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        config_before,
+        "the config file is not edited"
+    );
     assert_eq!(outbox_files(outbox), released, "nothing released twice");
 
     // One source gets link_requests_per_hour requests an hour.
     let limited = (0..12)
         .map(|_| ask("GET", &token(release)).0)
         .position(|s| s.contains("429"));
-    // 7 requests came before these 12 (6 when the POST came without the browser's GET).
+    // 8 requests came before these 12 (7 when the POST came without the browser's GET).
     assert!(
-        limited.is_some_and(|i| i >= 5),
+        limited.is_some_and(|i| i >= 4),
         "the 13th request of the hour is refused, not sooner: {limited:?}"
     );
     drop(console);
 
     let show =
         String::from_utf8_lossy(&with(&["show", "5aaa49a4f24f88e5be750178"]).stdout).into_owned();
-    for event in ["link-viewed", "link-expired", "link-release", "link-reused"] {
+    for event in [
+        "link-viewed",
+        "link-expired",
+        "link-release",
+        "link-reused",
+        "link-allow",
+    ] {
         assert!(show.contains(event), "{event} is audited:\n{show}");
     }
     assert!(
         show.contains("operator:digest:billing@example.com"),
         "{show}"
+    );
+    assert!(
+        show.contains("allowed rene@kunde.example for billing@example.com only"),
+        "{show}"
+    );
+
+    // The entry at work: spam from the sender (authenticated this time) to billing@ is
+    // allow-listed; to another recipient, or to billing@ and another, it is held.
+    let mail = dir.join("again");
+    std::fs::create_dir_all(&mail).unwrap();
+    let spam = |to: &str, n: u32| {
+        format!(
+            "X-SES-Spam-Verdict: FAIL\r\nX-SES-Virus-Verdict: PASS\r\n\
+             Authentication-Results: amazonses.com; spf=pass smtp.mailfrom=rene@kunde.example; dkim=pass header.i=@kunde.example; dmarc=pass header.from=kunde.example\r\n\
+             From: Rene <rene@kunde.example>\r\nTo: {to}\r\nSubject: Rechnung {n}\r\n\
+             Message-ID: <again{n}@kunde.example>\r\n\r\nBitte pruefen.\r\n"
+        )
+    };
+    for (n, to) in [
+        (1, "billing@example.com"),
+        (2, "sales@example.com"),
+        (3, "billing@example.com, sales@example.com"),
+    ] {
+        std::fs::write(mail.join(format!("{n}.eml")), spam(to, n)).unwrap();
+    }
+    let verdicts = |out: &std::process::Output| -> Vec<(String, String, bool)> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|row| {
+                (
+                    row["subject"].as_str().unwrap_or("").to_string(),
+                    row["verdict"].as_str().unwrap_or("").to_string(),
+                    row.to_string().contains("ALLOWED_BY_RECIPIENT"),
+                )
+            })
+            .collect()
+    };
+    let run = with(&["run", "--format", "jsonl", mail.to_str().unwrap()]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let want = |v: &[(&str, &str, bool)]| -> Vec<(String, String, bool)> {
+        v.iter()
+            .map(|(s, v, a)| (s.to_string(), v.to_string(), *a))
+            .collect()
+    };
+    assert_eq!(
+        verdicts(&run),
+        want(&[
+            ("Rechnung 1", "accept", true),
+            ("Rechnung 2", "quarantine", false),
+            ("Rechnung 3", "quarantine", false),
+        ])
+    );
+
+    // An erasure of the sender takes the entry too, and counts it.
+    let erased = with(&[
+        "erase",
+        "--subject",
+        "rene@kunde.example",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(
+        erased.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&erased.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["record"]["allowed"], 1, "{report}");
+    std::fs::write(mail.join("1.eml"), spam("billing@example.com", 4)).unwrap();
+    std::fs::remove_file(mail.join("2.eml")).unwrap();
+    std::fs::remove_file(mail.join("3.eml")).unwrap();
+    let run = with(&["run", "--format", "jsonl", mail.to_str().unwrap()]);
+    assert_eq!(
+        verdicts(&run),
+        want(&[("Rechnung 4", "quarantine", false)]),
+        "no entry left after the erasure"
     );
 }
 

@@ -88,6 +88,7 @@ pub fn ports(
         feedback: mail,
         state: state.clone(),
         audit: state.clone(),
+        allow_list: state.clone(),
         index: state,
         publisher: Arc::new(SqsPublisher {
             client: sqs.clone(),

@@ -14,11 +14,10 @@ use aws_lambda_events::event::lambda_function_urls::{
 };
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
-use mailroom_core::config::SenderList;
 use mailroom_core::model::Stage;
 use mailroom_core::operate::digest::{self, DigestSent, LinkToken, TokenError};
 use mailroom_core::operate::links::{
-    LinkDesk, LinkMethod, PAGE_HEADERS, SenderLists, SubjectKey, refuse_malformed,
+    LinkDesk, LinkMethod, PAGE_HEADERS, SubjectKey, refuse_malformed,
 };
 use mailroom_core::operate::{Operator, ReleaseVia};
 
@@ -173,7 +172,6 @@ pub struct Desk {
     pub settings: DeskSettings,
     pub config: ConfigSource,
     pub keys: LinkKeys,
-    s3: aws_sdk_s3::Client,
     release_via: ReleaseVia,
     metrics: Metrics,
     /// The table's key for subject hashes (an expired link's audit record), read as an
@@ -223,7 +221,7 @@ impl Desk {
             bucket: settings.bucket.clone(),
         });
         let config = ConfigSource::load(
-            s3.clone(),
+            s3_client(sdk),
             location,
             ports,
             Duration::from_secs(settings.config_refresh_seconds),
@@ -238,7 +236,6 @@ impl Desk {
             ),
             settings: desk,
             config,
-            s3,
             release_via,
             metrics,
             subject_key,
@@ -301,14 +298,11 @@ impl Desk {
         };
         let page = match self.keys.verifying(unsigned).await {
             Ok(keys) => {
+                // "Always allow" writes the recipient's own allow-list entry in the
+                // table; the links function never writes the config.
                 let desk = LinkDesk {
                     operator: self.operator().await,
                     keys,
-                    senders: Arc::new(StackConfig {
-                        s3: self.s3.clone(),
-                        bucket: self.settings.settings.bucket.clone(),
-                        key: self.settings.settings.config_key.clone(),
-                    }),
                     subject_key: self.subject_key.clone(),
                 };
                 desk.handle(method, token.as_deref(), &ip, now).await
@@ -362,27 +356,6 @@ fn response(status: u16, body: String) -> LambdaFunctionUrlResponse {
     r.headers = headers;
     r.body = Some(body);
     r
-}
-
-/// "Always allow" edits the stack's config in its bucket (If-Match on its ETag).
-struct StackConfig {
-    s3: aws_sdk_s3::Client,
-    bucket: String,
-    key: String,
-}
-
-#[async_trait::async_trait]
-impl SenderLists for StackConfig {
-    async fn allow(&self, sender: &str) -> Result<String, String> {
-        crate::config_source::edit_senders(
-            &self.s3,
-            &self.bucket,
-            &self.key,
-            SenderList::Allow,
-            sender,
-        )
-        .await
-    }
 }
 
 async fn start(function: Function) -> Result<Arc<Desk>, lambda_runtime::Error> {

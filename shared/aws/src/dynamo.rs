@@ -7,15 +7,26 @@
 //! | audit record, one per stage | `msg#<id>` | `audit#<stage>` |
 //! | effect | `msg#<id>` | `effect#<name>` |
 //! | rate-limit slot | `rl#<key>` | `rl` |
+//! | a recipient's allowed sender (a digest's "always allow") | `allow#<recipient>` | `<sender>` |
+//! | the same, found by its sender (for an erasure) | `allowed#<sender>` | `<recipient>` |
+//!
+//! The two allow-list items are written in one transaction and kept until an erasure of
+//! either address removes them (no TTL: they are the recipient's standing choice). The
+//! filter function reads `allow#` items only (its role's `dynamodb:LeadingKeys`
+//! condition), in one `BatchGetItem` per message it would otherwise hold.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem,
+};
 use mailroom_core::model::{AuditRecord, Stage};
-use mailroom_core::ports::{AuditLog, Claim, PortError, PortResult, StateStore};
+use mailroom_core::ports::{
+    AllowedSender, AuditLog, Claim, PortError, PortResult, RecipientAllowList, StateStore,
+};
 
 use crate::errors::{code, port_error};
 
@@ -363,5 +374,185 @@ impl AuditLog for DynamoState {
             .collect();
         records.sort_by_key(|r| (r.stage, r.event.is_some(), r.at));
         Ok(records)
+    }
+}
+
+fn allow_pk(recipient: &str) -> String {
+    format!("allow#{recipient}")
+}
+fn allowed_pk(sender: &str) -> String {
+    format!("allowed#{sender}")
+}
+
+/// A `BatchGetItem` answers at most 100 keys; unprocessed keys are asked again this often
+/// before the lookup fails (and the message is retried).
+const BATCH_GET_TRIES: usize = 4;
+
+impl DynamoState {
+    /// The sort keys of partition `pk`, every page.
+    async fn sort_keys_of(&self, pk: &str) -> PortResult<Vec<String>> {
+        let what = format!("listing {pk}");
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| port_error(&what, &e, &[]))?;
+            for item in page.items.unwrap_or_default() {
+                if let Some(AttributeValue::S(sk)) = item.get("sk") {
+                    out.push(sk.clone());
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn delete_item(&self, pk: String, sk: String) -> PortResult<()> {
+        let what = format!("deleting {pk} {sk}");
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .send()
+            .await
+            .map_err(|e| port_error(&what, &e, &[]))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RecipientAllowList for DynamoState {
+    async fn allow_sender(&self, e: &AllowedSender) -> PortResult<()> {
+        let what = format!("allowing {} for {}", e.sender, e.recipient);
+        let put = |pk: String, sk: &str| {
+            Put::builder()
+                .table_name(&self.table)
+                .item("pk", s(pk))
+                .item("sk", s(sk))
+                .item("recipient", s(e.recipient.clone()))
+                .item("sender", s(e.sender.clone()))
+                .item("via", s(e.via.clone()))
+                .item("at", n(e.at))
+                .build()
+                .map_err(|x| PortError::Permanent(format!("{what}: {x}")))
+        };
+        // Both items or neither: an erasure of either address finds the pair.
+        let items = [
+            put(allow_pk(&e.recipient), &e.sender)?,
+            put(allowed_pk(&e.sender), &e.recipient)?,
+        ];
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(
+                items
+                    .into_iter()
+                    .map(|p| TransactWriteItem::builder().put(p).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(|x| port_error(&what, &x, &[]))?;
+        Ok(())
+    }
+
+    async fn allowing(&self, sender: &str, recipients: &[String]) -> PortResult<Vec<String>> {
+        let what = format!("reading the allow lists of {} recipients", recipients.len());
+        let mut found: Vec<String> = Vec::new();
+        for chunk in recipients.chunks(100) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|r| {
+                    HashMap::from([
+                        ("pk".to_string(), s(allow_pk(r))),
+                        ("sk".to_string(), s(sender)),
+                    ])
+                })
+                .collect();
+            for attempt in 0.. {
+                if keys.is_empty() {
+                    break;
+                }
+                if attempt == BATCH_GET_TRIES {
+                    return Err(PortError::Retryable(format!(
+                        "{what}: {} keys left unprocessed",
+                        keys.len()
+                    )));
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .projection_expression("recipient")
+                    .build()
+                    .map_err(|x| PortError::Permanent(format!("{what}: {x}")))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|x| port_error(&what, &x, &[]))?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    if let Some(AttributeValue::S(r)) = item.get("recipient") {
+                        found.push(r.clone());
+                    }
+                }
+                keys = out
+                    .unprocessed_keys
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+        }
+        // In the order asked, once each.
+        Ok(recipients
+            .iter()
+            .filter(|r| found.contains(r))
+            .cloned()
+            .collect())
+    }
+
+    async fn forget_allowed(&self, address: &str) -> PortResult<usize> {
+        let mut gone: Vec<(String, String)> = Vec::new();
+        // As the recipient: the sender's item first, so that a run stopped half way is
+        // found again from the recipient's.
+        for sender in self.sort_keys_of(&allow_pk(address)).await? {
+            self.delete_item(allowed_pk(&sender), address.to_string())
+                .await?;
+            self.delete_item(allow_pk(address), sender.clone()).await?;
+            gone.push((address.to_string(), sender));
+        }
+        // As the sender: the recipient's item first, for the same reason.
+        for recipient in self.sort_keys_of(&allowed_pk(address)).await? {
+            self.delete_item(allow_pk(&recipient), address.to_string())
+                .await?;
+            self.delete_item(allowed_pk(address), recipient.clone())
+                .await?;
+            let pair = (recipient, address.to_string());
+            if !gone.contains(&pair) {
+                gone.push(pair);
+            }
+        }
+        Ok(gone.len())
     }
 }

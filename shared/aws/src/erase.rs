@@ -7,6 +7,8 @@
 //! - the raw mail and its stored and quarantined copies, every version (the bucket is
 //!   versioned, and a plain delete would only hide them);
 //! - the address's auto-reply slots (`rl#reply#<address>#<template>`);
+//! - the per-recipient allow-list entries naming it (`allow#<recipient>` and
+//!   `allowed#<sender>`, through the pipeline's port: see `crate::dynamo`);
 //! - the erasure record `erasure#<hash>`, kept by the table's TTL for `retention.erasures`,
 //!   and the note of an erasure under way, `erasing#<hash>`, that lets a second run finish
 //!   an interrupted one.
@@ -296,6 +298,7 @@ impl Forget for StackForget {
             ("objects".to_string(), n(r.objects)),
             ("records".to_string(), n(r.records)),
             ("slots".to_string(), n(r.slots)),
+            ("allowed".to_string(), n(r.allowed)),
             (
                 "expires_at".to_string(),
                 AttributeValue::N(keep_until.to_string()),

@@ -156,6 +156,37 @@ pub trait FeedbackLog: Send + Sync {
     async fn corrections(&self) -> PortResult<Vec<Correction>>;
 }
 
+/// One recipient's "always allow" of a sender, from the link in that recipient's
+/// quarantine digest: mail from `sender` to `recipient` counts as allow-listed, for that
+/// recipient only (see [`crate::filter::Filter::run_allowing`]). Both addresses are
+/// lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AllowedSender {
+    /// The digest's recipient: the only recipient the entry speaks for.
+    pub recipient: String,
+    /// The message's `From` address.
+    pub sender: String,
+    /// The message whose link made the entry.
+    pub via: String,
+    /// When (seconds since the epoch).
+    pub at: u64,
+}
+
+/// The per-recipient allow list: locally in the state, on a stack in the state table
+/// (`allow#<recipient>` items, with an `allowed#<sender>` item beside each so that an
+/// erasure of either address finds it). The global `[filter] allow_senders` is the
+/// operator's and is not touched through this port.
+#[async_trait]
+pub trait RecipientAllowList: Send + Sync {
+    /// Keeps an entry (an entry for the same pair is replaced).
+    async fn allow_sender(&self, entry: &AllowedSender) -> PortResult<()>;
+    /// The recipients among `recipients` (lower-cased) that allowed `sender`.
+    async fn allowing(&self, sender: &str, recipients: &[String]) -> PortResult<Vec<String>>;
+    /// Removes every entry naming `address` as its recipient or as its sender (an
+    /// erasure). Returns how many entries went.
+    async fn forget_allowed(&self, address: &str) -> PortResult<usize>;
+}
+
 /// Hands an envelope to the next stage (an SQS queue in AWS).
 #[async_trait]
 pub trait StagePublisher: Send + Sync {

@@ -16,7 +16,10 @@ use crate::operate::{
     Correction, ErasureRecord, Forget, MessageSummary, Page, Query, collect_page, index_keys,
     index_range,
 };
-use crate::ports::{AuditLog, Claim, FeedbackLog, MessageIndex, PortError, PortResult, StateStore};
+use crate::ports::{
+    AllowedSender, AuditLog, Claim, FeedbackLog, MessageIndex, PortError, PortResult,
+    RecipientAllowList, StateStore,
+};
 
 /// Stage records, which the audit records have replaced: kept so that an erasure also
 /// clears them from a state file written before.
@@ -34,8 +37,11 @@ const ERASURES: TableDefinition<&str, &str> = TableDefinition::new("erasures");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Operators' corrections, by message id.
 const FEEDBACK: TableDefinition<&str, &str> = TableDefinition::new("feedback");
-const TABLES: [TableDefinition<&str, &str>; 9] = [
-    STAGES, EFFECTS, SLOTS, AUDIT, SUMMARIES, INDEX, ERASURES, META, FEEDBACK,
+/// The per-recipient allow lists: `r\0<recipient>\0<sender>` holds the entry, and
+/// `s\0<sender>\0<recipient>` the same, so that an erasure of either address finds it.
+const ALLOWED: TableDefinition<&str, &str> = TableDefinition::new("allowed");
+const TABLES: [TableDefinition<&str, &str>; 10] = [
+    STAGES, EFFECTS, SLOTS, AUDIT, SUMMARIES, INDEX, ERASURES, META, FEEDBACK, ALLOWED,
 ];
 
 /// The state store. Writes collect in memory and reach the file in one transaction per
@@ -70,6 +76,7 @@ fn table(name: &'static str) -> TableDefinition<'static, &'static str, &'static 
         "erasures" => ERASURES,
         "meta" => META,
         "feedback" => FEEDBACK,
+        "allowed" => ALLOWED,
         _ => AUDIT,
     }
 }
@@ -397,6 +404,62 @@ impl Forget for DiskState {
     }
 }
 
+fn allowed_keys(recipient: &str, sender: &str) -> [String; 2] {
+    [
+        format!("r\u{0}{recipient}\u{0}{sender}"),
+        format!("s\u{0}{sender}\u{0}{recipient}"),
+    ]
+}
+
+#[async_trait]
+impl RecipientAllowList for DiskState {
+    async fn allow_sender(&self, entry: &AllowedSender) -> PortResult<()> {
+        for k in allowed_keys(&entry.recipient, &entry.sender) {
+            self.update("allowed", &k, |_| ((), json(entry)))?;
+        }
+        // Another process (`mailroom run`) reads it next: on disk now.
+        self.flush()
+    }
+
+    async fn allowing(&self, sender: &str, recipients: &[String]) -> PortResult<Vec<String>> {
+        let pending = self.pending.lock().expect("state lock");
+        let mut out = Vec::new();
+        for r in recipients {
+            let [key, _] = allowed_keys(r, sender);
+            if self.read(&pending, "allowed", &key)?.is_some() {
+                out.push(r.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn forget_allowed(&self, address: &str) -> PortResult<usize> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (side, prefix) in [
+            ("r", format!("r\u{0}{address}\u{0}")),
+            ("s", format!("s\u{0}{address}\u{0}")),
+        ] {
+            for k in self.keys_from("allowed", &prefix)? {
+                let other = k[prefix.len()..].to_string();
+                let pair = match side {
+                    "r" => (address.to_string(), other),
+                    _ => (other, address.to_string()),
+                };
+                if !pairs.contains(&pair) {
+                    pairs.push(pair);
+                }
+            }
+        }
+        for (r, s) in &pairs {
+            for k in allowed_keys(r, s) {
+                self.update("allowed", &k, |_| ((), Some(None)))?;
+            }
+        }
+        self.flush()?;
+        Ok(pairs.len())
+    }
+}
+
 #[async_trait]
 impl FeedbackLog for DiskState {
     async fn correct(&self, correction: &Correction) -> PortResult<()> {
@@ -626,6 +689,7 @@ mod tests {
             objects: 0,
             records: 0,
             slots: 0,
+            allowed: 0,
         };
         s.record_erasure(&record, 10).await.unwrap();
         assert!(s.pending_erasure("h1").await.unwrap().is_empty());
@@ -680,6 +744,39 @@ mod tests {
             .collect();
         assert_eq!(left, ["m1"]);
         drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_allow_list_on_disk_keeps_pairs_across_a_reopen_and_forgets_either_address() {
+        let dir =
+            std::env::temp_dir().join(format!("mailroom-allowed-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let s = DiskState::open(&dir).unwrap();
+            super::super::tests::exercise_allow_list(&s).await;
+            s.allow_sender(&AllowedSender {
+                recipient: "carol@corp.test".into(),
+                sender: "promo@x.test".into(),
+                via: "m9".into(),
+                at: 5,
+            })
+            .await
+            .unwrap();
+        }
+        let s = DiskState::open(&dir).unwrap();
+        let carol = vec!["carol@corp.test".to_string()];
+        assert_eq!(s.allowing("promo@x.test", &carol).await.unwrap(), carol);
+        assert_eq!(
+            s.forget_allowed("promo@x.test").await.unwrap(),
+            2,
+            "bob's and carol's"
+        );
+        drop(s);
+        // The rewrite after an erasure keeps what is left and nothing of what went.
+        DiskState::rewrite(&dir).unwrap();
+        let bytes = std::fs::read(dir.join("state.redb")).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("promo@x.test"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -13,8 +13,9 @@ use crate::operate::{
 };
 use crate::pipeline::Ports;
 use crate::ports::{
-    AuditLog, Claim, FeedbackLog, MailSender, MessageIndex, ObjectStore, OutgoingMail, PortError,
-    PortResult, QueueDelivery, RawMailSource, StagePublisher, StateStore,
+    AllowedSender, AuditLog, Claim, FeedbackLog, MailSender, MessageIndex, ObjectStore,
+    OutgoingMail, PortError, PortResult, QueueDelivery, RawMailSource, RecipientAllowList,
+    StagePublisher, StateStore,
 };
 
 /// Every port wired to one fresh [`MemoryWorld`] and [`MemoryState`], for tests and
@@ -32,6 +33,7 @@ pub fn memory_ports() -> (Ports, Arc<MemoryWorld>, Arc<MemoryState>) {
         sender: world.clone(),
         index: state.clone(),
         feedback: state.clone(),
+        allow_list: state.clone(),
     };
     (ports, world, state)
 }
@@ -54,6 +56,8 @@ struct Tables {
     /// Corrections by message id, with the order they came in.
     corrections: BTreeMap<String, (u64, Correction)>,
     correction_seq: u64,
+    /// The per-recipient allow lists, by recipient and sender.
+    allowed: BTreeMap<(String, String), AllowedSender>,
 }
 
 impl MemoryState {
@@ -208,6 +212,34 @@ impl MessageIndex for MemoryState {
 }
 
 #[async_trait]
+impl RecipientAllowList for MemoryState {
+    async fn allow_sender(&self, entry: &AllowedSender) -> PortResult<()> {
+        let mut t = self.inner.lock().expect("state lock");
+        t.allowed.insert(
+            (entry.recipient.clone(), entry.sender.clone()),
+            entry.clone(),
+        );
+        Ok(())
+    }
+
+    async fn allowing(&self, sender: &str, recipients: &[String]) -> PortResult<Vec<String>> {
+        let t = self.inner.lock().expect("state lock");
+        Ok(recipients
+            .iter()
+            .filter(|r| t.allowed.contains_key(&(r.to_string(), sender.to_string())))
+            .cloned()
+            .collect())
+    }
+
+    async fn forget_allowed(&self, address: &str) -> PortResult<usize> {
+        let mut t = self.inner.lock().expect("state lock");
+        let before = t.allowed.len();
+        t.allowed.retain(|(r, s), _| r != address && s != address);
+        Ok(before - t.allowed.len())
+    }
+}
+
+#[async_trait]
 impl AuditLog for MemoryState {
     async fn append(&self, record: &AuditRecord) -> PortResult<()> {
         let mut t = self.inner.lock().expect("state lock");
@@ -314,5 +346,15 @@ impl StagePublisher for MemoryWorld {
             .expect("world lock")
             .push((next, envelope.clone()));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_allow_list_in_memory_keeps_pairs_and_forgets_either_address() {
+        super::super::tests::exercise_allow_list(&MemoryState::default()).await;
     }
 }

@@ -110,8 +110,80 @@ pub fn decide_slot(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::ports::{AllowedSender, RecipientAllowList};
+
+    /// What every adapter's per-recipient allow list must do: keep pairs (one recipient's
+    /// entry speaks for nobody else), replace a repeated pair, and forget every entry that
+    /// names an address on either side.
+    pub(crate) async fn exercise_allow_list(list: &dyn RecipientAllowList) {
+        let entry = |r: &str, s: &str| AllowedSender {
+            recipient: r.into(),
+            sender: s.into(),
+            via: "m1".into(),
+            at: 1_000,
+        };
+        let (ann, bob, eve) = ("ann@corp.test", "bob@corp.test", "eve@corp.test");
+        let all = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert!(
+            list.allowing("promo@x.test", &all(&[ann]))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        list.allow_sender(&entry(ann, "promo@x.test"))
+            .await
+            .unwrap();
+        list.allow_sender(&entry(ann, "promo@x.test"))
+            .await
+            .unwrap();
+        list.allow_sender(&entry(ann, "news@y.test")).await.unwrap();
+        list.allow_sender(&entry(bob, "news@y.test")).await.unwrap();
+        assert_eq!(
+            list.allowing("promo@x.test", &all(&[ann, bob]))
+                .await
+                .unwrap(),
+            [ann],
+            "ann's entry is ann's only"
+        );
+        assert_eq!(
+            list.allowing("news@y.test", &all(&[ann, bob, eve]))
+                .await
+                .unwrap(),
+            [ann, bob]
+        );
+        assert!(
+            list.allowing("promo@x.test", &all(&[bob]))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // An erasure of the sender takes its entries for every recipient ...
+        assert_eq!(list.forget_allowed("news@y.test").await.unwrap(), 2);
+        assert!(
+            list.allowing("news@y.test", &all(&[ann, bob]))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            list.allowing("promo@x.test", &all(&[ann])).await.unwrap(),
+            [ann]
+        );
+        // ... and an erasure of the recipient every entry of theirs.
+        list.allow_sender(&entry(bob, "promo@x.test"))
+            .await
+            .unwrap();
+        assert_eq!(list.forget_allowed(ann).await.unwrap(), 1);
+        assert_eq!(
+            list.allowing("promo@x.test", &all(&[ann, bob]))
+                .await
+                .unwrap(),
+            [bob]
+        );
+        assert_eq!(list.forget_allowed(ann).await.unwrap(), 0, "nothing left");
+    }
 
     #[test]
     fn claims_follow_done_lease_release_and_expiry() {

@@ -130,10 +130,23 @@ impl Filter {
     }
 
     pub fn run(&self, mail: &Mail, config: &Config) -> FilterResult {
+        self.run_allowing(mail, config, &[])
+    }
+
+    /// [`Filter::run`], with `allowing`: the message's recipients whose per-recipient allow
+    /// list (a digest's "always allow") holds its sender, looked up by the engine. The
+    /// message counts as allow-listed only when every one of its recipients is among them
+    /// (mail to ann and bob, where only ann allowed the sender, is filtered as usual), and
+    /// only as an `allow_senders` entry would: never against a failed DMARC or SPF, a
+    /// blocked sender, a virus or the attachment policy.
+    pub fn run_allowing(&self, mail: &Mail, config: &Config, allowing: &[String]) -> FilterResult {
         let fc = &config.filter;
         let mut findings = Findings::default();
         for check in &self.checks {
             check.run(mail, fc, &mut findings);
+        }
+        if !findings.allowlisted && !allowing.is_empty() {
+            checks::sender_lists::allowed_by_recipients(mail, allowing, &mut findings);
         }
         if !findings.allowlisted {
             self.scorer.score(mail, fc, &mut findings);

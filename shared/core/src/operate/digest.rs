@@ -1,6 +1,7 @@
 //! Quarantine digests: one mail per recipient listing the quarantined messages of the last
 //! period (sender, subject, date, reason), each with signed links to release it or to
-//! release it and always allow its sender. The links' tokens are checked by
+//! release it and always allow its sender for the digest's recipient (an entry in that
+//! recipient's own allow list, never the config's `allow_senders`). The links' tokens are checked by
 //! [`super::links`]; a digest goes out once per period and address, whatever retries.
 
 use std::sync::LazyLock;
@@ -34,7 +35,8 @@ pub const DIGEST_HEADER: &str = "X-Mailroom-Digest";
 pub enum LinkAction {
     /// Release the message from quarantine.
     Release,
-    /// Release it and add its sender to `[filter] allow_senders`.
+    /// Release it and allow its sender for the token's recipient only: an entry in that
+    /// recipient's own allow list (the state's, not `[filter] allow_senders`).
     Allow,
 }
 
@@ -266,7 +268,7 @@ Links work until {{ expires }}.
 {%- else %}
   Release: {{ e.release }}
 {%- if e.allow %}
-  Release and always allow this sender: {{ e.allow }}
+  Release, and always allow this sender's mail to you: {{ e.allow }}
 {%- endif %}
 {%- endif %}
 {% endfor %}
@@ -283,7 +285,7 @@ Each link opens a page that asks you to confirm; nothing happens until you do. L
 <tr><th align="left">From</th><th align="left">Subject</th><th align="left">Date</th><th align="left">Reason</th><th></th></tr>
 {% for e in entries %}<tr>
 <td>{{ e.sender }}</td><td>{{ e.subject }}</td><td>{{ e.date }}</td><td>{{ e.reasons }}</td>
-<td>{% if e.held_for %}held for {{ e.held_for }}{% if e.operator_only %} (only your mail administrator can release it){% endif %}{% else %}<a href="{{ e.release }}">Release</a>{% if e.allow %} · <a href="{{ e.allow }}">Not spam, always allow</a>{% endif %}{% endif %}</td>
+<td>{% if e.held_for %}held for {{ e.held_for }}{% if e.operator_only %} (only your mail administrator can release it){% endif %}{% else %}<a href="{{ e.release }}">Release</a>{% if e.allow %} · <a href="{{ e.allow }}">Not spam, always allow for me</a>{% endif %}{% endif %}</td>
 </tr>
 {% endfor %}</table>
 {% if more %}<p>… and {{ more }} more: see the quarantine in the console.</p>{% endif %}
@@ -362,7 +364,11 @@ pub fn render(
                 held_for => e.held_for.clone(),
                 operator_only => e.operator_only,
                 release => link(&s.id, LinkAction::Release),
-                allow => s.sender.as_ref().map(|_| link(&s.id, LinkAction::Allow)),
+                // Only where the message was addressed to the digest's recipient: an entry
+                // speaks for that recipient alone (an admin's or a domain's digest lists
+                // other people's mail, which they cannot allow for them).
+                allow => (s.sender.is_some() && s.recipients.contains(&digest.to))
+                    .then(|| link(&s.id, LinkAction::Allow)),
             }
         })
         .collect();

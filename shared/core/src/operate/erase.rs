@@ -1,7 +1,8 @@
 //! Erasure per data subject (GDPR Art. 17): every message that names an address as its
 //! sender, a recipient, in Cc or Reply-To loses its stored and quarantined copies, its
 //! stage, effect and audit records, its summary and index entries; the address's
-//! rate-limit slots go too. What stays is one erasure record: a keyed hash of the address
+//! rate-limit slots go too, and every per-recipient allow-list entry (a digest's "always
+//! allow") naming it as the recipient or as the sender. What stays is one erasure record: a keyed hash of the address
 //! (not the address), when, by whom, and the counts. Mail already forwarded or delivered
 //! cannot be recalled: the report says where each message went.
 //!
@@ -64,6 +65,9 @@ pub struct ErasureRecord {
     pub objects: usize,
     pub records: usize,
     pub slots: usize,
+    /// Per-recipient allow-list entries naming the address, as recipient or sender.
+    #[serde(default)]
+    pub allowed: usize,
 }
 
 /// One message an erasure found, and where it went before.
@@ -258,6 +262,11 @@ impl Operator {
             .forget_slots(&address, &templates)
             .await
             .map_err(|e| store(e, "rate limits"))?;
+        let allowed = ports
+            .allow_list
+            .forget_allowed(&address)
+            .await
+            .map_err(|e| store(e, "the recipients' allow lists"))?;
         let record = ErasureRecord {
             subject,
             at: now,
@@ -266,6 +275,7 @@ impl Operator {
             objects,
             records,
             slots,
+            allowed,
         };
         let keep = crate::config::RetentionConfig::secs(&self.engine().config().retention.erasures);
         forget

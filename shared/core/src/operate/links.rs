@@ -18,6 +18,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+
 use minijinja::{Environment, context};
 use serde::Serialize;
 
@@ -27,15 +28,7 @@ use crate::model::{AuditRecord, Stage};
 use crate::operate::erase::{Forget, subject_hash};
 use crate::pipeline::effects::{Effects, Ran, Repeat, effect_key};
 use crate::pipeline::release::{OperatorError, Refusal, Releaser, releasable};
-use crate::ports::{PortError, PortResult};
-
-/// Adds a sender to `[filter] allow_senders` of the config the pipeline runs: the file
-/// locally, the config object in the stack's bucket.
-#[async_trait]
-pub trait SenderLists: Send + Sync {
-    /// What was done, for people.
-    async fn allow(&self, sender: &str) -> Result<String, String>;
-}
+use crate::ports::{AllowedSender, PortError, PortResult};
 
 /// The store's key for the keyed hash of an address (see [`subject_hash`]): the one its
 /// erasure records use, so that an expired link's record and an erasure of its recipient
@@ -166,7 +159,6 @@ pub struct LinkDesk {
     pub operator: Operator,
     /// The current key first, then earlier keys whose links may still be out.
     pub keys: Vec<Vec<u8>>,
-    pub senders: Arc<dyn SenderLists>,
     /// The key of the hash an expired link's audit record names its recipient by.
     pub subject_key: Arc<dyn SubjectKey>,
 }
@@ -276,22 +268,25 @@ impl LinkDesk {
         let (title, button) = match a.token.action {
             LinkAction::Release => ("Release this message?", "Release it"),
             LinkAction::Allow => (
-                "Release this message and always allow its sender?",
-                "Release it and allow the sender",
+                "Release this message and always allow its sender for you?",
+                "Release it and allow the sender for me",
             ),
         };
-        let mut page = LinkPage::new(
-            "confirm",
-            200,
-            title,
-            vec![
-                a.what,
-                format!(
-                    "It goes on to {} as if it had not been held.",
-                    a.token.recipient
-                ),
-            ],
-        );
+        let mut lines = vec![
+            a.what.clone(),
+            format!(
+                "It goes on to {} as if it had not been held.",
+                a.token.recipient
+            ),
+        ];
+        if a.token.action == LinkAction::Allow {
+            lines.push(allow_scope(
+                &a.token.recipient,
+                a.summary.sender.as_deref(),
+                &a.summary.recipients,
+            ));
+        }
+        let mut page = LinkPage::new("confirm", 200, title, lines);
         page.confirm = Some((a.text.trim().to_string(), button.to_string()));
         page
     }
@@ -308,19 +303,36 @@ impl LinkDesk {
         };
         let by = releaser.by();
         let key = effect_key(Stage::Route, "link", &LinkToken::fingerprint(a.text));
-        let (operator, senders) = (&self.operator, &self.senders);
+        let (operator, allow_list) = (&self.operator, &engine.ports().allow_list);
         let (id, action, sender) = (summary.id.clone(), token.action, summary.sender.clone());
+        // "Always allow" allows the sender for the digest's recipient only, and only when
+        // the message was addressed to them: never for anyone else, never in the config.
+        let allowed = match (action, &sender) {
+            (LinkAction::Allow, Some(s)) if summary.recipients.contains(&token.recipient) => {
+                Some(AllowedSender {
+                    recipient: token.recipient.clone(),
+                    sender: s.clone(),
+                    via: summary.id.clone(),
+                    at: a.now,
+                })
+            }
+            _ => None,
+        };
+        let scope = allow_scope(&token.recipient, sender.as_deref(), &summary.recipients);
+        let allow_note = allow_note(allowed.as_ref(), &scope);
         let ran = effects
             .once(&summary.id, Stage::Route, &key, Repeat::AtLeastOnce, || {
                 let releaser = releaser.clone();
+                let allow_note = allow_note.clone();
                 async move {
                     // The sender first: a release that fails after it is retried as a
                     // whole, and allowing a sender twice changes nothing.
                     let mut notes = Vec::new();
-                    if action == LinkAction::Allow
-                        && let Some(sender) = &sender
-                    {
-                        notes.push(senders.allow(sender).await.map_err(PortError::Retryable)?);
+                    if let Some(entry) = &allowed {
+                        allow_list.allow_sender(entry).await?;
+                    }
+                    if action == LinkAction::Allow {
+                        notes.push(allow_note);
                     }
                     let handled = operator
                         .release(&id, &releaser)
@@ -334,9 +346,11 @@ impl LinkDesk {
             .await;
         match ran {
             Ok(Ran::Now(note)) | Ok(Ran::Unconfirmed(note)) => {
-                self.audit_use(&a, token.action.as_str()).await;
+                match token.action {
+                    LinkAction::Allow => self.audit_allow(&a, &allow_note).await,
+                    LinkAction::Release => self.audit_use(&a, token.action.as_str()).await,
+                }
                 let mut lines = vec![a.what.clone()];
-                let sender = summary.sender.as_deref().unwrap_or("its sender");
                 // What the summary read before acting said: still held, or released before.
                 let held = summary.quarantined.is_some();
                 lines.push(match (token.action, held) {
@@ -347,11 +361,9 @@ impl LinkDesk {
                         "It was no longer in quarantine (released or deleted before): nothing to do."
                             .into()
                     }
-                    (LinkAction::Allow, true) => format!(
-                        "Released, and mail from {sender} is no longer held for spam."
-                    ),
+                    (LinkAction::Allow, true) => format!("Released. {scope}"),
                     (LinkAction::Allow, false) => format!(
-                        "It was released before; mail from {sender} is no longer held for spam."
+                        "It was released before (nothing more to release). {scope}"
                     ),
                 });
                 LinkPage::new(token.action.as_str(), 200, "Done", lines)
@@ -392,6 +404,28 @@ impl LinkDesk {
             event: Some(format!("link-{outcome}-{}", LinkToken::fingerprint(a.text))),
         };
         // A lost audit record does not undo what was done; the page's log says so.
+        let _ = self.operator.engine().ports().audit.append(&record).await;
+    }
+
+    /// The audit record of an "always allow": what was allowed, for whom only.
+    async fn audit_allow(&self, a: &Asked<'_>, note: &str) {
+        let token = &a.token;
+        let record = AuditRecord {
+            id: token.id.clone(),
+            stage: Stage::Route,
+            decision: "link-allow".into(),
+            reasons: vec![
+                format!(
+                    "allow link of the digest to {}, from {}",
+                    token.recipient, a.ip
+                ),
+                note.to_string(),
+            ],
+            decided_by: vec![format!("digest:{}", token.recipient)],
+            sender: a.summary.sender.clone(),
+            at: a.now,
+            event: Some(format!("link-allow-{}", LinkToken::fingerprint(a.text))),
+        };
         let _ = self.operator.engine().ports().audit.append(&record).await;
     }
 
@@ -466,6 +500,33 @@ fn gone() -> LinkPage {
     )
 }
 
+/// What an "always allow" by `recipient` does, in a sentence for the page.
+fn allow_scope(recipient: &str, sender: Option<&str>, recipients: &[String]) -> String {
+    match sender {
+        None => "The message has no sender address: no sender is allowed.".into(),
+        Some(s) if recipients.iter().any(|r| r == recipient) => format!(
+            "Mail from {s} to {recipient} is no longer held for spam, for {recipient} only: \
+             mail from {s} that also goes to others is filtered as before, and attachment \
+             and virus checks still apply."
+        ),
+        Some(s) => {
+            format!("The message was not addressed to {recipient}: {s} is not allowed for anyone.")
+        }
+    }
+}
+
+/// What an "always allow" did, for the audit trail and the log: `allowed S for R only`,
+/// or why nothing was allowed.
+fn allow_note(allowed: Option<&AllowedSender>, scope: &str) -> String {
+    match allowed {
+        Some(e) => format!(
+            "allowed {} for {} only (the recipient's own allow list; allow_senders unchanged)",
+            e.sender, e.recipient
+        ),
+        None => format!("no sender allowed: {scope}"),
+    }
+}
+
 fn unavailable(detail: &str) -> LinkPage {
     LinkPage::new("unavailable", 
         503,
@@ -522,15 +583,6 @@ actions = [{ forward = ["ledger@corp.example"] }]
         }
     }
 
-    struct NoLists;
-
-    #[async_trait]
-    impl SenderLists for NoLists {
-        async fn allow(&self, _: &str) -> Result<String, String> {
-            Err("no sender lists here".into())
-        }
-    }
-
     struct World {
         desk: LinkDesk,
         state: Arc<MemoryState>,
@@ -569,7 +621,6 @@ actions = [{ forward = ["ledger@corp.example"] }]
             desk: LinkDesk {
                 operator: Operator::new(engine, "memory"),
                 keys: vec![KEY.to_vec()],
-                senders: Arc::new(NoLists),
                 subject_key: Arc::new(FixedKey),
             },
             state,

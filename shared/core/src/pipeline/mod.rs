@@ -25,7 +25,7 @@ use crate::model::{AuditRecord, Envelope, Stage};
 use crate::operate::MessageSummary;
 use crate::ports::{
     AuditLog, FeedbackLog, MailBytes, MailSender, MessageIndex, ObjectStore, PortError,
-    QueueDelivery, RawMailSource, StagePublisher, StateStore,
+    QueueDelivery, RawMailSource, RecipientAllowList, StagePublisher, StateStore,
 };
 use crate::route::forward::ForwardPlan;
 use crate::route::headers::HeaderEdit;
@@ -147,6 +147,8 @@ pub struct Ports {
     pub sender: Arc<dyn MailSender>,
     pub index: Arc<dyn MessageIndex>,
     pub feedback: Arc<dyn FeedbackLog>,
+    /// The recipients' own allow lists (a digest's "always allow").
+    pub allow_list: Arc<dyn RecipientAllowList>,
 }
 
 /// The stages, their config and ports. Built once per process (per Lambda cold start, and
@@ -304,7 +306,12 @@ impl Engine {
         let mut summary = None;
         let (audit, deferred) = match stage {
             Stage::Filter => {
-                let s = self.filter_stage(raw, mail);
+                let mut s = self.filter_stage(raw, mail, &[]);
+                if let Ok(m) = mail
+                    && let Some(allowing) = self.recipients_allowing(&env.id, m, &s.result).await?
+                {
+                    s = self.filter_stage(raw, mail, &allowing);
+                }
                 env.results.filter = Some(s.result);
                 (s.audit, Vec::new())
             }
@@ -697,6 +704,87 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
             "{err}"
         );
         assert!(sender.sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_recipients_allow_list_entry_lifts_spam_for_that_recipient_only() {
+        use crate::ports::{AllowedSender, RecipientAllowList};
+        let (ports, _, state) = memory_ports();
+        let engine = Engine::with_rules(
+            Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap()),
+            ports,
+        );
+        state
+            .allow_sender(&AllowedSender {
+                recipient: "ann@example.com".into(),
+                sender: "promo@prizes.test".into(),
+                via: "m0".into(),
+                at: 1,
+            })
+            .await
+            .unwrap();
+        let pass = "spf=pass smtp.mailfrom=prizes.test; dkim=pass; dmarc=pass";
+        let mail = |to: &str, auth: &str, virus: &str, body: &str| {
+            format!(
+                "X-SES-Spam-Verdict: FAIL\r\nX-SES-Virus-Verdict: {virus}\r\n\
+                 Authentication-Results: amazonses.com; {auth}\r\n\
+                 From: Prize Desk <promo@prizes.test>\r\nTo: {to}\r\nSubject: an offer\r\n{body}"
+            )
+            .into_bytes()
+        };
+        let plain = "\r\nYou won.\r\n";
+        let exe = "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+                   --b\r\nContent-Type: text/plain\r\n\r\nYou won.\r\n\
+                   --b\r\nContent-Type: application/octet-stream\r\n\
+                   Content-Disposition: attachment; filename=\"prize.exe\"\r\n\
+                   Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAA=\r\n--b--\r\n";
+        let run = |raw: Vec<u8>| {
+            let engine = &engine;
+            async move {
+                let out = engine.run_all(env(&raw), &raw).await.unwrap();
+                let f = out.envelope.results.filter.unwrap();
+                let tags: Vec<String> = f.reasons.iter().map(|r| r.tag.clone()).collect();
+                (f.verdict, tags)
+            }
+        };
+        // To ann, who allowed the sender: accepted as an allow-listed sender's mail.
+        let (verdict, tags) = run(mail("ann@example.com", pass, "PASS", plain)).await;
+        assert_eq!(verdict, Verdict::Accept, "{tags:?}");
+        assert!(
+            tags.contains(&"ALLOWED_BY_RECIPIENT".to_string()),
+            "{tags:?}"
+        );
+        // To bob, or to ann and bob: bob did not allow it.
+        for to in ["bob@example.com", "ann@example.com, bob@example.com"] {
+            let (verdict, tags) = run(mail(to, pass, "PASS", plain)).await;
+            assert_eq!(verdict, Verdict::Quarantine, "{to}: {tags:?}");
+            assert!(
+                !tags.contains(&"ALLOWED_BY_RECIPIENT".to_string()),
+                "{tags:?}"
+            );
+        }
+        // A forged From, a virus or an executable: the entry lifts none of them.
+        let (verdict, tags) = run(mail(
+            "ann@example.com",
+            "spf=pass; dmarc=fail",
+            "PASS",
+            plain,
+        ))
+        .await;
+        assert_eq!(verdict, Verdict::Quarantine, "{tags:?}");
+        assert!(
+            tags.contains(&"ALLOWLIST_IGNORED_AUTH_FAIL".to_string()),
+            "{tags:?}"
+        );
+        let (verdict, tags) = run(mail("ann@example.com", pass, "FAIL", plain)).await;
+        assert_eq!(verdict, Verdict::Reject, "{tags:?}");
+        let (verdict, tags) = run(mail("ann@example.com", pass, "PASS", exe)).await;
+        assert_eq!(verdict, Verdict::Quarantine, "{tags:?}");
+        assert!(
+            tags.iter()
+                .any(|t| t == "BLOCKED_EXTENSION" || t == "EXECUTABLE"),
+            "{tags:?}"
+        );
     }
 
     #[tokio::test]

@@ -226,7 +226,7 @@ impl Engine {
         });
         let parsed = self.parse(raw, &env);
         let mail = parsed.as_ref();
-        let mut filter = self.filter_stage(raw, mail).result;
+        let mut filter = self.filter_stage(raw, mail, &[]).result;
         filter.verdict = Verdict::Accept;
         filter.reasons.push(Reason {
             check: "release".into(),

@@ -9,9 +9,11 @@ use super::{Deferred, Engine, StageError, port_context};
 use crate::classify::Classifier;
 use crate::config::STORE_ROOT;
 use crate::filter;
+use crate::filter::checks::sender_lists::MAX_ALLOW_RECIPIENTS;
 use crate::mail::{Mail, MailError};
 use crate::model::{
     Action, ClassifyResult, DecidedBy, Envelope, FilterResult, RespondResult, RouteResult, Stage,
+    Verdict,
 };
 use crate::ports::PortError;
 use crate::route::forward::ForwardPlan;
@@ -47,13 +49,16 @@ enum Executed {
 }
 
 impl Engine {
+    /// The filter's decision; `allowing` are the message's recipients whose own allow list
+    /// holds its sender (see [`Engine::recipients_allowing`]).
     pub(super) fn filter_stage(
         &self,
         raw: &[u8],
         mail: Result<&Mail<'_>, &MailError>,
+        allowing: &[String],
     ) -> Staged<FilterResult> {
         let result = match mail {
-            Ok(mail) => self.filter.run(mail, &self.config),
+            Ok(mail) => self.filter.run_allowing(mail, &self.config, allowing),
             Err(_) if raw.len() as u64 > self.config.filter.max_message_size.0 => {
                 filter::oversize(raw.len() as u64, &self.config)
             }
@@ -69,6 +74,46 @@ impl Engine {
             decided_by: vec![format!("scorer:{}", result.scorer)],
         };
         Staged { result, audit }
+    }
+
+    /// The message's recipients that allowed its sender in their own allow list (a
+    /// digest's "always allow"), when that can change the filter's decision: one lookup,
+    /// only for mail the filter would otherwise hold or reject, that has a sender and at
+    /// most [`MAX_ALLOW_RECIPIENTS`] recipients, and that no `allow_senders` entry (or
+    /// `block_senders` entry) decided already. `None` unless every recipient allowed the
+    /// sender: the filter then runs again with them. A failed lookup fails the stage (the
+    /// message is retried), so an entry is never ignored for a passing fault.
+    pub(super) async fn recipients_allowing(
+        &self,
+        id: &str,
+        mail: &Mail<'_>,
+        first: &FilterResult,
+    ) -> Result<Option<Vec<String>>, StageError> {
+        let decided = |tag: &str| first.reasons.iter().any(|r| r.tag == tag);
+        if first.verdict == Verdict::Accept
+            || decided("ALLOWED_SENDER")
+            || decided("BLOCKED_SENDER")
+            || mail.recipients.is_empty()
+            || mail.recipients.len() > MAX_ALLOW_RECIPIENTS
+        {
+            return Ok(None);
+        }
+        let Some(from) = mail.from.as_deref() else {
+            return Ok(None);
+        };
+        let allowing = self
+            .ports
+            .allow_list
+            .allowing(from, &mail.recipients)
+            .await
+            .map_err(|e| {
+                StageError::from_port(id, Stage::Filter, "reading the recipients' allow lists", e)
+            })?;
+        Ok(mail
+            .recipients
+            .iter()
+            .all(|r| allowing.contains(r))
+            .then_some(allowing))
     }
 
     pub(super) fn classify_stage(
