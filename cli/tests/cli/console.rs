@@ -429,7 +429,7 @@ async fn the_console_in_a_browser_lists_shows_releases_and_escapes() {
 
 /// The forward and the reply of the released Latin-1 message, as sent.
 #[test]
-fn a_released_latin1_message_is_forwarded_and_greeted_by_its_real_name() {
+fn a_released_latin1_message_is_forwarded_under_its_real_name_and_answered() {
     let dir = temp("latin1");
     let store = Store::under(&dir);
     let (state, outbox) = (&store.state, &store.outbox);
@@ -505,10 +505,12 @@ fn a_released_latin1_message_is_forwarded_and_greeted_by_its_real_name() {
         forward.subject(),
         Some("Rückfrage zur Rechnung 2026-207 – Überweisung")
     );
+    // DMARC passed for kunde.example, so the reply goes out; the example templates greet
+    // no one by name (a display name is the sender's text).
+    let body = reply.body_text(0).unwrap();
     assert!(
-        reply.body_text(0).unwrap().contains("Hello René Müller,"),
-        "{:?}",
-        reply.body_text(0)
+        body.starts_with("Hello,") && !body.contains("René"),
+        "{body:?}"
     );
 }
 

@@ -518,8 +518,10 @@ subject = ""
 body = "Thanks {{ sender_name }}, reference {{ reference }}."
 "#;
 
+    /// A message as SES stores it from an authenticated sender (SPF passed for its domain).
     fn mail(n: u32, from: &str) -> Vec<u8> {
-        format!("From: Ann <{from}>\r\nTo: support@example.com\r\nSubject: question {n}\r\nMessage-ID: <q{n}@x.example>\r\n\r\nHello, question {n}.\r\n").into_bytes()
+        let domain = from.rsplit_once('@').map_or(from, |(_, d)| d);
+        format!("Return-Path: <{from}>\r\nAuthentication-Results: amazonses.com; spf=pass smtp.mailfrom={from}; dmarc=pass header.from={domain}\r\nFrom: Ann <{from}>\r\nTo: support@example.com\r\nSubject: question {n}\r\nMessage-ID: <q{n}@x.example>\r\n\r\nHello, question {n}.\r\n").into_bytes()
     }
 
     /// A sender that fails its first `failures` sends, as a throttled SES would.
