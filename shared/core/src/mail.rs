@@ -17,7 +17,24 @@ pub enum MailError {
     Empty,
     #[error("not an e-mail message: {0}")]
     NotMail(String),
+    /// A limit of the parse was reached: the message is held unread.
+    #[error("{0}")]
+    Limit(String),
 }
+
+/// How many times `message/rfc822`, `message/global` and `multipart/digest` (whose parts
+/// are messages) may appear in a message, at most. mail-parser opens unencoded attached
+/// messages however deep they nest, and builds and drops the nested parts recursively:
+/// about a hundred thousand levels (3 MB of mail) overflow a thread's stack, which aborts
+/// the process. Each level names one of these types, so their count bounds the depth.
+pub const MAX_MESSAGE_TYPES: usize = 1000;
+
+static MESSAGE_TYPES: LazyLock<aho_corasick::AhoCorasick> = LazyLock::new(|| {
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(["message/rfc822", "message/global", "multipart/digest"])
+        .expect("valid patterns")
+});
 
 /// mail-parser's default way of parsing each header, except that `Received` stays text:
 /// nothing reads its parsed form, and parsing it was 5 % of the whole pipeline's time on
@@ -73,6 +90,22 @@ pub struct Mail<'a> {
     pub from_headers: usize,
     /// Lower-cased subject and text, made once on first use (rules and scorers all want it).
     lower: std::sync::OnceLock<(String, String)>,
+}
+
+/// Attached messages (`message/rfc822`, `message/global`) are opened this many levels deep;
+/// one nested deeper is reported in [`AttachmentScan::unscanned`].
+pub const MAX_MESSAGE_DEPTH: usize = 10;
+
+/// The attachments of a message, and what of it could not be looked into.
+pub struct AttachmentScan<'m> {
+    /// Every attachment, including the parts of attached messages, up to
+    /// [`MAX_MESSAGE_DEPTH`] levels deep.
+    pub attachments: Vec<Attachment<'m>>,
+    /// Attached messages that were not opened, each with why: nested deeper than
+    /// [`MAX_MESSAGE_DEPTH`], or left unparsed by mail-parser (which opens a base64 or
+    /// quoted-printable attached message only 3 levels deep, and leaves one it cannot parse
+    /// as bytes).
+    pub unscanned: Vec<String>,
 }
 
 /// An attachment as the checks see it.
@@ -196,6 +229,17 @@ impl<'a> Mail<'a> {
             return Err(MailError::Empty);
         }
         check_looks_like_mail(raw)?;
+        if MESSAGE_TYPES
+            .find_iter(raw)
+            .take(MAX_MESSAGE_TYPES + 1)
+            .count()
+            > MAX_MESSAGE_TYPES
+        {
+            return Err(MailError::Limit(format!(
+                "more than {MAX_MESSAGE_TYPES} attached-message or digest content types: \
+                 not parsed, as their nesting could exhaust the parser's stack"
+            )));
+        }
         let message = match utf8_headers(raw) {
             // Raw 8-bit header lines, as older mailers send: parsed from a copy whose header
             // lines are UTF-8 (the body stays as it came).
@@ -336,9 +380,18 @@ impl<'a> Mail<'a> {
 
     /// Attachments, including parts nested in attached messages.
     pub fn attachments(&self) -> Vec<Attachment<'_>> {
-        let mut out = Vec::new();
-        collect_attachments(&self.message, &mut out, 0);
-        out
+        self.attachment_scan().attachments
+    }
+
+    /// Attachments, including parts nested in attached messages, and the attached messages
+    /// that were not opened.
+    pub fn attachment_scan(&self) -> AttachmentScan<'_> {
+        let mut scan = AttachmentScan {
+            attachments: Vec::new(),
+            unscanned: Vec::new(),
+        };
+        collect_attachments(&self.message, &mut scan, 0);
+        scan
     }
 
     pub fn has_attachment(&self) -> bool {
@@ -350,7 +403,8 @@ impl<'a> Mail<'a> {
     }
 }
 
-fn collect_attachments<'m>(message: &'m Message<'_>, out: &mut Vec<Attachment<'m>>, depth: usize) {
+/// The attachments of `message`, itself attached `depth` levels deep (0: the message).
+fn collect_attachments<'m>(message: &'m Message<'_>, scan: &mut AttachmentScan<'m>, depth: usize) {
     for part in message.attachments() {
         let content_type = part
             .content_type()
@@ -359,15 +413,28 @@ fn collect_attachments<'m>(message: &'m Message<'_>, out: &mut Vec<Attachment<'m
                 None => ct.ctype().to_ascii_lowercase(),
             })
             .unwrap_or_else(|| "application/octet-stream".into());
-        if let (Some(inner), true) = (part.message(), depth < 4) {
-            collect_attachments(inner, out, depth + 1);
-        }
         let name = part.attachment_name();
+        let label = name.unwrap_or("(unnamed)");
+        match part.message() {
+            Some(inner) if depth < MAX_MESSAGE_DEPTH => collect_attachments(inner, scan, depth + 1),
+            Some(_) => scan.unscanned.push(format!(
+                "attached message {label:?} nested {} levels deep, over the limit of {MAX_MESSAGE_DEPTH}",
+                depth + 1
+            )),
+            None if matches!(content_type.as_str(), "message/rfc822" | "message/global") => {
+                scan.unscanned.push(format!(
+                    "attached message {label:?} ({} levels deep) was not parsed: \
+                     mail-parser opens encoded attached messages 3 levels deep, and no broken one",
+                    depth + 1
+                ))
+            }
+            None => {}
+        }
         let other_name = part
             .content_type()
             .and_then(|ct| ct.attribute("name"))
             .filter(|n| Some(*n) != name);
-        out.push(Attachment {
+        scan.attachments.push(Attachment {
             name,
             other_name,
             content_type,
@@ -544,6 +611,29 @@ mod tests {
         } else {
             println!("{n} corpus messages parsed as by default");
         }
+    }
+
+    #[test]
+    fn nesting_deep_enough_to_exhaust_the_stack_is_not_parsed() {
+        let nested = |depth: usize| {
+            let mut raw = String::from("From: a@example.org\r\nSubject: x\r\n");
+            for _ in 0..depth {
+                raw.push_str("Content-Type: Message/RFC822\r\n\r\n");
+            }
+            raw + "From: b@example.org\r\n\r\nx\r\n"
+        };
+        let raw = nested(MAX_MESSAGE_TYPES);
+        let m = Mail::parse(raw.as_bytes()).unwrap();
+        assert_eq!(
+            m.attachment_scan().unscanned.len(),
+            1,
+            "past MAX_MESSAGE_DEPTH"
+        );
+        // 100,000 levels overflow the stack when mail-parser's structures are dropped.
+        assert!(matches!(
+            Mail::parse(nested(100_000).as_bytes()).err(),
+            Some(MailError::Limit(_))
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod checks;
 mod heuristics;
 pub mod scorer;
+pub mod zip;
 
 use crate::config::{Config, FilterConfig};
 use crate::mail::Mail;
@@ -183,6 +184,22 @@ pub fn oversize(size: u64, config: &Config) -> FilterResult {
                 "message is {size} bytes, over max_message_size {}",
                 config.filter.max_message_size.0
             ),
+            score: 0.0,
+        }],
+        scorer: "none".into(),
+    }
+}
+
+/// The result for mail not parsed because a limit of the parse was reached: quarantined
+/// with a `SCAN_LIMIT` finding, which is never released.
+pub fn scan_limit(detail: &str) -> FilterResult {
+    FilterResult {
+        verdict: Verdict::Quarantine,
+        spam_score: 0.0,
+        reasons: vec![Reason {
+            check: "parse".into(),
+            tag: "SCAN_LIMIT".into(),
+            detail: detail.into(),
             score: 0.0,
         }],
         scorer: "none".into(),

@@ -9,13 +9,19 @@ use super::{Engine, Raw, StageError, epoch_secs};
 use crate::model::{AuditRecord, Envelope, RawRef, Reason, Receipt, Stage, Verdict};
 use crate::operate::{Correction, Judgement, MessageSummary};
 
-/// Findings that keep a message in quarantine whatever an operator says: a virus, and the
-/// attachment policy's executables (by extension, by content, inside an archive).
-pub const NEVER_RELEASED: [&str; 4] = [
+/// Findings that keep a message in quarantine whatever an operator says: a virus, the
+/// attachment policy's executables (by extension, by content, inside an archive), and what
+/// the attachment policy could not look into (a malformed, encrypted or unreadable archive,
+/// a limit reached), which nobody has seen the inside of.
+pub const NEVER_RELEASED: [&str; 8] = [
     "VIRUS_FAIL",
     "EXECUTABLE",
     "BLOCKED_EXTENSION",
     "ARCHIVE_BLOCKED_ENTRY",
+    "ARCHIVE_MALFORMED",
+    "ARCHIVE_ENCRYPTED",
+    "ARCHIVE_UNSCANNABLE",
+    "SCAN_LIMIT",
 ];
 
 /// The finding among `reasons` that keeps a message in quarantine, if there is one.

@@ -62,6 +62,7 @@ impl Engine {
             Err(_) if raw.len() as u64 > self.config.filter.max_message_size.0 => {
                 filter::oversize(raw.len() as u64, &self.config)
             }
+            Err(MailError::Limit(detail)) => filter::scan_limit(detail),
             Err(e) => filter::unparseable(&e.to_string()),
         };
         let audit = Audit {

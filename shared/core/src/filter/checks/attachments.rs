@@ -1,21 +1,28 @@
 //! The attachment policy: blocked extensions (also hidden behind a decoy such as
 //! `invoice.pdf.exe`, or inside `x.exe.gz`), executables by magic bytes whatever their name,
 //! macro-enabled Office documents (by extension, by the VBA storage of an OLE2 file, by a
-//! `vbaProject.bin` entry of an OOXML zip) and zip archives holding blocked names. Each hit
-//! demands the configured `attachments.action`; the allow list never lifts it.
+//! `vbaProject.bin` entry of an OOXML zip) and zip archives holding any of these, nested
+//! archives included. Each hit demands the configured `attachments.action`; the allow list
+//! never lifts it.
 //!
-//! Attachment bytes are only read where a format needs them: the first bytes for the magic
-//! numbers, the OLE2 directory entries of OLE2 files, the entry names of zip files. Nothing is
-//! decompressed, so an archive nested in an archive, or a zip with encrypted names, is not
-//! looked into.
+//! Zip archives are read with [`crate::filter::zip`]: from the central directory, checked
+//! against the local headers, each entry's first bytes inflated for its magic numbers, and
+//! nested archives and OLE2 files inflated whole, [`MAX_ARCHIVE_DEPTH`] archives deep. What
+//! cannot be looked into fails closed: a malformed archive (`ARCHIVE_MALFORMED`), an
+//! encrypted entry (`ARCHIVE_ENCRYPTED`), ZIP64 or a compression method other than stored
+//! and deflate (`ARCHIVE_UNSCANNABLE`), and any cap reached — entries, name bytes, inflated
+//! bytes, archive depth, attached-message depth (`SCAN_LIMIT`) — hold the message at least
+//! in quarantine, whatever `attachments.action` says, and are never released.
 
 use std::sync::LazyLock;
 
 use regex::bytes::Regex;
 
 use crate::config::{AttachmentPolicy, FilterConfig};
+use crate::filter::zip::{self, Budget, Problem};
 use crate::filter::{Check, Findings};
 use crate::mail::{Attachment, Mail};
+use crate::model::Verdict;
 
 pub struct Attachments;
 
@@ -30,11 +37,20 @@ const MACRO_EXTENSIONS: &[&str] = &[
 /// counts as well.
 const COMPRESSOR_EXTENSIONS: &[&str] = &["gz", "bz2", "xz", "z", "lz", "lzma", "zst", "br"];
 
-/// How many zip headers are looked at in one attachment, at most.
-const MAX_ZIP_ENTRIES: usize = 10_000;
+/// Archives opened inside one another, at most: the attachment is the first. A zip in a zip
+/// holding a `.docx` is three.
+pub const MAX_ARCHIVE_DEPTH: usize = 4;
+
+/// The findings that say part of a message could not be looked into; they demand at least
+/// quarantine.
+pub const UNSCANNABLE_TAGS: [&str; 4] = [
+    "ARCHIVE_MALFORMED",
+    "ARCHIVE_ENCRYPTED",
+    "ARCHIVE_UNSCANNABLE",
+    "SCAN_LIMIT",
+];
 
 const OLE2_MAGIC: &[u8] = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1";
-const ZIP_LOCAL: &[u8] = b"PK\x03\x04";
 
 impl Check for Attachments {
     fn name(&self) -> &'static str {
@@ -52,92 +68,223 @@ impl Check for Attachments {
             .map(|e| e.trim().trim_start_matches('.').to_lowercase())
             .filter(|e| !e.is_empty())
             .collect();
-        for att in mail.attachments() {
-            for (tag, detail) in inspect(&att, policy, &blocked) {
-                findings.demand(NAME, tag, detail, policy.action.verdict());
+        let scan = mail.attachment_scan();
+        let fail_closed = policy.action.verdict().max(Verdict::Quarantine);
+        if let Some(first) = scan.unscanned.first() {
+            let more = match scan.unscanned.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            findings.demand(NAME, "SCAN_LIMIT", format!("{first}{more}"), fail_closed);
+        }
+        let mut budget = Budget::default();
+        for att in &scan.attachments {
+            let mut inspection = Inspection {
+                policy,
+                blocked: &blocked,
+                budget: &mut budget,
+                label: att.name.unwrap_or("(unnamed)"),
+                out: Vec::new(),
+            };
+            inspection.attachment(att);
+            for (tag, detail) in inspection.out {
+                let verdict = if UNSCANNABLE_TAGS.contains(&tag) {
+                    fail_closed
+                } else {
+                    policy.action.verdict()
+                };
+                findings.demand(NAME, tag, detail, verdict);
             }
         }
     }
 }
 
-/// The findings for one attachment: at most one per tag.
-fn inspect(
-    att: &Attachment,
-    policy: &AttachmentPolicy,
-    blocked: &[String],
-) -> Vec<(&'static str, String)> {
-    let label = att.name.unwrap_or("(unnamed)");
-    let mut out: Vec<(&'static str, String)> = Vec::new();
-    let mut add = |tag: &'static str, detail: String| {
-        if !out.iter().any(|(t, _)| *t == tag) {
-            out.push((tag, format!("attachment {label:?}: {detail}")));
-        }
-    };
+/// The findings for one attachment, at most one per tag.
+struct Inspection<'a> {
+    policy: &'a AttachmentPolicy,
+    blocked: &'a [String],
+    /// Inflated bytes left for the whole message.
+    budget: &'a mut Budget,
+    label: &'a str,
+    out: Vec<(&'static str, String)>,
+}
 
-    for name in [att.name, att.other_name].into_iter().flatten() {
-        let exts = extensions(name);
-        if let Some(ext) = blocked_extension(&exts, blocked) {
-            add("BLOCKED_EXTENSION", format!("blocked extension .{ext}"));
+impl Inspection<'_> {
+    fn add(&mut self, tag: &'static str, detail: String) {
+        if !self.out.iter().any(|(t, _)| *t == tag) {
+            let label = self.label;
+            self.out
+                .push((tag, format!("attachment {label:?}: {detail}")));
         }
-        if policy.block_macros
-            && let Some(ext) = exts
-                .last()
-                .filter(|e| MACRO_EXTENSIONS.contains(&e.as_str()))
+    }
+
+    fn problem(&mut self, problem: Problem, at: &str) {
+        let (tag, what) = match problem {
+            Problem::Malformed(d) => ("ARCHIVE_MALFORMED", d),
+            Problem::Unscannable(d) => ("ARCHIVE_UNSCANNABLE", d),
+            Problem::Limit(d) => ("SCAN_LIMIT", d),
+        };
+        self.add(tag, format!("{at}: {what}"));
+    }
+
+    fn attachment(&mut self, att: &Attachment) {
+        for name in [att.name, att.other_name].into_iter().flatten() {
+            let exts = extensions(name);
+            if let Some(ext) = blocked_extension(&exts, self.blocked) {
+                self.add("BLOCKED_EXTENSION", format!("blocked extension .{ext}"));
+            }
+            if self.policy.block_macros
+                && let Some(ext) = exts
+                    .last()
+                    .filter(|e| MACRO_EXTENSIONS.contains(&e.as_str()))
+            {
+                self.add(
+                    "MACRO_DOCUMENT",
+                    format!("macro-enabled Office extension .{ext}"),
+                );
+            }
+        }
+
+        let c = att.contents;
+        if self.policy.detect_executables
+            && let Some(kind) = executable_kind(c)
         {
-            add(
+            self.add(
+                "EXECUTABLE",
+                format!("{kind} executable ({})", att.content_type),
+            );
+        }
+        if self.policy.block_macros && c.starts_with(OLE2_MAGIC) && ole_has_vba(c) {
+            self.add(
                 "MACRO_DOCUMENT",
-                format!("macro-enabled Office extension .{ext}"),
+                "OLE2 document with a VBA macro project".into(),
+            );
+        }
+        let named_zip = [att.name, att.other_name]
+            .into_iter()
+            .flatten()
+            .any(|n| extensions(n).last().is_some_and(|e| e == "zip"))
+            || matches!(
+                att.content_type.as_str(),
+                "application/zip" | "application/x-zip" | "application/x-zip-compressed"
+            );
+        if named_zip || zip::looks_like_zip(c) {
+            self.archive(c, "", 1);
+        }
+    }
+
+    /// One archive, `depth` archives deep (1: the attachment); `path` is where it is inside
+    /// the attachment (empty for the attachment itself).
+    fn archive(&mut self, c: &[u8], path: &str, depth: usize) {
+        let at = if path.is_empty() {
+            "zip".to_string()
+        } else {
+            format!("archive entry {path:?}")
+        };
+        if depth > MAX_ARCHIVE_DEPTH {
+            self.add(
+                "SCAN_LIMIT",
+                format!("{at}: an archive nested deeper than {MAX_ARCHIVE_DEPTH} archives"),
+            );
+            return;
+        }
+        let archive = zip::read(c);
+        for problem in archive.problems {
+            self.problem(problem, &at);
+        }
+        for entry in &archive.entries {
+            let full = if path.is_empty() {
+                entry.name.clone()
+            } else {
+                format!("{path} > {}", entry.name)
+            };
+            for name in std::iter::once(&entry.name).chain(&entry.other_names) {
+                self.entry_name(name, &full);
+            }
+            if entry.is_directory() {
+                continue;
+            }
+            if entry.is_encrypted() {
+                self.add(
+                    "ARCHIVE_ENCRYPTED",
+                    format!("archive entry {full:?} is encrypted and cannot be inspected"),
+                );
+                continue;
+            }
+            if entry.data.is_empty() && entry.size == 0 {
+                continue;
+            }
+            let head = match zip::prefix(entry, self.budget) {
+                Ok(head) => head,
+                Err(p) => {
+                    self.problem(p, &at);
+                    continue;
+                }
+            };
+            if self.policy.detect_executables
+                && let Some(kind) = executable_kind(&head)
+            {
+                self.add(
+                    "EXECUTABLE",
+                    format!("archive entry {full:?} is a {kind} executable"),
+                );
+            }
+            let ole = self.policy.block_macros && head.starts_with(OLE2_MAGIC);
+            let nested = head.starts_with(b"PK\x03\x04")
+                || head.starts_with(b"PK\x05\x06")
+                || extensions(&entry.name).last().is_some_and(|e| e == "zip");
+            if !ole && !nested {
+                continue;
+            }
+            let whole = match zip::contents(entry, self.budget) {
+                Ok(whole) => whole,
+                Err(p) => {
+                    self.problem(p, &at);
+                    continue;
+                }
+            };
+            if ole && ole_has_vba(&whole) {
+                self.add(
+                    "MACRO_DOCUMENT",
+                    format!("archive entry {full:?} is an OLE2 document with a VBA macro project"),
+                );
+            }
+            if nested {
+                self.archive(&whole, &full, depth + 1);
+            }
+        }
+    }
+
+    /// The name checks for an archive entry `full` (its path through nested archives).
+    fn entry_name(&mut self, name: &str, full: &str) {
+        if name.ends_with('/') {
+            return;
+        }
+        let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+        if self.policy.block_macros && base.eq_ignore_ascii_case("vbaProject.bin") {
+            self.add(
+                "MACRO_DOCUMENT",
+                format!("Office document with a VBA macro project ({full})"),
+            );
+            return;
+        }
+        let exts = extensions(name);
+        if let Some(ext) = blocked_extension(&exts, self.blocked) {
+            self.add(
+                "ARCHIVE_BLOCKED_ENTRY",
+                format!("archive entry {full:?} has blocked extension .{ext}"),
+            );
+        } else if self.policy.block_macros
+            && exts
+                .last()
+                .is_some_and(|e| MACRO_EXTENSIONS.contains(&e.as_str()))
+        {
+            self.add(
+                "ARCHIVE_BLOCKED_ENTRY",
+                format!("archive entry {full:?} is a macro-enabled Office document"),
             );
         }
     }
-
-    let c = att.contents;
-    if policy.detect_executables
-        && let Some(kind) = executable_kind(c)
-    {
-        add(
-            "EXECUTABLE",
-            format!("{kind} executable ({})", att.content_type),
-        );
-    }
-    if policy.block_macros && c.starts_with(OLE2_MAGIC) && ole_has_vba(c) {
-        add(
-            "MACRO_DOCUMENT",
-            "OLE2 document with a VBA macro project".into(),
-        );
-    }
-    if c.starts_with(ZIP_LOCAL) {
-        for entry in zip_entry_names(c) {
-            if entry.ends_with('/') {
-                continue;
-            }
-            let base = entry.rsplit(['/', '\\']).next().unwrap_or(&entry);
-            if policy.block_macros && base.eq_ignore_ascii_case("vbaProject.bin") {
-                add(
-                    "MACRO_DOCUMENT",
-                    format!("Office document with a VBA macro project ({entry})"),
-                );
-                continue;
-            }
-            let exts = extensions(&entry);
-            if let Some(ext) = blocked_extension(&exts, blocked) {
-                add(
-                    "ARCHIVE_BLOCKED_ENTRY",
-                    format!("archive entry {entry:?} has blocked extension .{ext}"),
-                );
-            } else if policy.block_macros
-                && exts
-                    .last()
-                    .is_some_and(|e| MACRO_EXTENSIONS.contains(&e.as_str()))
-            {
-                add(
-                    "ARCHIVE_BLOCKED_ENTRY",
-                    format!("archive entry {entry:?} is a macro-enabled Office document"),
-                );
-            }
-        }
-    }
-    out
 }
 
 /// The extensions of a file name, lower-cased, outermost last: `Invoice.PDF.exe.` →
@@ -247,39 +394,11 @@ fn ole_has_vba(c: &[u8]) -> bool {
     ASCII.is_match(c)
 }
 
-/// File names in the local file headers (`PK\3\4`, name length at 26, name at 30) and the
-/// central directory (`PK\1\2`, name length at 28, name at 46) of a zip file. The names are
-/// stored uncompressed, so nothing needs unpacking.
-fn zip_entry_names(c: &[u8]) -> Vec<String> {
-    static SIG: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"(?-u)PK\x03\x04|PK\x01\x02").expect("valid regex"));
-    let mut out: Vec<String> = Vec::new();
-    for m in SIG.find_iter(c).take(MAX_ZIP_ENTRIES) {
-        let i = m.start();
-        let (len_at, name_at) = if c[i + 2] == 3 { (26, 30) } else { (28, 46) };
-        let Some(len) = c.get(i + len_at..i + len_at + 2) else {
-            continue;
-        };
-        let len = u16::from_le_bytes([len[0], len[1]]) as usize;
-        if len == 0 || len > 1024 {
-            continue;
-        }
-        let Some(name) = c.get(i + name_at..i + name_at + len) else {
-            continue;
-        };
-        let name = String::from_utf8_lossy(name).into_owned();
-        if !out.contains(&name) {
-            out.push(name);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::filter::checks::{run_check, tags};
-    use crate::model::Verdict;
+    use crate::filter::zip::build;
 
     /// A message with one base64 attachment.
     fn message(name_params: &str, content_type: &str, bytes: &[u8]) -> String {
@@ -325,20 +444,14 @@ mod tests {
         format!("Content-Disposition: attachment; filename=\"{name}\"")
     }
 
-    /// A minimal zip with the given entry names (stored, empty contents).
+    /// A zip of the given entry names (stored, empty contents).
     fn zip(names: &[&str]) -> Vec<u8> {
-        let mut z = Vec::new();
-        for n in names {
-            z.extend_from_slice(b"PK\x03\x04");
-            z.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // version .. mod date
-            z.extend_from_slice(&[0; 12]); // crc, sizes
-            z.extend_from_slice(&(n.len() as u16).to_le_bytes());
-            z.extend_from_slice(&[0, 0]);
-            z.extend_from_slice(n.as_bytes());
-        }
-        z.extend_from_slice(b"PK\x05\x06");
-        z.extend_from_slice(&[0; 18]);
-        z
+        build::zip(
+            &names
+                .iter()
+                .map(|n| build::stored(n, b""))
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// A minimal OLE2 file with one directory entry of the given name at offset 512.
@@ -521,14 +634,15 @@ mod tests {
         let z = zip(&["a.txt", "b.pdf"]);
         let f = run(&message(&disposition("docs.zip"), "application/zip", &z));
         assert!(f.reasons.is_empty());
-        // Truncated and garbage zips do not panic.
+        // Truncated and garbage zips are findings, not passes.
         for bytes in [
             &b"PK\x03\x04"[..],
             b"PK\x03\x04\xff\xff",
             b"PK\x01\x02PK\x03\x04",
         ] {
             let f = run(&message(&disposition("x.zip"), "application/zip", bytes));
-            assert!(f.reasons.is_empty());
+            assert_eq!(tags(&f), ["ARCHIVE_MALFORMED"]);
+            assert_eq!(f.demanded_verdict(), Verdict::Quarantine);
         }
     }
 
@@ -564,6 +678,251 @@ mod tests {
              --OUT\r\nContent-Type: text/plain\r\n\r\nforwarded\r\n\
              --OUT\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--OUT--\r\n"
         );
+        let f = run(&raw);
+        assert_eq!(tags(&f), ["BLOCKED_EXTENSION"]);
+    }
+
+    fn pe() -> Vec<u8> {
+        let mut pe = b"MZ".to_vec();
+        pe.resize(0x200, 0);
+        pe[0x3c] = 0x80;
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        pe
+    }
+
+    fn zipped(name: &str, zip: &[u8]) -> Findings {
+        run(&message(&disposition(name), "application/zip", zip))
+    }
+
+    #[test]
+    fn executables_by_magic_inside_zip_entries() {
+        for entry in [
+            build::stored("holiday.jpg", &pe()),
+            build::deflated("holiday.jpg", &pe()),
+            build::deflated("notes.txt", b"\x7fELF\x02\x01\x01\0\0\0"),
+        ] {
+            let f = zipped(
+                "photos.zip",
+                &build::zip(&[build::stored("a.txt", b"hi"), entry]),
+            );
+            assert_eq!(tags(&f), ["EXECUTABLE"]);
+            assert!(f.reasons[0].detail.contains("photos.zip"));
+            assert!(f.reasons[0].detail.contains("archive entry"));
+        }
+        let c: FilterConfig = toml::from_str("attachments.detect_executables = false").unwrap();
+        let z = build::zip(&[build::deflated("holiday.jpg", &pe())]);
+        let f = run_with(&message(&disposition("a.zip"), "application/zip", &z), &c);
+        assert!(f.reasons.is_empty());
+    }
+
+    #[test]
+    fn central_directory_signatures_in_an_entry_hide_nothing() {
+        let z = build::zip(&[
+            build::stored("readme.txt", &b"PK\x01\x02".repeat(10_001)),
+            build::stored("invoice.exe", b"x"),
+        ]);
+        let f = zipped("docs.zip", &z);
+        assert_eq!(tags(&f), ["ARCHIVE_BLOCKED_ENTRY"]);
+        assert!(f.reasons[0].detail.contains("invoice.exe"));
+    }
+
+    #[test]
+    fn nested_archives_are_opened_to_a_depth() {
+        let inner = build::zip(&[build::stored("setup.exe", b"x")]);
+        let f = zipped(
+            "a.zip",
+            &build::zip(&[build::deflated("inner.zip", &inner)]),
+        );
+        assert_eq!(tags(&f), ["ARCHIVE_BLOCKED_ENTRY"]);
+        assert!(
+            f.reasons[0].detail.contains("inner.zip > setup.exe"),
+            "{}",
+            f.reasons[0].detail
+        );
+        // By magic bytes, under a harmless name, in an archive without a .zip name.
+        let inner = build::zip(&[build::deflated("photo.jpg", &pe())]);
+        let f = zipped("a.zip", &build::zip(&[build::stored("backup.dat", &inner)]));
+        assert_eq!(tags(&f), ["EXECUTABLE"]);
+        // A .docx holding a VBA project, in a zip in a zip.
+        let docx = build::zip(&[
+            build::deflated("[Content_Types].xml", b"<Types/>"),
+            build::deflated("word/vbaProject.bin", b"\xd0\xcf\x11\xe0"),
+        ]);
+        let middle = build::zip(&[build::deflated("report.docx", &docx)]);
+        let f = zipped(
+            "a.zip",
+            &build::zip(&[build::deflated("files.zip", &middle)]),
+        );
+        assert_eq!(tags(&f), ["MACRO_DOCUMENT"]);
+        assert!(
+            f.reasons[0]
+                .detail
+                .contains("files.zip > report.docx > word/vbaProject.bin")
+        );
+        // A .docm by name, and an OLE2 document with a VBA project, inside a zip.
+        let f = zipped(
+            "a.zip",
+            &build::zip(&[build::deflated("letter.docm", &docx)]),
+        );
+        assert_eq!(tags(&f), ["ARCHIVE_BLOCKED_ENTRY", "MACRO_DOCUMENT"]);
+        let f = zipped(
+            "a.zip",
+            &build::zip(&[build::deflated("report.doc", &ole("VBA"))]),
+        );
+        assert_eq!(tags(&f), ["MACRO_DOCUMENT"]);
+        assert!(f.reasons[0].detail.contains("report.doc"));
+        let f = zipped(
+            "a.zip",
+            &build::zip(&[build::deflated("report.doc", &ole("WordDocument"))]),
+        );
+        assert!(f.reasons.is_empty(), "{:?}", tags(&f));
+        // Deeper than the limit: a finding, whatever is inside.
+        let mut z = build::zip(&[build::stored("notes.txt", b"harmless")]);
+        for i in 0..MAX_ARCHIVE_DEPTH {
+            let f = zipped("a.zip", &z);
+            assert!(f.reasons.is_empty(), "{i} deep: {:?}", tags(&f));
+            z = build::zip(&[build::deflated(&format!("level{i}.zip"), &z)]);
+        }
+        let f = zipped("a.zip", &z);
+        assert_eq!(tags(&f), ["SCAN_LIMIT"]);
+        assert!(f.reasons[0].detail.contains("nested deeper"));
+    }
+
+    #[test]
+    fn what_cannot_be_inspected_fails_closed_whatever_the_action() {
+        let accept: FilterConfig = toml::from_str("attachments.action = \"accept\"").unwrap();
+        let mut encrypted = build::stored("invoice.pdf", b"\x01\x02\x03 ciphertext");
+        encrypted.flags = 1;
+        let mut bzip2 = build::stored("a.txt", b"BZh91AY");
+        bzip2.method = Some(12);
+        let mut local = build::stored("invoice.pdf", b"%PDF");
+        local.local_name = Some("invoice.exe".into());
+        let mut zip64 = build::zip(&[build::stored("a.txt", b"x")]);
+        let n = zip64.len();
+        zip64[n - 6..n - 2].copy_from_slice(&u32::MAX.to_le_bytes());
+        let many: Vec<build::E> = (0..=zip::MAX_ENTRIES)
+            .map(|i| build::stored(&i.to_string(), b""))
+            .collect();
+        for (z, tag) in [
+            (build::zip(&[encrypted]), "ARCHIVE_ENCRYPTED"),
+            (build::zip(&[bzip2]), "ARCHIVE_UNSCANNABLE"),
+            (zip64, "ARCHIVE_UNSCANNABLE"),
+            (build::zip(&[local]), "ARCHIVE_MALFORMED"),
+            (build::zip(&many), "SCAN_LIMIT"),
+            (
+                build::zip(&[build::deflated(
+                    "bomb.zip",
+                    &vec![0; zip::MAX_ENTRY_BYTES + 1],
+                )]),
+                "SCAN_LIMIT",
+            ),
+            (b"PK\x03\x04 truncated".to_vec(), "ARCHIVE_MALFORMED"),
+        ] {
+            for config in [FilterConfig::default(), accept.clone()] {
+                let f = run_with(
+                    &message(&disposition("a.zip"), "application/zip", &z),
+                    &config,
+                );
+                assert_eq!(tags(&f), [tag]);
+                assert_eq!(f.demanded_verdict(), Verdict::Quarantine, "{tag}");
+                assert!(f.reasons[0].detail.starts_with("attachment \"a.zip\": "));
+            }
+        }
+        // A file named .zip that is no zip at all.
+        let f = zipped("a.zip", b"just text");
+        assert_eq!(tags(&f), ["ARCHIVE_MALFORMED"]);
+        // ... while a text file that is not called a zip is not read as one.
+        let f = run(&message(&disposition("a.txt"), "text/plain", b"just text"));
+        assert!(f.reasons.is_empty());
+    }
+
+    #[test]
+    fn unicode_path_names_are_judged() {
+        let mut e = build::stored("readme.txt", b"harmless");
+        let name = b"invoice.exe";
+        e.extra = [
+            &[0x75, 0x70][..],
+            &((5 + name.len()) as u16).to_le_bytes(),
+            &[1, 0, 0, 0, 0],
+            name,
+        ]
+        .concat();
+        let f = zipped("a.zip", &build::zip(&[e]));
+        assert_eq!(tags(&f), ["ARCHIVE_BLOCKED_ENTRY"]);
+    }
+
+    /// `inner` attached to a message as `message/rfc822`, base64-encoded or as it is.
+    fn attach_message(inner: &str, base64_encoded: bool) -> String {
+        let (cte, body) = if base64_encoded {
+            (
+                "Content-Transfer-Encoding: base64\r\n",
+                base64(inner.as_bytes()),
+            )
+        } else {
+            ("", inner.to_string())
+        };
+        format!(
+            "From: a@example.org\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"OUT\"\r\n\r\n\
+             --OUT\r\nContent-Type: text/plain\r\n\r\nforwarded\r\n\
+             --OUT\r\nContent-Type: message/rfc822\r\n{cte}\r\n{body}\r\n--OUT--\r\n"
+        )
+    }
+
+    #[test]
+    fn attached_messages_past_the_depth_limit_are_findings() {
+        let exe = message(&disposition("evil.scr"), "application/octet-stream", b"x");
+        let nest = |depth: usize, encoded: bool| {
+            (0..depth).fold(exe.clone(), |m, _| attach_message(&m, encoded))
+        };
+        let f = run(&nest(crate::mail::MAX_MESSAGE_DEPTH, false));
+        assert_eq!(tags(&f), ["BLOCKED_EXTENSION"]);
+        let f = run(&nest(crate::mail::MAX_MESSAGE_DEPTH + 1, false));
+        assert_eq!(tags(&f), ["SCAN_LIMIT"]);
+        assert!(f.reasons[0].detail.contains("over the limit"));
+        assert_eq!(f.demanded_verdict(), Verdict::Quarantine);
+        // mail-parser opens base64 attached messages 3 levels deep, then leaves them as
+        // bytes.
+        let f = run(&nest(3, true));
+        assert_eq!(tags(&f), ["BLOCKED_EXTENSION"]);
+        let f = run(&nest(4, true));
+        assert_eq!(tags(&f), ["SCAN_LIMIT"]);
+        assert!(f.reasons[0].detail.contains("not parsed"));
+    }
+
+    #[test]
+    fn mail_parser_has_no_part_header_or_multipart_depth_limit() {
+        // Multiparts nested 2,000 deep: mail-parser keeps its own stack, no recursion.
+        let depth = 2000;
+        let mut raw = String::from("From: a@example.org\r\nSubject: deep\r\nMIME-Version: 1.0\r\n");
+        for i in 0..depth {
+            raw.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"
+            ));
+        }
+        raw.push_str("Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"setup.exe\"\r\n\r\nx\r\n");
+        for i in (0..depth).rev() {
+            raw.push_str(&format!("--b{i}--\r\n"));
+        }
+        assert_eq!(tags(&run(&raw)), ["BLOCKED_EXTENSION"]);
+        // 20,000 parts, the executable last.
+        let mut raw = String::from(
+            "From: a@example.org\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n",
+        );
+        for i in 0..20_000 {
+            raw.push_str(&format!(
+                "--b\r\nContent-Type: text/plain; name=\"n{i}.txt\"\r\n\r\nx\r\n"
+            ));
+        }
+        raw.push_str("--b\r\nContent-Type: application/octet-stream; name=\"setup.exe\"\r\n\r\nx\r\n--b--\r\n");
+        let f = run(&raw);
+        assert_eq!(tags(&f), ["BLOCKED_EXTENSION"]);
+        // 50,000 header fields before the attachment's.
+        let mut raw = String::from("From: a@example.org\r\nSubject: headers\r\n");
+        for i in 0..50_000 {
+            raw.push_str(&format!("X-Filler-{i}: {i}\r\n"));
+        }
+        raw.push_str("MIME-Version: 1.0\r\nContent-Type: application/octet-stream; name=\"setup.exe\"\r\nContent-Disposition: attachment\r\n\r\nx\r\n");
         let f = run(&raw);
         assert_eq!(tags(&f), ["BLOCKED_EXTENSION"]);
     }
