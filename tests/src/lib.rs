@@ -3,6 +3,7 @@
 pub mod aws;
 pub mod iam;
 pub mod proxy;
+pub mod zip;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

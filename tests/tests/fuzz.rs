@@ -6,7 +6,9 @@
 //! - the forward rewrite: the body is unchanged byte for byte, and the only header fields
 //!   that appear are the ones the rewrite adds, each once;
 //! - SES notifications, SQS events and envelopes: decoding gives a value or an error;
-//! - model files, damaged: an error, never a model or a panic.
+//! - model files, damaged: an error, never a model or a panic;
+//! - an executable header in zips (stored, deflated, nested), attached messages and
+//!   multiparts to a random depth: never accepted.
 //!
 //! The test command runs a bounded number of cases (`MAILROOM_FUZZ_CASES`, default 256 per
 //! property). `MAILROOM_FUZZ_SECONDS=N` keeps each property running for N seconds instead,
@@ -408,4 +410,101 @@ fn damaged_model_files_are_errors() {
         }
         Ok(())
     });
+}
+
+/// An executable's first bytes: PE, ELF or Mach-O.
+fn executable_header() -> impl Strategy<Value = Vec<u8>> {
+    let mut pe = b"MZ\x90\0\x03\0".to_vec();
+    pe.resize(0x100, 0);
+    pe[0x3c] = 0x80;
+    pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+    prop_oneof![
+        Just(pe),
+        Just(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec()),
+        Just(b"\xcf\xfa\xed\xfe\x07\0\0\x01\x03\0\0\0".to_vec()),
+    ]
+}
+
+fn harmless_name() -> impl Strategy<Value = String> {
+    "[a-z]{1,10}\\.(jpg|txt|pdf|dat|png|csv)"
+}
+
+/// An executable under a harmless name, zipped (stored or deflated) to a random depth,
+/// beside random padding entries, then attached in messages (as `message/rfc822` parts of a
+/// multipart, after a text part or alone) to a random depth: never accepted.
+#[test]
+fn an_executable_in_any_container_is_never_accepted() {
+    let config = Config::load(&golden_dir().join("mailroom.toml")).expect("the golden config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let config = Arc::new(config);
+    let strategy = (
+        executable_header(),
+        prop::collection::vec(any::<u8>(), 0..300),
+        harmless_name(),
+        prop::collection::vec((any::<bool>(), harmless_name(), any::<bool>()), 0..6),
+        prop::collection::vec(any::<bool>(), 0..5),
+    );
+    run_property(
+        "executable in containers",
+        strategy,
+        |(head, padding, name, zips, messages)| {
+            let mut contents = [head, padding.clone()].concat();
+            let mut name = name;
+            for (deflate, pad_name, pad_first) in &zips {
+                let exe = (name.as_str(), contents.as_slice(), *deflate);
+                let pad = (pad_name.as_str(), padding.as_slice(), !deflate);
+                let entries = if *pad_first && pad_name != &name {
+                    vec![pad, exe]
+                } else {
+                    vec![exe]
+                };
+                contents = mailroom_tests::zip::zip(&entries);
+                name = format!("{pad_name}.zip");
+            }
+            let mut raw =
+                mailroom_tests::zip::message_with(&name, "application/octet-stream", &contents);
+            // Each level its own boundary: mail-parser's debug assertions fire on nested multiparts
+            // sharing one (release builds parse them).
+            for (level, multipart) in messages.into_iter().enumerate() {
+                let inner = String::from_utf8(raw).expect("the messages are ASCII");
+                raw = if multipart {
+                format!(
+                    "From: Ann <ann@customer.example>\r\nTo: support@example.com\r\nSubject: Fwd\r\n\
+                     MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m{level}\"\r\n\r\n\
+                     --m{level}\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+                     --m{level}\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--m{level}--\r\n"
+                )
+            } else {
+                format!(
+                    "From: Ann <ann@customer.example>\r\nTo: support@example.com\r\nSubject: Fwd\r\n\
+                     MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m{level}\"\r\n\r\n\
+                     --m{level}\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--m{level}--\r\n"
+                )
+            }
+            .into_bytes();
+            }
+            let (ports, _, _) = memory_ports();
+            let engine = Engine::with_rules(config.clone(), ports);
+            let env = Envelope::new(
+                content_id(&raw),
+                RawRef {
+                    bucket: "local".into(),
+                    key: "fuzz.eml".into(),
+                },
+            );
+            let outcome = rt
+                .block_on(engine.run_all(env, &raw))
+                .map_err(|e| TestCaseError::fail(format!("no verdict: {e}")))?;
+            let filter = outcome.envelope.results.filter.expect("a filter result");
+            prop_assert!(
+                filter.verdict != mailroom_core::model::Verdict::Accept,
+                "accepted: {:?}",
+                filter.reasons
+            );
+            Ok(())
+        },
+    );
 }

@@ -133,3 +133,33 @@ fn hostile_corpus() {
     );
     println!("hostile: {ran} messages handled as expected");
 }
+
+/// The cases too big to commit, generated here: each must be held, with its finding.
+#[test]
+fn generated_hostile_messages() {
+    let root = repo_root().join("tests/fixtures");
+    let config = Config::load(&root.join("golden/mailroom.toml")).unwrap_or_else(|e| panic!("{e}"));
+    for (name, raw, tag) in [
+        (
+            "10,000 zip entry names of 1,024 bytes sharing a prefix",
+            mailroom_tests::zip::many_long_names(),
+            "SCAN_LIMIT",
+        ),
+        (
+            "attached messages nested 100,000 deep",
+            mailroom_tests::zip::nested_messages(100_000),
+            "SCAN_LIMIT",
+        ),
+    ] {
+        let observed = observe(&config, &raw, "generated.eml");
+        assert_eq!(observed["verdict"], "quarantine", "{name}: {observed}");
+        assert!(
+            observed["findings"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(tag)),
+            "{name}: {observed}"
+        );
+        assert_eq!(observed["never_released"], true, "{name}");
+    }
+}
