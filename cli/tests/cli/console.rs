@@ -648,7 +648,7 @@ async fn digest_links_confirm_before_they_release_and_work_once() {
     );
     assert_eq!(outbox_files(outbox), before, "a GET releases nothing");
     // The always-allow link says whom it allows the sender for: the digest's recipient.
-    let (status, page) = ask("GET", &token(allow));
+    let (status, page) = link_request(port, "GET", allow, &token(allow));
     assert!(
         status.contains("200")
             && page.contains("always allow its sender for you?")
