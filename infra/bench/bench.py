@@ -37,12 +37,13 @@ from parts.common import Ctx, log, rss_floor_kib, say
 # cmd_run calls each part's part_<name> from this module's globals.
 from parts.coldstart import part_coldstart
 from parts.cost import part_cost
+from parts.hostile import part_hostile
 from parts.latency import part_latency
 from parts.memory import LAMBDA_MEMORY_MIB, part_memory
 from parts.size import part_size
 from parts.throughput import part_throughput
 
-PARTS = ["throughput", "coldstart", "memory", "size", "latency", "cost"]
+PARTS = ["throughput", "coldstart", "memory", "size", "latency", "hostile", "cost"]
 
 
 # ------------------------------------------------------------------ compare
@@ -189,6 +190,9 @@ def cmd_run(args):
     for stage, f in (measured("coldstart").get("functions") or {}).items():
         if f.get("failed_runs"):
             problems.append(f"{stage} function: {f['failed_runs']} cold-start run(s) failed (logs under target/bench/logs)")
+    hostile = measured("hostile")
+    if hostile.get("within_limit") is False:
+        problems.append(f"hostile message {hostile['worst']} took {hostile['worst_ms']} ms through all four stages, over the 1,000 ms limit")
     doc["problems"] = problems
     for p in problems:
         say(f"PROBLEM: {p}")
