@@ -13,7 +13,7 @@ started=$SECONDS
 # Incremental caches only help repeated local builds; in a full run they add gigabytes.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
-# A run from a clean clone writes about 2.6 GB under target/. With less free, the linker
+# A run from a clean clone writes about 3.7 GB under target/. With less free, the linker
 # dies with a bus error that does not say why, so say it first.
 target_dir="${CARGO_TARGET_DIR:-${repo_root}/target}"
 mkdir -p "$target_dir"
