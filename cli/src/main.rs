@@ -118,13 +118,19 @@ enum Command {
     },
     /// Erase everything kept about one data subject: each message whose sender, recipient,
     /// Cc or Reply-To is ADDRESS loses its copies, records, index entries and audit; one
-    /// erasure record with a keyed hash of the address stays.
+    /// erasure record with a keyed hash of the address stays. It names the config's sender
+    /// lists that hold the address.
     Erase {
         #[arg(long)]
         subject: String,
         /// Print what would go, and remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also take the address off [filter] allow_senders and block_senders: of --config
+        /// FILE (pushed too with --stack), else of the stack's own config, whose earlier
+        /// versions holding the address are deleted.
+        #[arg(long)]
+        from_config: bool,
         /// Who erases, for the erasure record (default: $MAILROOM_OPERATOR, else $USER).
         #[arg(long)]
         by: Option<String>,
@@ -326,6 +332,7 @@ fn main() -> ExitCode {
         Command::Erase {
             subject,
             dry_run,
+            from_config,
             by,
             format,
             target,
@@ -333,7 +340,10 @@ fn main() -> ExitCode {
             &target,
             &subject,
             &operate::operator_name(&by),
-            dry_run,
+            subject::EraseOptions {
+                dry_run,
+                from_config,
+            },
             format,
         )),
         Command::Digest {

@@ -54,6 +54,8 @@ struct Tables {
     /// Corrections by message id, with the order they came in.
     corrections: BTreeMap<String, (u64, Correction)>,
     correction_seq: u64,
+    /// The key of address hashes, made on first use.
+    subject_key: Option<Vec<u8>>,
 }
 
 impl MemoryState {
@@ -148,6 +150,16 @@ impl StateStore for MemoryState {
         }
         entry.0 += 1;
         Ok(entry.0)
+    }
+
+    async fn subject_key(&self) -> PortResult<Vec<u8>> {
+        let mut t = self.inner.lock().expect("state lock");
+        if let Some(key) = &t.subject_key {
+            return Ok(key.clone());
+        }
+        let key = crate::secret::random_key("subject key").map_err(PortError::Permanent)?;
+        t.subject_key = Some(key.to_vec());
+        Ok(key.to_vec())
     }
 }
 
