@@ -106,9 +106,15 @@ enum Command {
     Console {
         #[command(flatten)]
         target: target::Target,
-        /// The address to listen on (loopback unless you mean otherwise).
+        /// The address to listen on (loopback unless you mean otherwise: beyond it the
+        /// token and the pages travel in plain HTTP). Browsers must reach it by that address
+        /// or a --host name; 0.0.0.0 and :: need --host.
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
+        /// A name (or address) browsers reach the console by, accepted as its Host besides
+        /// the bind address; the printed URL uses the first. Repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
         /// The port (0: any free one).
         #[arg(long, default_value_t = 8025)]
         port: u16,
@@ -326,9 +332,10 @@ fn main() -> ExitCode {
         Command::Console {
             target,
             bind,
+            hosts,
             port,
             by,
-        } => exit(console::serve(&target, bind, port, by)),
+        } => exit(console::serve(&target, bind, &hosts, port, by)),
         Command::Erase {
             subject,
             dry_run,
