@@ -106,9 +106,15 @@ enum Command {
     Console {
         #[command(flatten)]
         target: target::Target,
-        /// The address to listen on (loopback unless you mean otherwise).
+        /// The address to listen on (loopback unless you mean otherwise: beyond it the
+        /// token and the pages travel in plain HTTP). Browsers must reach it by that address
+        /// or a --host name; 0.0.0.0 and :: need --host.
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
+        /// A name (or address) browsers reach the console by, accepted as its Host besides
+        /// the bind address; the printed URL uses the first. Repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
         /// The port (0: any free one).
         #[arg(long, default_value_t = 8025)]
         port: u16,
@@ -118,13 +124,19 @@ enum Command {
     },
     /// Erase everything kept about one data subject: each message whose sender, recipient,
     /// Cc or Reply-To is ADDRESS loses its copies, records, index entries and audit; one
-    /// erasure record with a keyed hash of the address stays.
+    /// erasure record with a keyed hash of the address stays. It names the config's sender
+    /// lists that hold the address.
     Erase {
         #[arg(long)]
         subject: String,
         /// Print what would go, and remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also take the address off [filter] allow_senders and block_senders: of --config
+        /// FILE (pushed too with --stack), else of the stack's own config, whose earlier
+        /// versions holding the address are deleted.
+        #[arg(long)]
+        from_config: bool,
         /// Who erases, for the erasure record (default: $MAILROOM_OPERATOR, else $USER).
         #[arg(long)]
         by: Option<String>,
@@ -330,12 +342,14 @@ fn main() -> ExitCode {
         Command::Console {
             target,
             bind,
+            hosts,
             port,
             by,
-        } => exit(console::serve(&target, bind, port, by)),
+        } => exit(console::serve(&target, bind, &hosts, port, by)),
         Command::Erase {
             subject,
             dry_run,
+            from_config,
             by,
             format,
             target,
@@ -343,7 +357,10 @@ fn main() -> ExitCode {
             &target,
             &subject,
             &operate::operator_name(&by),
-            dry_run,
+            subject::EraseOptions {
+                dry_run,
+                from_config,
+            },
             format,
         )),
         Command::Digest {

@@ -1038,6 +1038,132 @@ fn an_erased_subject_is_gone_from_the_store_down_to_its_bytes() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to erase"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_digest_an_erasure_leaves_no_key_naming_the_address_and_takes_it_off_the_config() {
+    use mailroom_core::ports::StateStore;
+    use serde_json::json;
+    use std::time::Duration;
+    let dir = temp("erase-digest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("mailroom.toml");
+    std::fs::copy(repo().join("examples/mailroom.toml"), &config).unwrap();
+    let on_store = Store::under(&dir).with_config(config.clone());
+    let state = on_store.state.clone();
+    let with = |cmd: &[&str]| {
+        let out = on_store.mailroom(cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    with(&["run", "examples/mail"]);
+    // The digest's recipient, who an operator also allowed as a sender.
+    let subject = "billing@example.com";
+    let digest = with(&["digest"]);
+    assert!(
+        String::from_utf8_lossy(&digest.stdout).contains("digest to billing@example.com"),
+        "{}",
+        String::from_utf8_lossy(&digest.stdout)
+    );
+    with(&["allow", "Billing@Example.com"]);
+    // Keys as versions before the keyed hash wrote them: a digest's effect, a reply's slot.
+    {
+        let old = mailroom_core::embedded::disk::DiskState::open(&state).unwrap();
+        let now = std::time::SystemTime::now();
+        let effect = "respond/digest/billing@example.com";
+        old.claim_effect("digest-20000", effect, "o", Duration::from_secs(60), now)
+            .await
+            .unwrap();
+        old.complete_effect("digest-20000", effect, "outbox:old.eml")
+            .await
+            .unwrap();
+        assert!(
+            old.acquire_rate_limit(
+                "reply#billing@example.com#billing",
+                "m-old",
+                now + Duration::from_secs(600),
+                now
+            )
+            .await
+            .unwrap()
+        );
+        old.flush().unwrap();
+    }
+    assert!(!files_holding(&state, subject).is_empty());
+
+    // Without --from-config the config stays, and the report says where it names them.
+    let erased = with(&[
+        "erase",
+        "--subject",
+        "BILLING@example.com",
+        "--format",
+        "jsonl",
+    ]);
+    let report = &jsonl(&erased)[0];
+    assert_eq!(report["sender_lists"], json!(["allow_senders"]), "{report}");
+    assert_eq!(report["config"], Value::Null);
+    assert!(report["record"]["records"].as_u64().unwrap() > 0);
+    assert_eq!(
+        files_holding(&state, subject),
+        Vec::<PathBuf>::new(),
+        "no key, record or free page of the state names the address, old keys included"
+    );
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("\"billing@example.com\"")
+    );
+    // The rest of the store works: a second digest of the period is not sent again for
+    // the others.
+    let again = String::from_utf8_lossy(&with(&["digest"]).stdout).into_owned();
+    assert!(again.contains("already sent this period"), "{again}");
+    assert!(!again.contains(subject), "{again}");
+
+    let erased = with(&["erase", "--subject", subject, "--from-config"]);
+    let said = String::from_utf8_lossy(&erased.stdout);
+    assert!(
+        said.contains("took billing@example.com off [filter] allow_senders of"),
+        "{said}"
+    );
+    let edited = std::fs::read_to_string(&config).unwrap();
+    let parsed = mailroom_core::Config::from_toml(&edited, "edited").unwrap();
+    assert!(
+        !parsed
+            .filter
+            .allow_senders
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(subject)),
+        "{edited}"
+    );
+    // The example's comments name the address too: said, and left to the operator.
+    assert!(
+        edited.contains("# mailroom configuration"),
+        "the file keeps its comments"
+    );
+    assert!(
+        said.contains("still names billing@example.com elsewhere"),
+        "{said}"
+    );
+    assert!(
+        mailroom(&["check", config.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // --from-config needs a file to edit.
+    let no_file = mailroom(&[
+        "erase",
+        "--subject",
+        subject,
+        "--from-config",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(no_file.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_file.stderr).contains("pass --config FILE"));
+}
+
 #[test]
 fn retention_removes_each_class_when_its_time_has_run_out() {
     let dir = temp("gc");

@@ -731,6 +731,11 @@ fn describe_s3(parts: &hyper::http::request::Parts, path_and_query: &str) -> (St
         return (op.into(), vec![need]);
     }
     match (method, copy_source) {
+        // A version by its id is another action to IAM.
+        ("GET", _) if params.contains_key("versionId") => (
+            "GetObject".into(),
+            vec![Need::new("s3:GetObjectVersion", object)],
+        ),
         ("GET", _) => ("GetObject".into(), vec![Need::new("s3:GetObject", object)]),
         ("HEAD", _) => ("HeadObject".into(), vec![Need::new("s3:GetObject", object)]),
         ("PUT", Some(source)) => (

@@ -986,11 +986,11 @@ async fn operators_list_the_quarantine_and_search_by_sender_and_recipient() {
     stack.run_until_idle(&pipeline).await;
 
     // The operator reads the index with its own credentials, as `mailroom` does.
-    let index = mailroom_aws::dynamo::DynamoState {
-        client: aws_sdk_dynamodb::Client::new(&stack.sdk_as(OPERATOR).await),
-        table: stack.table.clone(),
-        retention: Duration::from_secs(RETENTION_DAYS * 86_400),
-    };
+    let index = mailroom_aws::dynamo::DynamoState::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk_as(OPERATOR).await),
+        stack.table.clone(),
+        Duration::from_secs(RETENTION_DAYS * 86_400),
+    );
     let ids = |page: mailroom_core::operate::Page| -> Vec<String> {
         page.rows.into_iter().map(|r| r.id).collect()
     };

@@ -197,6 +197,124 @@ async fn an_erasure_on_a_stack_leaves_no_version_and_no_item_naming_the_address(
     stack.assert_calls_allowed();
 }
 
+/// A digest's recipient whom an operator also allowed as a sender: after the erasure and
+/// `--from-config`, no item (the digest's effect, keys of older versions included) and no
+/// version of any object, the config's included, names them; every call is one the
+/// operator policy allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_digest_and_an_allow_an_erasure_leaves_no_item_and_no_config_version_naming_them() {
+    use mailroom_core::ports::StateStore;
+    use std::time::{Duration, SystemTime};
+    const DANA: &str = "dana@example.com";
+    let Some(stack) = Stack::create("erasedigest").await else {
+        return;
+    };
+    let spam = String::from_utf8(fixture("spam-fail.eml"))
+        .unwrap()
+        .replacen("To: sales@example.com", "To: Dana <Dana@example.com>", 1);
+    let held = stack.put_raw(&ses_message_id(), spam.into_bytes()).await;
+    let pipeline = stack.pipeline().await;
+    stack.run_until_idle(&pipeline).await;
+    let (digest, _) = stack
+        .desk(
+            mailroom_aws::digest::Function::Digest,
+            "https://links.example/",
+        )
+        .await;
+    let at = now();
+    let sent = digest.send_digests(at).await.unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, DANA);
+    let names = StackNames::of_stack(&stack.name, &stack.account);
+    let sdk = stack.sdk_as(OPERATOR).await;
+    let s3 = mailroom_aws::app::s3_client(&sdk);
+    let allowed = mailroom_aws::config_source::edit_senders(
+        &s3,
+        &names.bucket,
+        &names.config_key,
+        mailroom_core::config::SenderList::Allow,
+        "Dana@Example.com",
+    )
+    .await
+    .unwrap();
+    assert!(allowed.contains("added dana@example.com"), "{allowed}");
+    // A later edit: the version that added Dana is now one of several earlier ones.
+    mailroom_aws::config_source::edit_senders(
+        &s3,
+        &names.bucket,
+        &names.config_key,
+        mailroom_core::config::SenderList::Block,
+        "@junk.example",
+    )
+    .await
+    .unwrap();
+    // Items as versions before the keyed hash wrote them: a digest's effect, a reply slot.
+    let old = mailroom_aws::dynamo::DynamoState::new(
+        stack.dynamo.clone(),
+        stack.table.clone(),
+        Duration::from_secs(86_400),
+    );
+    let run = format!("digest-{}", at / 86_400 - 3);
+    let effect = "respond/digest/dana@example.com";
+    let t = SystemTime::now();
+    old.claim_effect(&run, effect, "o", Duration::from_secs(60), t)
+        .await
+        .unwrap();
+    old.complete_effect(&run, effect, "ses-old").await.unwrap();
+    assert!(
+        old.acquire_rate_limit(
+            "reply#dana@example.com#support",
+            "m-old",
+            t + Duration::from_secs(600),
+            t
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        holding(&stack, DANA).await.len() >= 5,
+        "mail, index, config, old keys"
+    );
+
+    let op = connect(&sdk, &names, None).await.unwrap();
+    let forget = StackForget::on(&sdk, &names);
+    let erasure = op.erase(&forget, DANA, "dpo", false, now()).await.unwrap();
+    assert_eq!(erasure.messages.len(), 1);
+    assert_eq!(erasure.messages[0].id, held);
+    assert_eq!(
+        erasure.sender_lists,
+        ["allow_senders"],
+        "named, not removed"
+    );
+    assert_eq!(erasure.record.as_ref().unwrap().slots, 1, "the old slot");
+    let left = holding(&stack, DANA).await;
+    assert!(
+        !left.is_empty() && left.iter().all(|w| w.contains("config/")),
+        "only the config names them now: {left:?}"
+    );
+    let done = mailroom_aws::config_source::erase_from_config(
+        &s3,
+        &names.bucket,
+        &names.config_key,
+        DANA,
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.lists, ["allow_senders"]);
+    assert!(!done.named_elsewhere);
+    assert_eq!(done.versions_deleted, 2, "the allow and the block after it");
+    assert_eq!(holding(&stack, DANA).await, Vec::<String>::new());
+    // The config still works, the block kept, and the digest run's own record stays.
+    let config = connect(&sdk, &names, None).await.unwrap();
+    let filter = &config.engine().config().filter;
+    assert!(filter.allow_senders.is_empty());
+    assert_eq!(filter.block_senders, ["@junk.example"]);
+    let again = digest.send_digests(at + 60).await.unwrap();
+    assert!(again.is_empty(), "nothing left to list: {again:?}");
+    stack.assert_calls_allowed();
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -6,6 +6,13 @@
 //! cookie; without it nothing is served. Actions are POST forms carrying a second per-run
 //! token (CSRF) and are asked for on a confirmation page first.
 //!
+//! Only requests whose `Host` is one the console answers as are served (another site's
+//! name resolving to this machine, DNS rebinding, is not): on the loopback `127.0.0.1`,
+//! `localhost` and `[::1]`; on another `--bind` address that address; and each `--host`
+//! name, always with the port. Bound to every address (`0.0.0.0`, `::`) the machine's
+//! names are not known, so `--host` must name them. Beyond the loopback the console warns
+//! that its token and pages travel in plain HTTP.
+//!
 //! Mail is hostile: every value from a message goes through the templates' HTML escaping,
 //! a message's HTML is never rendered (its text is shown in a `<pre>`), and every response
 //! carries a Content-Security-Policy that allows no script at all.
@@ -44,7 +51,8 @@ pub struct Console {
     pub by: String,
     token: String,
     csrf: String,
-    port: u16,
+    /// The `Host` values it answers to (lower-cased, with the port).
+    hosts: Vec<String>,
     templates: minijinja::Environment<'static>,
     #[cfg(feature = "aws")]
     pub stack: Option<crate::target::Stack>,
@@ -62,8 +70,86 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// An address as a URL's host: IPv6 in brackets.
+fn url_host(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
+}
+
+/// The `Host` values a console bound to `bind`:`port` answers to, the one its URL names
+/// first. `names` are the `--host` names (a name or an address, without a port).
+pub fn accepted_hosts(
+    bind: std::net::IpAddr,
+    port: u16,
+    names: &[String],
+) -> Result<Vec<String>, String> {
+    let mut hosts: Vec<String> = Vec::new();
+    for name in names {
+        let name = name.trim().to_ascii_lowercase();
+        let plain = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => url_host(ip),
+            Err(_) => name.clone(),
+        };
+        let ok = !plain.is_empty()
+            && plain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c))
+            && !plain.contains("..");
+        if !ok || (plain.contains(':') && !plain.starts_with('[')) {
+            return Err(format!(
+                "--host {name:?} is not a host name or address (give it without a port)"
+            ));
+        }
+        hosts.push(format!("{plain}:{port}"));
+    }
+    if bind.is_unspecified() {
+        if hosts.is_empty() {
+            return Err(format!(
+                "--bind {bind} listens on every address of this machine, which the console \
+                 cannot list: name the one browsers use with --host NAME (any other Host is \
+                 refused, against DNS rebinding)"
+            ));
+        }
+    } else if !bind.is_loopback() {
+        hosts.insert(0, format!("{}:{port}", url_host(bind)));
+    }
+    // The loopback reaches a loopback bind, and an unspecified one.
+    if bind.is_loopback() || bind.is_unspecified() {
+        let first = if bind.is_loopback() && bind != std::net::IpAddr::from([127, 0, 0, 1]) {
+            vec![format!("{}:{port}", url_host(bind))]
+        } else {
+            Vec::new()
+        };
+        let loopback = ["127.0.0.1", "localhost", "[::1]"].map(|n| format!("{n}:{port}"));
+        let at = if bind.is_loopback() { 0 } else { hosts.len() };
+        hosts.splice(at..at, first.into_iter().chain(loopback));
+    }
+    hosts.dedup();
+    Ok(hosts)
+}
+
+/// Where the login's redirect goes: a path of this console only. A path that a browser
+/// would read as another host (`//evil.example/`, `/\evil.example`) or that is not a path
+/// becomes `/`.
+pub fn local_path(path: &str) -> &str {
+    let offsite = !path.starts_with('/')
+        || path[1..].starts_with(['/', '\\'])
+        || path.chars().any(|c| c == '\\' || c.is_control());
+    if offsite { "/" } else { path }
+}
+
 /// `mailroom console`: serves until interrupted.
-pub fn serve(target: &Target, bind: std::net::IpAddr, port: u16, by: Option<String>) -> Result<()> {
+pub fn serve(
+    target: &Target,
+    bind: std::net::IpAddr,
+    names: &[String],
+    port: u16,
+    by: Option<String>,
+) -> Result<()> {
+    // Checked before anything is opened: a refused --bind/--host changes nothing.
+    accepted_hosts(bind, port, names).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -75,6 +161,7 @@ pub fn serve(target: &Target, bind: std::net::IpAddr, port: u16, by: Option<Stri
             .await
             .with_context(|| format!("listening on {bind}:{port}"))?;
         let port = listener.local_addr()?.port();
+        let hosts = accepted_hosts(bind, port, names).map_err(anyhow::Error::msg)?;
         let console = Arc::new(Console {
             operator: connected.operator,
             state: connected.state,
@@ -83,19 +170,25 @@ pub fn serve(target: &Target, bind: std::net::IpAddr, port: u16, by: Option<Stri
             by: crate::operate::operator_name(&by),
             token: secret()?,
             csrf: secret()?,
-            port,
+            hosts,
             templates: pages::templates(),
             #[cfg(feature = "aws")]
             stack: connected.stack,
         });
-        let host = if bind.is_loopback() {
-            "127.0.0.1".to_string()
-        } else {
-            bind.to_string()
-        };
+        if !bind.is_loopback() {
+            eprintln!(
+                "warning: the console listens on {} beyond this machine's loopback, in plain \
+                 HTTP: its token, its cookie and every page it serves (mail included) can be \
+                 read on the network on the way. Prefer the default 127.0.0.1 and an SSH \
+                 tunnel (ssh -L {port}:127.0.0.1:{port} HOST); it answers only as {}",
+                url_host(bind),
+                console.hosts.join(", ")
+            );
+        }
         println!(
-            "mailroom console on {}: open http://{host}:{port}/?token={}",
+            "mailroom console on {}: open http://{}/?token={}",
             console.operator.store(),
+            console.hosts[0],
             console.token
         );
         use std::io::Write;
@@ -174,19 +267,16 @@ enum Admit {
 }
 
 fn admit(console: &Console, request: &Request) -> Admit {
-    // Another site's name resolving to 127.0.0.1 (DNS rebinding) is not this console.
+    // Another site's name resolving to this machine (DNS rebinding) is not this console.
     let host_ok = request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| {
-            let port = format!(":{}", console.port);
-            ["127.0.0.1", "localhost", "[::1]"]
-                .iter()
-                .any(|n| h == format!("{n}{port}"))
-        });
+        .is_some_and(|h| console.hosts.iter().any(|ok| h.eq_ignore_ascii_case(ok)));
     if !host_ok {
-        return Admit::No("this console answers only on 127.0.0.1 and localhost\n");
+        return Admit::No(
+            "this console answers only under the names it printed (see --bind and --host)\n",
+        );
     }
     // A digest's link carries its own signed token and is answered without the console's.
     if request.uri().path() == "/link" {
@@ -209,10 +299,12 @@ fn admit(console: &Console, request: &Request) -> Admit {
                 .split('&')
                 .filter(|kv| !kv.starts_with("token=") && !kv.is_empty())
                 .collect();
+            // Only a path of this console: never another site's (`//evil.example/`).
+            let path = local_path(uri.path());
             let path = if rest.is_empty() {
-                uri.path().to_string()
+                path.to_string()
             } else {
-                format!("{}?{}", uri.path(), rest.join("&"))
+                format!("{path}?{}", rest.join("&"))
             };
             Admit::WithCookie(path)
         }
@@ -247,5 +339,79 @@ mod tests {
         assert!(same(&a, &a.clone()));
         assert!(!same(&a, &b));
         assert!(!same(&a, &a[..31]));
+    }
+
+    #[test]
+    fn the_login_redirect_stays_on_the_console() {
+        for offsite in [
+            "//evil.example/",
+            "///evil.example",
+            "/\\evil.example",
+            "/\\/evil.example",
+            "https://evil.example/",
+            "evil.example",
+            "",
+            "/a\\b",
+            "/\tx",
+        ] {
+            assert_eq!(local_path(offsite), "/", "{offsite:?}");
+        }
+        for path in [
+            "/",
+            "/quarantine",
+            "/message/abc",
+            "/a//b",
+            "/%2F%2Fevil.example",
+        ] {
+            assert_eq!(local_path(path), path);
+        }
+    }
+
+    #[test]
+    fn the_host_check_accepts_the_bind_address_and_the_named_hosts_only() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let none: &[String] = &[];
+        assert_eq!(
+            accepted_hosts(ip("127.0.0.1"), 8025, none).unwrap(),
+            ["127.0.0.1:8025", "localhost:8025", "[::1]:8025"]
+        );
+        assert_eq!(
+            accepted_hosts(ip("::1"), 80, none).unwrap()[0],
+            "[::1]:80",
+            "the URL names the bind address"
+        );
+        assert_eq!(
+            accepted_hosts(ip("192.168.1.5"), 8025, none).unwrap(),
+            ["192.168.1.5:8025"],
+            "the loopback does not reach it"
+        );
+        assert_eq!(
+            accepted_hosts(ip("fd00::5"), 9000, &["Console.Corp.example".into()]).unwrap(),
+            ["[fd00::5]:9000", "console.corp.example:9000"]
+        );
+        let why = accepted_hosts(ip("0.0.0.0"), 8025, none).unwrap_err();
+        assert!(why.contains("--host"), "{why}");
+        assert!(accepted_hosts(ip("::"), 8025, none).is_err());
+        assert_eq!(
+            accepted_hosts(
+                ip("0.0.0.0"),
+                8025,
+                &["10.0.0.7".into(), "ops.example".into()]
+            )
+            .unwrap(),
+            [
+                "10.0.0.7:8025",
+                "ops.example:8025",
+                "127.0.0.1:8025",
+                "localhost:8025",
+                "[::1]:8025"
+            ]
+        );
+        for bad in ["ops.example:80", "a b", "", "evil.example/x", "a..b"] {
+            assert!(
+                accepted_hosts(ip("0.0.0.0"), 1, &[bad.to_string()]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -573,6 +573,15 @@ async fn erase(c: &Console, address: &str) -> Response {
             format!(". Already out and not recalled: {}", went.join("; "))
         }
     );
+    let message = if erasure.sender_lists.is_empty() {
+        message
+    } else {
+        format!(
+            "{message}. The config still names the address in [filter] {}: \
+             `mailroom erase --subject ADDRESS --from-config` takes it off",
+            erasure.sender_lists.join(" and ")
+        )
+    };
     c.render("done.html", context! { message => message })
 }
 
@@ -617,7 +626,13 @@ pub async fn link(State(c): State<Arc<Console>>, request: axum::extract::Request
         .handle(method, token.as_deref(), &ip, crate::target::now())
         .await;
     let _ = state.flush();
-    eprintln!("link: {}", page.log);
+    // The console's log names addresses by the start of their keyed hash, as the
+    // functions' logs do.
+    let key = mailroom_core::operate::log_key(c.operator.engine().ports().state.as_ref()).await;
+    eprintln!(
+        "link: {}",
+        mailroom_core::operate::hide_addresses(key.as_deref(), &page.log)
+    );
     let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, Html(page.html())).into_response()
 }

@@ -77,11 +77,11 @@ pub fn ports(
         client: s3_client(sdk),
         bucket: bucket.to_string(),
     });
-    let state = Arc::new(DynamoState {
-        client: aws_sdk_dynamodb::Client::new(sdk),
-        table: table.to_string(),
+    let state = Arc::new(DynamoState::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        table,
         retention,
-    });
+    ));
     Ports {
         raw: mail.clone(),
         objects: mail.clone(),

@@ -106,6 +106,7 @@ impl ConfigSource {
                 cur.versions = versions;
             }
             Err(e) => {
+                let e = crate::hidden(self.ports.state.as_ref(), &e).await;
                 tracing::error!(error = %e, "new config refused; the last good config keeps serving");
                 // Remember the bad versions so they are reported once, not on every check.
                 cur.versions = now;
@@ -335,7 +336,30 @@ pub async fn edit_senders(
             list.key()
         ));
     }
-    let config = Config::from_toml(&edited.text, &origin).map_err(|e| e.to_string())?;
+    write_checked(s3, bucket, key, edited.text, etag).await?;
+    let mut done = format!(
+        "added {} to [filter] {} of {origin}",
+        sender.trim().to_ascii_lowercase(),
+        list.key()
+    );
+    if edited.moved_from_other {
+        done.push_str(" (and took it off the other list)");
+    }
+    Ok(done)
+}
+
+/// Validates an edited config `text` of `s3://bucket/key` with the models it names, as the
+/// functions load them, and writes it back only if the object's ETag is still `etag` (no
+/// one changed it since it was read).
+async fn write_checked(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    text: String,
+    etag: Option<String>,
+) -> Result<(), String> {
+    let origin = format!("s3://{bucket}/{key}");
+    let config = Config::from_toml(&text, &origin).map_err(|e| e.to_string())?;
     let mut models = Models::default();
     for slot in Slot::ALL {
         let Some(path) = slot.path(&config) else {
@@ -355,9 +379,7 @@ pub async fn edit_senders(
         .bucket(bucket)
         .key(key)
         .content_type("application/toml")
-        .body(aws_sdk_s3::primitives::ByteStream::from(
-            edited.text.into_bytes(),
-        ));
+        .body(aws_sdk_s3::primitives::ByteStream::from(text.into_bytes()));
     if let Some(etag) = etag {
         put = put.if_match(etag);
     }
@@ -367,15 +389,107 @@ pub async fn edit_senders(
             DisplayErrorContext(&e)
         )
     })?;
-    let mut done = format!(
-        "added {} to [filter] {} of {origin}",
-        sender.trim().to_ascii_lowercase(),
-        list.key()
-    );
-    if edited.moved_from_other {
-        done.push_str(" (and took it off the other list)");
+    Ok(())
+}
+
+/// What `mailroom erase --from-config` did to a stack's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErased {
+    /// The sender lists the address came off (none: it was on none).
+    pub lists: Vec<&'static str>,
+    /// The current config still names it elsewhere (a route, a digest address, a comment).
+    pub named_elsewhere: bool,
+    /// Earlier versions of the config object that held the address, deleted.
+    pub versions_deleted: usize,
+}
+
+/// `mailroom erase --from-config` on a stack: takes `address` off the sender lists of the
+/// stack's own config (`edit` true; validated with its models and written back only if
+/// nobody changed it since it was read), then deletes every earlier version of the config
+/// object that holds the address: the bucket is versioned, and the old versions would keep
+/// it until the lifecycle rule expires them.
+pub async fn erase_from_config(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    address: &str,
+    edit: bool,
+) -> Result<ConfigErased, String> {
+    let address = address.trim().to_ascii_lowercase();
+    let origin = format!("s3://{bucket}/{key}");
+    let (lists, named_elsewhere) = if edit {
+        let (bytes, etag) = fetch(s3, bucket, key, "config").await?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("the config {origin} is not UTF-8"))?;
+        let removed = mailroom_core::config::remove_address(&text, &origin, &address)
+            .map_err(|e| e.to_string())?;
+        if !removed.lists.is_empty() {
+            write_checked(s3, bucket, key, removed.text, etag).await?;
+        }
+        (removed.lists, removed.named_elsewhere)
+    } else {
+        (Vec::new(), false)
+    };
+    let what = |e: &dyn std::fmt::Display| format!("the earlier versions of {origin}: {e}");
+    let mut versions_deleted = 0;
+    let mut key_marker = None;
+    let mut version_marker = None;
+    loop {
+        let page = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(key)
+            .set_key_marker(key_marker.take())
+            .set_version_id_marker(version_marker.take())
+            .send()
+            .await
+            .map_err(|e| what(&DisplayErrorContext(&e)))?;
+        for v in page.versions() {
+            let (Some(k), Some(id)) = (v.key(), v.version_id()) else {
+                continue;
+            };
+            if k != key || v.is_latest() == Some(true) {
+                continue;
+            }
+            let body = s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .version_id(id)
+                .send()
+                .await
+                .map_err(|e| what(&DisplayErrorContext(&e)))?
+                .body
+                .collect()
+                .await
+                .map_err(|e| what(&e))?
+                .into_bytes();
+            if !String::from_utf8_lossy(&body)
+                .to_ascii_lowercase()
+                .contains(&address)
+            {
+                continue;
+            }
+            s3.delete_object()
+                .bucket(bucket)
+                .key(key)
+                .version_id(id)
+                .send()
+                .await
+                .map_err(|e| what(&DisplayErrorContext(&e)))?;
+            versions_deleted += 1;
+        }
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_string);
+        version_marker = page.next_version_id_marker().map(str::to_string);
     }
-    Ok(done)
+    Ok(ConfigErased {
+        lists,
+        named_elsewhere,
+        versions_deleted,
+    })
 }
 
 #[cfg(test)]

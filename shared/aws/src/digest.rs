@@ -212,11 +212,11 @@ impl Desk {
         };
         let s3 = s3_client(sdk);
         let subject_key = Arc::new(crate::erase::StackForget {
-            state: crate::dynamo::DynamoState {
-                client: aws_sdk_dynamodb::Client::new(sdk),
-                table: settings.table.clone(),
-                retention: Duration::from_secs(settings.retention_days * 86_400),
-            },
+            state: crate::dynamo::DynamoState::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                settings.table.clone(),
+                Duration::from_secs(settings.retention_days * 86_400),
+            ),
             s3: s3.clone(),
             bucket: settings.bucket.clone(),
         });
@@ -314,10 +314,12 @@ impl Desk {
         };
         self.metrics
             .count_by("LinkRequests", "Outcome", page.outcome);
+        let state = self.config.engine().await.ports().state.clone();
+        let log = crate::hidden(state.as_ref(), &page.log).await;
         if page.status >= 500 || page.status == 403 {
-            tracing::warn!(status = page.status, "{}", page.log);
+            tracing::warn!(status = page.status, "{log}");
         } else {
-            tracing::info!(status = page.status, "{}", page.log);
+            tracing::info!(status = page.status, "{log}");
         }
         response(page.status, page.html())
     }
@@ -381,8 +383,11 @@ pub async fn run_digest() -> Result<(), lambda_runtime::Error> {
             async move {
                 // An error fails the invocation, and EventBridge tries again: what was sent
                 // is not sent twice.
-                let sent = desk.send_digests(now()).await?;
-                for d in &sent {
+                let mut sent = desk.send_digests(now()).await?;
+                // The log and the invocation's result name each address by its short hash.
+                let state = desk.config.engine().await.ports().state.clone();
+                for d in &mut sent {
+                    d.to = crate::hidden(state.as_ref(), &d.to).await;
                     tracing::info!(to = %d.to, entries = d.entries, before = d.before, note = %d.note, "digest");
                 }
                 Ok::<_, lambda_runtime::Error>(serde_json::json!({ "digests": sent }))

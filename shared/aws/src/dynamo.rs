@@ -9,11 +9,15 @@
 //! | rate-limit slot | `rl#<key>` | `rl` |
 //! | a recipient's allowed sender (a digest's "always allow") | `allow#<recipient>` | `<sender>` |
 //! | the same, found by its sender (for an erasure) | `allowed#<sender>` | `<recipient>` |
+//! | the key of address hashes | `meta` | `subject-key` |
 //!
 //! The two allow-list items are written in one transaction and kept until an erasure of
 //! either address removes them (no TTL: they are the recipient's standing choice). The
 //! filter function reads `allow#` items only (its role's `dynamodb:LeadingKeys`
 //! condition), in one `BatchGetItem` per message it would otherwise hold.
+//!
+//! No other key names an address: effects and rate-limit slots that concern one name its
+//! keyed hash (see the core's `operate::subject_hash`).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -56,6 +60,8 @@ pub struct DynamoState {
     pub table: String,
     /// Items expire (DynamoDB TTL) this long after they are written.
     pub retention: Duration,
+    /// The subject key once read (see [`StateStore::subject_key`]).
+    subject_key: tokio::sync::OnceCell<Vec<u8>>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -79,6 +85,58 @@ fn msg_pk(id: &str) -> AttributeValue {
 }
 
 impl DynamoState {
+    pub fn new(client: Client, table: impl Into<String>, retention: Duration) -> DynamoState {
+        DynamoState {
+            client,
+            table: table.into(),
+            retention,
+            subject_key: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Reads the subject key, making it when there is none (a conditional write: two
+    /// makers at once end with the same key).
+    async fn read_subject_key(&self) -> PortResult<Vec<u8>> {
+        let read = || async {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s("meta"))
+                .key("sk", s("subject-key"))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| port_error("reading the subject key", &e, &[]))?;
+            Ok::<_, PortError>(match out.item.as_ref().and_then(|i| i.get("key")) {
+                Some(AttributeValue::S(k)) => Some(mailroom_core::secret::unhex(k)),
+                _ => None,
+            })
+        };
+        if let Some(key) = read().await? {
+            return Ok(key);
+        }
+        let bytes =
+            mailroom_core::secret::random_key("subject key").map_err(PortError::Permanent)?;
+        let made = self
+            .put_new(
+                "making the subject key",
+                HashMap::from([
+                    ("pk".to_string(), s("meta")),
+                    ("sk".to_string(), s("subject-key")),
+                    ("key".to_string(), s(mailroom_core::secret::hex(&bytes))),
+                ]),
+            )
+            .await?;
+        if made {
+            return Ok(bytes.to_vec());
+        }
+        // Another process made it first: use that one.
+        read()
+            .await?
+            .ok_or_else(|| PortError::Retryable("the subject key is not readable yet".into()))
+    }
+
     pub(crate) fn expires(&self) -> AttributeValue {
         n(secs(SystemTime::now() + self.retention))
     }
@@ -291,6 +349,13 @@ impl StateStore for DynamoState {
             .and_then(|v| v.as_n().ok())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| PortError::Permanent(format!("{what}: no count in the answer")))
+    }
+
+    async fn subject_key(&self) -> PortResult<Vec<u8>> {
+        self.subject_key
+            .get_or_try_init(|| self.read_subject_key())
+            .await
+            .cloned()
     }
 }
 

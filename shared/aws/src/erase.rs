@@ -6,7 +6,11 @@
 //! - every item under `msg#<id>`, its recipient and address items, then its summary;
 //! - the raw mail and its stored and quarantined copies, every version (the bucket is
 //!   versioned, and a plain delete would only hide them);
-//! - the address's auto-reply slots (`rl#reply#<address>#<template>`);
+//! - the address's auto-reply slots (`rl#reply#<hash>#<template>`, and
+//!   `rl#reply#<address>#<template>` as versions before the hash wrote them);
+//! - the effects of digests sent to the address under their old key (`msg#digest-<n>`,
+//!   `effect#respond/digest/<address>`), in each digest run the records' retention may
+//!   still hold (the key now names the hash);
 //! - the per-recipient allow-list entries naming it (`allow#<recipient>` and
 //!   `allowed#<sender>`, through the pipeline's port: see `crate::dynamo`);
 //! - the erasure record `erasure#<hash>`, kept by the table's TTL for `retention.erasures`,
@@ -19,11 +23,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use mailroom_core::model::RawRef;
 use mailroom_core::operate::{ErasureRecord, Forget};
-use mailroom_core::ports::{MessageIndex, PortError, PortResult};
-use mailroom_core::secret::{hex, random_key, unhex};
+use mailroom_core::ports::{MessageIndex, PortResult};
 
 use crate::dynamo::DynamoState;
-use crate::errors::{code, port_error};
+use crate::errors::port_error;
 use crate::s3::FEEDBACK_PREFIX;
 
 /// Where the receipt rule stores raw mail (template.yaml, infra/resources.json).
@@ -50,13 +53,11 @@ impl StackForget {
     /// Erasure on a stack's table and bucket, with the credentials of `sdk`.
     pub fn on(sdk: &aws_config::SdkConfig, names: &crate::operator::StackNames) -> StackForget {
         StackForget {
-            state: DynamoState {
-                client: aws_sdk_dynamodb::Client::new(sdk),
-                table: names.table.clone(),
-                retention: std::time::Duration::from_secs(
-                    crate::settings::DEFAULT_RETENTION_DAYS * 86_400,
-                ),
-            },
+            state: DynamoState::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                names.table.clone(),
+                std::time::Duration::from_secs(crate::settings::DEFAULT_RETENTION_DAYS * 86_400),
+            ),
             s3: crate::app::s3_client(sdk),
             bucket: names.bucket.clone(),
         }
@@ -237,15 +238,40 @@ impl Forget for StackForget {
         Ok(gone)
     }
 
-    async fn forget_slots(&self, address: &str, templates: &[String]) -> PortResult<usize> {
+    async fn forget_slots(
+        &self,
+        address: &str,
+        hash: &str,
+        templates: &[String],
+    ) -> PortResult<usize> {
         let mut gone = 0;
         for t in templates {
-            if self
-                .delete(format!("rl#reply#{address}#{t}"), "rl".into())
-                .await?
-            {
-                gone += 1;
+            for named in [hash, address] {
+                if self
+                    .delete(format!("rl#reply#{named}#{t}"), "rl".into())
+                    .await?
+                {
+                    gone += 1;
+                }
             }
+        }
+        Ok(gone)
+    }
+
+    async fn forget_digests(&self, address: &str, runs: &[String]) -> PortResult<usize> {
+        use futures::StreamExt as _;
+        // One delete per run (a key that names nothing costs one write unit): no index
+        // finds an effect by its name.
+        let sk = format!("effect#respond/digest/{address}");
+        let pks: Vec<String> = runs.iter().map(|run| format!("msg#{run}")).collect();
+        let deleted: Vec<PortResult<bool>> = futures::stream::iter(pks)
+            .map(|pk| self.delete(pk, sk.clone()))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut gone = 0;
+        for d in deleted {
+            gone += usize::from(d?);
         }
         Ok(gone)
     }
@@ -316,41 +342,6 @@ impl Forget for StackForget {
     }
 
     async fn subject_key(&self) -> PortResult<Vec<u8>> {
-        let stored = |item: &HashMap<String, AttributeValue>| text(item, "key");
-        if let Some(key) = self
-            .get("meta", "subject-key")
-            .await?
-            .as_ref()
-            .and_then(stored)
-        {
-            return Ok(unhex(&key));
-        }
-        let bytes = random_key("subject key").map_err(PortError::Permanent)?;
-        let key = hex(&bytes);
-        let made = self
-            .state
-            .client
-            .put_item()
-            .table_name(&self.state.table)
-            .item("pk", s("meta"))
-            .item("sk", s("subject-key"))
-            .item("key", s(key.clone()))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match made {
-            Ok(_) => Ok(bytes.to_vec()),
-            // Another erasure made it first: use that one.
-            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => {
-                let item = self.get("meta", "subject-key").await?;
-                item.as_ref()
-                    .and_then(stored)
-                    .map(|k| unhex(&k))
-                    .ok_or_else(|| {
-                        PortError::Retryable("the subject key is not readable yet".into())
-                    })
-            }
-            Err(e) => Err(port_error("making the subject key", &e, &[])),
-        }
+        mailroom_core::ports::StateStore::subject_key(&self.state).await
     }
 }

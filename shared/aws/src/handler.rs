@@ -10,6 +10,9 @@
 //! deadline; both are reported as failures, and the batch's answer goes out before Lambda's
 //! timeout, so the records already done are acknowledged instead of the whole batch coming
 //! back (and using up its healthy records' receive counts).
+//!
+//! Its log lines carry no address: reasons, errors and results go through
+//! [`crate::hidden`] (the message ids stay).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +63,7 @@ pub async fn handle_batch(
         let failed = match joined {
             Ok(Ok(Ok(()))) => false,
             Ok(Ok(Err(reason))) => {
+                let reason = crate::hidden(app.ports.state.as_ref(), &reason).await;
                 span.in_scope(
                     || tracing::warn!(reason = %reason, "record failed; the queue will retry it"),
                 );
@@ -130,9 +134,11 @@ async fn run_one(
     attempt: u32,
 ) -> Result<(), String> {
     let started = Instant::now();
+    let state = engine.ports().state.as_ref();
     match engine.run_stage(stage, env.clone()).await {
         Ok(done) => {
-            tracing::info!(summary = %summary(stage, &done), "stage done");
+            let summary = crate::hidden(state, &summary(stage, &done)).await;
+            tracing::info!(summary = %summary, "stage done");
             metrics.stage(stage, &done, started.elapsed());
             Ok(())
         }
@@ -141,13 +147,15 @@ async fn run_one(
             // What `mailroom dlq list` shows once the retries are used up. Best effort: the
             // store may be what failed, and the queue retries either way.
             if let Err(also) = engine.audit_attempt_failed(&env, stage, attempt, &e).await {
+                let also = crate::hidden(state, &also.to_string()).await;
                 tracing::warn!(error = %also, "could not audit the failed attempt");
             }
             Err(e.to_string())
         }
         Err(e) => {
             metrics.fault(stage, "permanent");
-            tracing::error!(error = %e, "permanent failure; quarantining the message");
+            let shown = crate::hidden(state, &e.to_string()).await;
+            tracing::error!(error = %shown, "permanent failure; quarantining the message");
             let record = engine.quarantine_failure(&env, &e, None).await?;
             tracing::info!(decision = %record.decision, "failure handled");
             Ok(())

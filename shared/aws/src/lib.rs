@@ -38,6 +38,17 @@ pub fn init_logging() {
         .init();
 }
 
+/// `text` as a log line may carry it: every address in it as `addr:` and the start of its
+/// keyed hash with the table's subject key (what `mailroom erase` prints of its record),
+/// so that no log line holds an address.
+pub async fn hidden(state: &dyn mailroom_core::ports::StateStore, text: &str) -> String {
+    if !text.contains('@') {
+        return text.to_string();
+    }
+    let key = mailroom_core::operate::log_key(state).await;
+    mailroom_core::operate::hide_addresses(key.as_deref(), text)
+}
+
 /// The whole of a function's `main`: read settings, build clients once, serve SQS batches.
 pub async fn run(stage: Stage) -> Result<(), lambda_runtime::Error> {
     init_logging();

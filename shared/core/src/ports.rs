@@ -123,6 +123,12 @@ pub trait StateStore: Send + Sync {
     /// Adds one to the counter `key` (made at zero, kept until `until`) and returns its new
     /// value, in one atomic step: requests per source and window.
     async fn count_request(&self, key: &str, until: SystemTime) -> PortResult<u64>;
+
+    /// The store's secret key for address hashes (made on first use, kept with the store):
+    /// effect and rate-limit keys that would name an address name its keyed hash instead
+    /// ([`crate::operate::subject_hash`]), the hash erasure records keep, and log lines
+    /// carry a short form of it ([`crate::operate::hide_addresses`]).
+    async fn subject_key(&self) -> PortResult<Vec<u8>>;
 }
 
 /// The audit trail. One record per message and stage: appending a second record for the

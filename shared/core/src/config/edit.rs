@@ -1,6 +1,7 @@
 //! Edits the config file in place for `mailroom allow` and `mailroom block`: the address
 //! goes into `[filter] allow_senders` or `block_senders`, the file's comments and layout
 //! stay as they were, and the result must pass the same validation as `mailroom check`.
+//! `mailroom erase --from-config` takes an address off both lists the same way.
 
 use super::{Config, ConfigError};
 
@@ -121,6 +122,61 @@ pub fn add_sender(
     })
 }
 
+/// What taking an address off the sender lists did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// The new file text (the old one when nothing changed).
+    pub text: String,
+    /// The lists it was on (`allow_senders`, `block_senders`).
+    pub lists: Vec<&'static str>,
+    /// The edited text still holds the address elsewhere (a route's forward, a digest
+    /// address, a comment): the operator's to change.
+    pub named_elsewhere: bool,
+}
+
+/// Takes `address` off `[filter] allow_senders` and `block_senders` of the config `text`
+/// (from `origin`), keeping its comments and layout; the result is validated as a whole.
+/// Entries are compared whole and case-blind: `@domain` entries are left alone.
+pub fn remove_address(text: &str, origin: &str, address: &str) -> Result<Removed, EditError> {
+    let problem = |message: String| EditError::Edit(format!("{origin}: {message}"));
+    let address = normalised(address).map_err(EditError::Edit)?;
+    Config::from_toml(text, origin)?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| problem(e.to_string()))?;
+    let mut lists = Vec::new();
+    if let Some(filter) = doc.get_mut("filter").and_then(|f| f.as_table_like_mut()) {
+        for list in [SenderList::Allow, SenderList::Block] {
+            let Some(array) = filter.get_mut(list.key()).and_then(|i| i.as_array_mut()) else {
+                continue;
+            };
+            let before = array.len();
+            array.retain(|v| {
+                v.as_str()
+                    .is_none_or(|s| !s.trim().eq_ignore_ascii_case(&address))
+            });
+            if array.len() != before {
+                lists.push(list.key());
+                if let Some(first) = array.get_mut(0) {
+                    first.decor_mut().set_prefix("");
+                }
+            }
+        }
+    }
+    let edited = if lists.is_empty() {
+        text.to_string()
+    } else {
+        doc.to_string()
+    };
+    Config::from_toml(&edited, origin)?;
+    let named_elsewhere = edited.to_ascii_lowercase().contains(&address);
+    Ok(Removed {
+        text: edited,
+        lists,
+        named_elsewhere,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +211,32 @@ mod tests {
             c.filter.block_senders,
             ["x@bad.example", "@partner.example"]
         );
+    }
+
+    #[test]
+    fn an_address_comes_off_both_lists_and_domains_and_comments_stay() {
+        let file = "# ours\n[filter]\nallow_senders = [\"Ann@Friend.example\", \"@friend.example\"]  # keep\nblock_senders = [\"ann@friend.example\"]\n";
+        let r = remove_address(file, "c.toml", " ANN@friend.example").unwrap();
+        assert_eq!(r.lists, ["allow_senders", "block_senders"]);
+        assert!(!r.named_elsewhere, "{}", r.text);
+        assert!(
+            r.text
+                .contains("# ours\n[filter]\nallow_senders = [\"@friend.example\"]  # keep\n"),
+            "{}",
+            r.text
+        );
+        let c = Config::from_toml(&r.text, "c.toml").unwrap();
+        assert!(c.filter.block_senders.is_empty());
+        let again = remove_address(&r.text, "c.toml", "ann@friend.example").unwrap();
+        assert!(again.lists.is_empty());
+        assert_eq!(again.text, r.text);
+        let routed = "[filter]\nallow_senders = [\"ann@friend.example\"]\n# ann@friend.example asked for this\n";
+        assert!(
+            remove_address(routed, "c.toml", "ann@friend.example")
+                .unwrap()
+                .named_elsewhere
+        );
+        assert!(remove_address(file, "c.toml", "nobody").is_err());
     }
 
     #[test]

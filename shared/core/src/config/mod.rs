@@ -15,7 +15,7 @@ mod values;
 
 pub use classify::*;
 pub use digest::*;
-pub use edit::{EditError, Edited, SenderList, add_sender};
+pub use edit::{EditError, Edited, Removed, SenderList, add_sender, remove_address};
 pub use filter::*;
 pub use respond::*;
 pub use retention::*;

@@ -53,6 +53,8 @@ pub struct DiskState {
     db: RwLock<Database>,
     dir: PathBuf,
     pending: Mutex<BTreeMap<(&'static str, String), Option<String>>>,
+    /// The subject key once read: every auto-reply and digest hashes an address with it.
+    subject_key: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// Flush on our own once this many writes are pending, bounding memory on large runs.
@@ -100,6 +102,7 @@ impl DiskState {
             db: RwLock::new(db),
             dir: dir.to_path_buf(),
             pending: Mutex::new(BTreeMap::new()),
+            subject_key: std::sync::OnceLock::new(),
         })
     }
 
@@ -336,15 +339,42 @@ impl Forget for DiskState {
         Ok(gone)
     }
 
-    async fn forget_slots(&self, address: &str, _templates: &[String]) -> PortResult<usize> {
-        let needle = format!("#{address}#");
+    async fn forget_slots(
+        &self,
+        address: &str,
+        hash: &str,
+        _templates: &[String],
+    ) -> PortResult<usize> {
+        // Under the hash, and under the address as slots written before named it.
+        let (old, new) = (
+            format!("#{}#", address.to_ascii_lowercase()),
+            format!("#{hash}#"),
+        );
         let keys: Vec<String> = self
             .keys_from("rate_limits", "")?
             .into_iter()
-            .filter(|k| k.contains(&needle))
+            .filter(|k| {
+                let k = k.to_ascii_lowercase();
+                k.contains(&old) || k.contains(&new)
+            })
             .collect();
         for k in &keys {
             self.update("rate_limits", k, |_| ((), Some(None)))?;
+        }
+        self.flush()?;
+        Ok(keys.len())
+    }
+
+    async fn forget_digests(&self, address: &str, _runs: &[String]) -> PortResult<usize> {
+        // Every digest run's effects are in the file: all are looked at.
+        let old = format!("\u{0}respond/digest/{}", address.to_ascii_lowercase());
+        let keys: Vec<String> = self
+            .keys_from("effects", "digest-")?
+            .into_iter()
+            .filter(|k| k.to_ascii_lowercase().ends_with(&old))
+            .collect();
+        for k in &keys {
+            self.update("effects", k, |_| ((), Some(None)))?;
         }
         self.flush()?;
         Ok(keys.len())
@@ -400,7 +430,7 @@ impl Forget for DiskState {
     }
 
     async fn subject_key(&self) -> PortResult<Vec<u8>> {
-        self.secret("subject_key")
+        StateStore::subject_key(self).await
     }
 }
 
@@ -558,6 +588,14 @@ impl StateStore for DiskState {
         })?;
         self.flush()?;
         Ok(n)
+    }
+
+    async fn subject_key(&self) -> PortResult<Vec<u8>> {
+        if let Some(key) = self.subject_key.get() {
+            return Ok(key.clone());
+        }
+        let key = self.secret("subject_key")?;
+        Ok(self.subject_key.get_or_init(|| key).clone())
     }
 }
 

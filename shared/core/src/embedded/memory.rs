@@ -58,6 +58,8 @@ struct Tables {
     correction_seq: u64,
     /// The per-recipient allow lists, by recipient and sender.
     allowed: BTreeMap<(String, String), AllowedSender>,
+    /// The key of address hashes, made on first use.
+    subject_key: Option<Vec<u8>>,
 }
 
 impl MemoryState {
@@ -152,6 +154,16 @@ impl StateStore for MemoryState {
         }
         entry.0 += 1;
         Ok(entry.0)
+    }
+
+    async fn subject_key(&self) -> PortResult<Vec<u8>> {
+        let mut t = self.inner.lock().expect("state lock");
+        if let Some(key) = &t.subject_key {
+            return Ok(key.clone());
+        }
+        let key = crate::secret::random_key("subject key").map_err(PortError::Permanent)?;
+        t.subject_key = Some(key.to_vec());
+        Ok(key.to_vec())
     }
 }
 

@@ -1,8 +1,10 @@
 //! Quarantine digests: one mail per recipient listing the quarantined messages of the last
 //! period (sender, subject, date, reason), each with signed links to release it or to
 //! release it and always allow its sender for the digest's recipient (an entry in that
-//! recipient's own allow list, never the config's `allow_senders`). The links' tokens are checked by
-//! [`super::links`]; a digest goes out once per period and address, whatever retries.
+//! recipient's own allow list, never the config's `allow_senders`). The links' tokens are
+//! checked by [`super::links`]; a digest goes out once per period and address, whatever
+//! retries (its effect, `respond/digest/<hash>` of the run `digest-<n>`, names the address
+//! by its keyed hash).
 
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
@@ -428,6 +430,17 @@ pub async fn send(
         state: engine.ports().state.as_ref(),
         lease: crate::pipeline::EFFECT_LEASE,
     };
+    // The effect names the address by its keyed hash: an erasure of it leaves nothing
+    // behind in the digest runs' records.
+    let hash_key = engine
+        .ports()
+        .state
+        .subject_key()
+        .await
+        .map_err(|e| OperatorError::Store {
+            id: run_id.clone(),
+            detail: format!("the store's subject key: {e}"),
+        })?;
     let mut out = Vec::new();
     for digest in collect(op, now).await? {
         let mail = render(&digest, op, &from, link_base, key, now).map_err(|detail| {
@@ -441,7 +454,11 @@ pub async fn send(
             .once(
                 &run_id,
                 Stage::Respond,
-                &effect_key(Stage::Respond, "digest", &digest.to),
+                &effect_key(
+                    Stage::Respond,
+                    "digest",
+                    &crate::operate::subject_hash(&hash_key, &digest.to),
+                ),
                 Repeat::AtMostOnce,
                 || async move { sender.send(mail).await },
             )

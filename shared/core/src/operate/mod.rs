@@ -16,7 +16,10 @@ mod operator;
 mod overview;
 mod retention;
 
-pub use erase::{ErasedMessage, Erasure, ErasureRecord, Exported, Forget, subject_hash};
+pub use erase::{
+    ErasedMessage, Erasure, ErasureRecord, Exported, Forget, MAX_DIGEST_RUNS, SHORT_HASH,
+    digest_runs, hide_addresses, log_key, short_subject, subject_hash,
+};
 pub use feedback::{Correction, Judgement};
 pub use operator::{Operator, ReleaseVia};
 pub use overview::{Overview, OverviewDay};

@@ -365,6 +365,9 @@ mod tests {
         async fn release_rate_limit(&self, key: &str, owner: &str) -> PortResult<()> {
             self.inner.release_rate_limit(key, owner).await
         }
+        async fn subject_key(&self) -> PortResult<Vec<u8>> {
+            self.inner.subject_key().await
+        }
     }
 
     #[tokio::test]

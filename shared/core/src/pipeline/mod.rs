@@ -641,11 +641,18 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
             !err.is_retryable() && err.stage() == Stage::Respond,
             "{err}"
         );
-        // The slot was freed: another message from the sender may take it.
+        // The slot was freed: another message from the sender may take it. It names the
+        // sender by the keyed hash only.
         let now = SystemTime::now();
+        let slot = |key: &[u8]| {
+            format!(
+                "reply#{}#support",
+                crate::operate::subject_hash(key, "ann@customer.example")
+            )
+        };
         let free = state
             .acquire_rate_limit(
-                "reply#ann@customer.example#support",
+                &slot(&state.subject_key().await.unwrap()),
                 "another message",
                 now + Duration::from_secs(60),
                 now,
@@ -673,7 +680,7 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
         );
         let held = !state
             .acquire_rate_limit(
-                "reply#ann@customer.example#support",
+                &slot(&state.subject_key().await.unwrap()),
                 "another message",
                 now + Duration::from_secs(60),
                 now,

@@ -322,8 +322,17 @@ impl Engine {
         };
         let period = self.config.respond.period.0;
         let t = SystemTime::now();
-        let slot = format!("reply#{}", plan.rate_limit_key);
         let state = &self.ports.state;
+        // The slot names the address by its keyed hash, which an erasure finds it by.
+        let key = state
+            .subject_key()
+            .await
+            .map_err(|e| StageError::from_port(id, stage, "reading the subject key", e))?;
+        let slot = format!(
+            "reply#{}#{}",
+            crate::operate::subject_hash(&key, &plan.to),
+            plan.template
+        );
         match state.acquire_rate_limit(&slot, id, t + period, t).await {
             Ok(true) => {}
             Ok(false) => {
