@@ -741,6 +741,17 @@ impl Stack {
             redelivery_delay: Duration::ZERO,
         };
         stack.upload_config(&config_text()).await;
+        // The key of address hashes, as a stack in use has it: made by the first function
+        // that needed it. With it in place every function only reads it, so the calls a
+        // stage makes for a message are the same for the first message and the next.
+        let state = mailroom_aws::dynamo::DynamoState::new(
+            stack.dynamo.clone(),
+            stack.table.clone(),
+            Duration::from_secs(86_400),
+        );
+        mailroom_core::ports::StateStore::subject_key(&state)
+            .await
+            .expect("the subject key");
         Some(stack)
     }
 
