@@ -2,8 +2,6 @@
 //! as the digest function sends them on a stack, with links that `mailroom console`
 //! answers at `/link`.
 
-use std::sync::Arc;
-
 use anyhow::{Context, Result, bail};
 use mailroom_core::operate::digest;
 
@@ -51,15 +49,13 @@ pub fn command(target: &Target, link_base: &str, as_of: Option<&str>) -> Result<
 
 /// The link endpoint over the console's embedded store. "Always allow" writes the
 /// digest recipient's own allow-list entry into `state.redb`; the config file (and its
-/// `allow_senders`, the operator's) is left as it is. The store's subject key hashes the
-/// recipient of an expired link.
+/// `allow_senders`, the operator's) is left as it is.
 pub fn desk(
     operator: mailroom_core::operate::Operator,
-    state: Arc<mailroom_core::embedded::disk::DiskState>,
+    state: &mailroom_core::embedded::disk::DiskState,
 ) -> Result<mailroom_core::operate::links::LinkDesk> {
     Ok(mailroom_core::operate::links::LinkDesk {
         operator,
         keys: vec![state.link_key()?],
-        subject_key: state,
     })
 }

@@ -167,7 +167,9 @@ async fn an_erasure_on_a_stack_leaves_no_version_and_no_item_naming_the_address(
     );
 
     // What stays: the record under the keyed hash, kept for retention.erasures.
-    let key = forget.subject_key().await.unwrap();
+    let key = mailroom_core::ports::StateStore::subject_key(&forget.state)
+        .await
+        .unwrap();
     let hash = subject_hash(&key, SUBJECT);
     assert_eq!(record.subject, hash);
     let kept = stack

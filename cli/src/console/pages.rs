@@ -618,7 +618,7 @@ pub async fn link(State(c): State<Arc<Console>>, request: axum::extract::Request
     } else {
         (LinkMethod::Get, query.t)
     };
-    let desk = match crate::digest::desk(c.operator.clone(), state.clone()) {
+    let desk = match crate::digest::desk(c.operator.clone(), &state) {
         Ok(d) => d,
         Err(e) => return c.error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     };

@@ -16,9 +16,7 @@ use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
 use mailroom_core::model::Stage;
 use mailroom_core::operate::digest::{self, DigestSent, LinkToken, TokenError};
-use mailroom_core::operate::links::{
-    LinkDesk, LinkMethod, PAGE_HEADERS, SubjectKey, refuse_malformed,
-};
+use mailroom_core::operate::links::{LinkDesk, LinkMethod, PAGE_HEADERS, refuse_malformed};
 use mailroom_core::operate::{Operator, ReleaseVia};
 
 use crate::app::s3_client;
@@ -174,9 +172,6 @@ pub struct Desk {
     pub keys: LinkKeys,
     release_via: ReleaseVia,
     metrics: Metrics,
-    /// The table's key for subject hashes (an expired link's audit record), read as an
-    /// erasure reads it.
-    subject_key: Arc<dyn SubjectKey>,
 }
 
 impl Desk {
@@ -210,16 +205,6 @@ impl Desk {
             },
             effect_lease: settings.effect_lease,
         };
-        let s3 = s3_client(sdk);
-        let subject_key = Arc::new(crate::erase::StackForget {
-            state: crate::dynamo::DynamoState::new(
-                aws_sdk_dynamodb::Client::new(sdk),
-                settings.table.clone(),
-                Duration::from_secs(settings.retention_days * 86_400),
-            ),
-            s3: s3.clone(),
-            bucket: settings.bucket.clone(),
-        });
         let config = ConfigSource::load(
             s3_client(sdk),
             location,
@@ -238,7 +223,6 @@ impl Desk {
             config,
             release_via,
             metrics,
-            subject_key,
         })
     }
 
@@ -303,7 +287,6 @@ impl Desk {
                 let desk = LinkDesk {
                     operator: self.operator().await,
                     keys,
-                    subject_key: self.subject_key.clone(),
                 };
                 desk.handle(method, token.as_deref(), &ip, now).await
             }

@@ -340,8 +340,4 @@ impl Forget for StackForget {
     async fn forget_erasures_before(&self, _at: u64) -> PortResult<usize> {
         Ok(0)
     }
-
-    async fn subject_key(&self) -> PortResult<Vec<u8>> {
-        mailroom_core::ports::StateStore::subject_key(&self.state).await
-    }
 }

@@ -428,10 +428,6 @@ impl Forget for DiskState {
         self.flush()?;
         Ok(old.len())
     }
-
-    async fn subject_key(&self) -> PortResult<Vec<u8>> {
-        StateStore::subject_key(self).await
-    }
 }
 
 fn allowed_keys(recipient: &str, sender: &str) -> [String; 2] {

@@ -68,8 +68,6 @@ pub trait Forget: Send + Sync {
     async fn record_erasure(&self, record: &ErasureRecord, keep_until: u64) -> PortResult<()>;
     /// Removes the erasure records made before `at` (their retention ran out).
     async fn forget_erasures_before(&self, at: u64) -> PortResult<usize>;
-    /// The store's secret key for subject hashes (made on first use, kept with the store).
-    async fn subject_key(&self) -> PortResult<Vec<u8>>;
 }
 
 /// What stays of an erasure.
@@ -290,7 +288,8 @@ impl Operator {
     ) -> Result<Erasure, OperatorError> {
         let address = address.trim().to_ascii_lowercase();
         let ports = self.engine().ports();
-        let key = forget
+        let key = ports
+            .state
             .subject_key()
             .await
             .map_err(|e| store(e, "subject key"))?;

@@ -14,10 +14,8 @@
 //! writes nothing, so no record names an address an erasure can no longer find.
 
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
-
-use async_trait::async_trait;
 
 use minijinja::{Environment, context};
 use serde::Serialize;
@@ -25,25 +23,10 @@ use serde::Serialize;
 use super::digest::{LinkAction, LinkToken, TokenError};
 use super::{MessageSummary, Operator};
 use crate::model::{AuditRecord, Stage};
-use crate::operate::erase::{Forget, subject_hash};
+use crate::operate::erase::subject_hash;
 use crate::pipeline::effects::{Effects, Ran, Repeat, effect_key};
 use crate::pipeline::release::{OperatorError, Refusal, Releaser, releasable};
-use crate::ports::{AllowedSender, PortError, PortResult};
-
-/// The store's key for the keyed hash of an address (see [`subject_hash`]): the one its
-/// erasure records use, so that an expired link's record and an erasure of its recipient
-/// name the address alike, and neither gives it back.
-#[async_trait]
-pub trait SubjectKey: Send + Sync {
-    async fn subject_key(&self) -> PortResult<Vec<u8>>;
-}
-
-#[async_trait]
-impl<T: Forget + ?Sized> SubjectKey for T {
-    async fn subject_key(&self) -> PortResult<Vec<u8>> {
-        Forget::subject_key(self).await
-    }
-}
+use crate::ports::{AllowedSender, PortError};
 
 /// Where a source address is counted: an IPv4 address (or one mapped into IPv6) alone, an
 /// IPv6 address by its /64, anything else that is not an address in one shared slot.
@@ -159,8 +142,6 @@ pub struct LinkDesk {
     pub operator: Operator,
     /// The current key first, then earlier keys whose links may still be out.
     pub keys: Vec<Vec<u8>>,
-    /// The key of the hash an expired link's audit record names its recipient by.
-    pub subject_key: Arc<dyn SubjectKey>,
 }
 
 impl LinkDesk {
@@ -447,7 +428,7 @@ impl LinkDesk {
             Err(OperatorError::UnknownId { .. }) => return gone(),
             Err(e) => return unavailable(&e.to_string()),
         };
-        let key = match self.subject_key.subject_key().await {
+        let key = match self.operator.engine().ports().state.subject_key().await {
             Ok(k) => k,
             Err(e) => return page.logged(format!("expired link from {ip}, not audited: {e}")),
         };
@@ -538,6 +519,8 @@ fn unavailable(detail: &str) -> LinkPage {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::Config;
     use crate::embedded::memory::{MemoryState, MemoryWorld, memory_ports};
@@ -573,15 +556,6 @@ actions = [{ forward = ["ledger@corp.example"] }]
 
     /// An invoice whose attachment is a macro-enabled Word document.
     const MACRO: &str = "From: Vendor <ap@vendor.example>\r\nTo: billing@example.com\r\nSubject: Invoice 2231\r\nMessage-ID: <inv-2231@vendor.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nPlease pay the attached invoice.\r\n--b1\r\nContent-Type: application/vnd.ms-word.document.macroEnabled.12; name=\"invoice.docm\"\r\nContent-Disposition: attachment; filename=\"invoice.docm\"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==\r\n--b1--\r\n";
-
-    struct FixedKey;
-
-    #[async_trait]
-    impl SubjectKey for FixedKey {
-        async fn subject_key(&self) -> PortResult<Vec<u8>> {
-            Ok(b"subject key of the tests".to_vec())
-        }
-    }
 
     struct World {
         desk: LinkDesk,
@@ -621,7 +595,6 @@ actions = [{ forward = ["ledger@corp.example"] }]
             desk: LinkDesk {
                 operator: Operator::new(engine, "memory"),
                 keys: vec![KEY.to_vec()],
-                subject_key: Arc::new(FixedKey),
             },
             state,
             world,
@@ -825,7 +798,10 @@ actions = [{ forward = ["ledger@corp.example"] }]
             !text.contains("billing@") && !text.contains("203.0.113.9"),
             "{text}"
         );
-        let hash = subject_hash(b"subject key of the tests", RECIPIENT);
+        let key = crate::ports::StateStore::subject_key(w.state.as_ref())
+            .await
+            .unwrap();
+        let hash = subject_hash(&key, RECIPIENT);
         assert!(text.contains(&hash), "{text}");
         assert!(w.world.sent.lock().unwrap().is_empty());
     }

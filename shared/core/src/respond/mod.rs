@@ -37,7 +37,9 @@ pub fn plan(mail: &Mail, results: &StageResults, config: &Config) -> Result<Repl
         return Err(reason);
     }
     let to = reply::reply_address(mail).ok_or("no reply address")?;
-    let authenticated = sender::SenderAuth::of(mail, &to).is_authenticated();
+    // With the requirement on, the guard let only an authenticated sender through.
+    let authenticated = config.respond.require_authenticated_sender
+        || sender::SenderAuth::of(mail, &to).is_authenticated();
     let category = category(results, config);
     let language = results
         .classify
