@@ -60,6 +60,12 @@ pub struct SearchFilters {
     /// The Message-ID header, with or without angle brackets.
     #[arg(long)]
     pub message_id: Option<String>,
+    /// The reference mailroom gave the message (MR-...), as its auto-reply quoted it.
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// The follow-ups of a conversation: the id of its first message.
+    #[arg(long)]
+    pub conversation: Option<String>,
 }
 
 /// A time given as a date, an RFC 3339 time or an age before now.
@@ -115,6 +121,8 @@ pub fn search(store: &StoreArgs, filters: &Filters, more: &SearchFilters) -> Res
         verdict: more.verdict.as_deref().map(verdict).transpose()?,
         category: more.category.clone(),
         message_id: more.message_id.clone(),
+        reference: more.reference.clone(),
+        conversation: more.conversation.clone(),
         ..base_query(store, filters)?
     };
     print_page(store, &query)
@@ -257,6 +265,31 @@ fn write_view(out: &mut impl Write, v: &MessageView) -> Result<()> {
     }
     if let Some(e) = &v.parse_error {
         writeln!(out, "  ({})", shown(e, 200))?;
+    }
+    if let Some(r) = &s.reference {
+        writeln!(out, "  reference  {}", shown(r, 40))?;
+    }
+    if !v.conversation.is_empty() {
+        writeln!(
+            out,
+            "conversation {} ({} messages, first first)",
+            shown(s.conversation_id(), 80),
+            v.conversation.len()
+        )?;
+        for m in &v.conversation {
+            writeln!(
+                out,
+                "  {} {} {:<26} {} {} -> {} [{}] {}",
+                if m.id == s.id { "*" } else { " " },
+                received(m.at),
+                shown(&m.id, 26),
+                m.verdict.as_str(),
+                shown(m.category.as_deref().unwrap_or("-"), 30),
+                shown(&m.routes.join(","), 60),
+                shown(&m.route_rules.join(","), 60),
+                shown(&m.subject, 80)
+            )?;
+        }
     }
     writeln!(out, "headers")?;
     for (name, value) in &v.headers {

@@ -1223,6 +1223,32 @@ impl Stack {
 
     // -------------------------------------------------------------- reading
 
+    /// Every item of the state table (a scan: for checks that no item is left behind).
+    pub async fn all_items(&self) -> Vec<HashMap<String, AttributeValue>> {
+        let mut all = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .dynamo
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "scanning the state table: {}",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                    )
+                });
+            all.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return all;
+            }
+        }
+    }
+
     /// Every DynamoDB item of a message (pk `msg#<id>`), by sort key.
     pub async fn items(&self, id: &str) -> BTreeMap<String, HashMap<String, AttributeValue>> {
         let mut items = BTreeMap::new();

@@ -16,25 +16,10 @@ const SUBJECT: &str = "promo@prizes.example";
 /// Every item of the table and every version of every object, as text, that holds `needle`.
 async fn holding(stack: &Stack, needle: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let mut start = None;
-    loop {
-        let page = stack
-            .dynamo
-            .scan()
-            .table_name(&stack.table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        for item in page.items.unwrap_or_default() {
-            let text = format!("{item:?}");
-            if text.to_ascii_lowercase().contains(needle) {
-                found.push(format!("item {:?}", item.get("pk")));
-            }
-        }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            break;
+    for item in stack.all_items().await {
+        let text = format!("{item:?}");
+        if text.to_ascii_lowercase().contains(needle) {
+            found.push(format!("item {:?}", item.get("pk")));
         }
     }
     let versions = stack

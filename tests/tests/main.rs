@@ -2,6 +2,7 @@
 //! `mailroom_tests`.
 
 mod aws;
+mod conversation;
 mod digest;
 mod edge_cases;
 mod erase;

@@ -154,6 +154,10 @@ pub struct Filters {
     #[serde(default)]
     message_id: String,
     #[serde(default)]
+    reference: String,
+    #[serde(default)]
+    conversation: String,
+    #[serde(default)]
     page: String,
 }
 
@@ -178,6 +182,8 @@ impl Filters {
                 .transpose()?,
             category: given(&self.category),
             message_id: given(&self.message_id),
+            reference: given(&self.reference),
+            conversation: given(&self.conversation),
             limit: 25,
             before: given(&self.page)
                 .map(|p| p.parse::<Cursor>())

@@ -855,26 +855,7 @@ fn the_console_releases_a_macro_document_only_by_its_forced_action() {
     assert_eq!(row["verdict"], "quarantine");
     let id = row["id"].as_str().unwrap().to_string();
 
-    let port = free_port();
-    let mut console = Command::new(env!("CARGO_BIN_EXE_mailroom"));
-    console
-        .args(["console", "--port", &port.to_string(), "--by", "ops-ann"])
-        .args(store.args())
-        .current_dir(repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut console = Running(console.spawn().expect("mailroom console starts"));
-    let mut first = String::new();
-    BufReader::new(console.0.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let token = first
-        .trim()
-        .split_once("?token=")
-        .unwrap_or_else(|| panic!("no token in {first:?}"))
-        .1
-        .to_string();
-    wait_for_port(port, "mailroom console");
+    let (console, port, token) = console_on(&store, "ops-ann");
     let get = |path: &str| {
         http(
             port,
@@ -920,4 +901,132 @@ fn the_console_releases_a_macro_document_only_by_its_forced_action() {
     assert!(page.contains("operator:ops-ann force-macro"), "{page}");
     assert!(outbox_files(&store.outbox) > 0, "forwarded");
     drop(console);
+}
+
+/// A follow-up and its conversation through `mailroom run`, `show`, `search` and the
+/// console's message page, whose conversation table escapes the follow-up's hostile subject.
+#[test]
+fn a_follow_up_joins_its_conversation_in_show_search_and_the_console() {
+    let dir = temp("conversation");
+    let mail = dir.join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let first =
+        std::fs::read_to_string(repo().join("examples/mail/01-support-request.eml")).unwrap();
+    std::fs::write(mail.join("a.eml"), &first).unwrap();
+    // Ann again, to billing@ and naming her first message: a support follow-up.
+    let follow_up = first
+        .replace("To: support@example.com", "To: billing@example.com")
+        .replace(
+            "Subject: Cannot log in to the dashboard",
+            "Subject: Re: <script>alert(1)</script> invoice",
+        )
+        .replace(
+            "Message-ID: <login-1@customer.example>",
+            "Message-ID: <login-2@customer.example>\r\nIn-Reply-To: <login-1@customer.example>",
+        );
+    std::fs::write(mail.join("b.eml"), follow_up).unwrap();
+    let store = Store::under(&dir);
+    let run = store.mailroom(&[
+        "run",
+        "--format",
+        "jsonl",
+        "--jobs",
+        "1",
+        mail.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rows = super::jsonl(&run);
+    let (a, b) = (&rows[0], &rows[1]);
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    assert_eq!(b["conversation"], a_id, "{b:#}");
+    assert_eq!(
+        b["category"], "support",
+        "the conversation's category, not billing"
+    );
+    assert!(
+        b["auto_reply"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("follows up conversation")),
+        "{b:#}"
+    );
+
+    let show = store.mailroom(&["show", b_id]);
+    let shown = String::from_utf8_lossy(&show.stdout).into_owned();
+    assert!(
+        shown.contains(&format!("conversation {a_id} (2 messages")),
+        "{shown}"
+    );
+    let current = shown
+        .lines()
+        .find(|l| l.trim_start().starts_with('*'))
+        .unwrap_or_else(|| panic!("the message itself is marked: {shown}"));
+    assert!(current.contains(b_id), "{current}");
+    let search = store.mailroom(&["search", "--conversation", a_id, "--format", "jsonl"]);
+    let found = super::jsonl(&search);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], b_id);
+    assert_eq!(a["auto_reply"]["status"], "sent", "{a:#}");
+    let reference = a["auto_reply"]["reference"].as_str().unwrap();
+    let by_reference = super::jsonl(&store.mailroom(&[
+        "search",
+        "--reference",
+        &reference.to_ascii_lowercase(),
+        "--format",
+        "jsonl",
+    ]));
+    assert_eq!(by_reference.len(), 1);
+    assert_eq!(by_reference[0]["id"], a_id);
+
+    let (console, port, token) = console_on(&store, "ops");
+    let (status, page) = http(
+        port,
+        &format!(
+            "GET /message/{a_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Cookie: mailroom_console={token}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(status.contains("200"), "{status}");
+    let table = page
+        .split_once("<table class=\"conversation\">")
+        .unwrap_or_else(|| panic!("no conversation table: {page}"))
+        .1;
+    let table = table.split_once("</table>").unwrap().0;
+    assert!(
+        table.contains(&format!("href=\"/message/{b_id}\"")),
+        "{table}"
+    );
+    assert!(table.contains("&lt;script&gt;"), "{table}");
+    assert!(!table.contains("<script>"), "{table}");
+    drop(console);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mailroom console` on a store, as operator `by`: the running console, its port and the
+/// token its first line prints.
+fn console_on(store: &Store, by: &str) -> (Running, u16, String) {
+    let port = free_port();
+    let mut console = Command::new(env!("CARGO_BIN_EXE_mailroom"));
+    console
+        .args(["console", "--port", &port.to_string(), "--by", by])
+        .args(store.args())
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut console = Running(console.spawn().expect("mailroom console starts"));
+    let mut first = String::new();
+    BufReader::new(console.0.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let token = first
+        .trim()
+        .split_once("?token=")
+        .unwrap_or_else(|| panic!("no token in {first:?}"))
+        .1
+        .to_string();
+    wait_for_port(port, "mailroom console");
+    (console, port, token)
 }

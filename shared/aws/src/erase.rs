@@ -216,11 +216,10 @@ impl Forget for StackForget {
         }
         if let Some(summary) = summary {
             let ix = format!("{:020}#{}", summary.at, summary.id);
-            let items = summary
-                .recipients
-                .iter()
-                .map(|r| format!("rcpt#{r}"))
-                .chain(summary.addresses.iter().map(|a| format!("addr#{a}")));
+            let mut items = crate::index::side_items(&summary);
+            items.extend(summary.addresses.iter().map(|a| format!("addr#{a}")));
+            items.sort();
+            items.dedup();
             for pk in items {
                 if self.delete(pk, ix.clone()).await? {
                     gone += 1;

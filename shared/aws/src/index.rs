@@ -5,17 +5,24 @@
 //! | summary | `msg#<id>` | `summary` | `t_pk = t#<YYYY-MM>`, `s_pk = s#<sender>`, `q_pk = q#<YYYY-MM>` (while quarantined), `ix_sk = <time>#<id>` |
 //! | recipient | `rcpt#<address>` | `<time>#<id>` | |
 //! | another address it names (Cc, Reply-To, ...) | `addr#<address>` | `<time>#<id>` | |
+//! | its Message-ID (angle brackets off) | `mid#<message-id>` | `<time>#<id>` | |
+//! | the reference it was given | `ref#<reference>` | `<time>#<id>` | |
+//! | a follow-up, in its conversation | `conv#<first message's id>` | `<time>#<id>` | |
 //!
 //! The global secondary indexes `by-time`, `by-sender` and `by-quarantine` order each by
 //! `ix_sk`; an index cannot key on a list, so each recipient is an item of its own. Time
-//! and quarantine are partitioned by month, read newest first.
+//! and quarantine are partitioned by month, read newest first. The Message-ID, reference
+//! and conversation items are what the classify stage finds a follow-up's conversation by
+//! (items rather than more indexes: CloudFormation adds one index per table update).
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use mailroom_core::operate::{IndexKey, MessageSummary, Page, Query, collect_page};
+use mailroom_core::operate::{
+    IndexKey, MessageSummary, Page, Query, collect_page, indexed_message_id,
+};
 use mailroom_core::ports::{MessageIndex, PortResult};
 
 use crate::dynamo::DynamoState;
@@ -56,6 +63,27 @@ fn previous((year, month): (i64, u32)) -> (i64, u32) {
     } else {
         (year, month - 1)
     }
+}
+
+/// The partition keys of a summary's items beside it, each with the sort key
+/// `<time>#<id>` and the attribute `id`: erasure finds a message by every address it names
+/// (the sender and recipients by their own index, the others by an item each), and the
+/// classify stage a conversation by Message-ID, reference and conversation.
+pub(crate) fn side_items(summary: &MessageSummary) -> Vec<String> {
+    let others = summary
+        .addresses
+        .iter()
+        .filter(|a| summary.sender.as_ref() != Some(*a) && !summary.recipients.contains(a))
+        .map(|a| format!("addr#{a}"));
+    summary
+        .recipients
+        .iter()
+        .map(|r| format!("rcpt#{r}"))
+        .chain(others)
+        .chain(indexed_message_id(summary).map(|m| format!("mid#{m}")))
+        .chain(summary.reference.iter().map(|r| format!("ref#{r}")))
+        .chain(summary.conversation.iter().map(|c| format!("conv#{c}")))
+        .collect()
 }
 
 fn summary_of(item: &HashMap<String, AttributeValue>) -> Option<MessageSummary> {
@@ -156,20 +184,7 @@ impl MessageIndex for DynamoState {
             .send()
             .await
             .map_err(|e| port_error(&what, &e, &[]))?;
-        // Erasure finds a message by every address it names: the sender and recipients
-        // by their own index, the others by an item each.
-        let others = summary
-            .addresses
-            .iter()
-            .filter(|a| summary.sender.as_ref() != Some(*a) && !summary.recipients.contains(a))
-            .map(|a| format!("addr#{a}"));
-        let items: Vec<String> = summary
-            .recipients
-            .iter()
-            .map(|r| format!("rcpt#{r}"))
-            .chain(others)
-            .collect();
-        for pk in items {
+        for pk in side_items(summary) {
             let item = HashMap::from([
                 ("pk".to_string(), s(pk)),
                 ("sk".to_string(), s(ix.clone())),
@@ -217,6 +232,18 @@ impl MessageIndex for DynamoState {
             }
             IndexKey::Recipient(r) => {
                 self.read_partition(None, ("pk", format!("rcpt#{r}")), query, want, &mut rows)
+                    .await?
+            }
+            IndexKey::MessageId(m) => {
+                self.read_partition(None, ("pk", format!("mid#{m}")), query, want, &mut rows)
+                    .await?
+            }
+            IndexKey::Reference(r) => {
+                self.read_partition(None, ("pk", format!("ref#{r}")), query, want, &mut rows)
+                    .await?
+            }
+            IndexKey::Conversation(c) => {
+                self.read_partition(None, ("pk", format!("conv#{c}")), query, want, &mut rows)
                     .await?
             }
             key @ (IndexKey::Quarantine | IndexKey::Time) => {

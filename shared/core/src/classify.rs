@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::mail::Mail;
 use crate::matcher::Facts;
-use crate::model::{ClassifyResult, DecidedBy, FilterResult, Priority};
+use crate::model::{ClassifyResult, Conversation, DecidedBy, FilterResult, Priority};
 
 /// A trained text classifier: returns a label and its probability.
 pub trait TextModel: Send + Sync {
@@ -27,6 +27,19 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn run(&self, mail: &Mail, filter: &FilterResult, config: &Config) -> ClassifyResult {
+        self.run_in(mail, filter, config, None)
+    }
+
+    /// Classifies a message that may follow up a conversation: a follow-up keeps the
+    /// conversation's category and priority, unless a rule with `follow_up = true` matches
+    /// it, or the rule that decided them is not `sticky`.
+    pub fn run_in(
+        &self,
+        mail: &Mail,
+        filter: &FilterResult,
+        config: &Config,
+        follows: Option<&Conversation>,
+    ) -> ClassifyResult {
         let cc = &config.classify;
         let language = detect_language(mail, &configured_languages(config));
         let mut facts = Facts {
@@ -38,20 +51,31 @@ impl Classifier {
             language: language.as_deref(),
             our_domains: &config.mailroom.domains,
             accepted_only_by_default: false,
+            follow_up: follows.is_some(),
         };
+        let rules = || cc.rules.iter().map(|r| r.get_ref());
+        let kept_category = follows.and_then(|c| {
+            let sticky = c
+                .category_rule
+                .as_ref()
+                .is_none_or(|name| rules().find(|r| &r.name == name).is_none_or(|r| r.sticky));
+            c.category.clone().filter(|_| sticky)
+        });
+        // While the conversation's category holds, only a rule for follow-ups overrides it.
+        let rule = rules().find(|r| {
+            (kept_category.is_none() || r.when.follow_up == Some(true)) && r.when.matches(&facts)
+        });
+        let follows_id =
+            || DecidedBy::Conversation(follows.map(|c| c.follows.clone()).unwrap_or_default());
 
-        let (category, category_confidence, category_by) = match cc
-            .rules
-            .iter()
-            .map(|r| r.get_ref())
-            .find(|r| r.when.matches(&facts))
-        {
-            Some(rule) => (
+        let (category, category_confidence, category_by) = match (rule, kept_category) {
+            (None, Some(category)) => (category, 1.0, follows_id()),
+            (Some(rule), _) => (
                 rule.category.clone(),
                 rule.confidence,
                 DecidedBy::Rule(rule.name.clone()),
             ),
-            None => match &self.category_model {
+            (None, None) => match &self.category_model {
                 Some(model) => match model.predict(mail, language.as_deref()) {
                     (label, p) if p >= cc.category_min_confidence => {
                         (label, p, DecidedBy::Model(model.name().to_string()))
@@ -63,17 +87,26 @@ impl Classifier {
         };
 
         facts.category = Some(&category);
-        let (priority, priority_confidence, priority_by) = if let Some(rule) = cc
-            .priority_rules
-            .iter()
-            .map(|r| r.get_ref())
-            .find(|r| r.when.matches(&facts))
-        {
+        let priority_rules = || cc.priority_rules.iter().map(|r| r.get_ref());
+        let kept_priority = follows.and_then(|c| {
+            let sticky = c.priority_rule.as_ref().is_none_or(|name| {
+                priority_rules()
+                    .find(|r| &r.name == name)
+                    .is_none_or(|r| r.sticky)
+            });
+            c.priority.filter(|_| sticky)
+        });
+        let rule = priority_rules().find(|r| {
+            (kept_priority.is_none() || r.when.follow_up == Some(true)) && r.when.matches(&facts)
+        });
+        let (priority, priority_confidence, priority_by) = if let Some(rule) = rule {
             (
                 rule.priority,
                 rule.confidence,
                 DecidedBy::Rule(rule.name.clone()),
             )
+        } else if let Some(p) = kept_priority {
+            (p, 1.0, follows_id())
         } else if let Some(lang) = cc
             .urgent_words
             .first_language_in(&[mail.subject_lower(), mail.text_lower()])

@@ -5,6 +5,7 @@
 
 pub mod classify;
 pub mod config;
+pub mod conversation;
 pub mod embedded;
 pub mod filter;
 pub mod mail;

@@ -18,6 +18,8 @@ pub struct Facts<'a> {
     /// Route rules without a `verdict` condition see only accepted mail; classify rules
     /// see every verdict.
     pub accepted_only_by_default: bool,
+    /// The message follows up a conversation (see [`crate::conversation`]).
+    pub follow_up: bool,
 }
 
 /// Removes a `+tag` from the local part: `sales+promo@x` → `sales@x`.
@@ -177,6 +179,9 @@ impl Match {
         {
             return false;
         }
+        if self.follow_up.is_some_and(|want| f.follow_up != want) {
+            return false;
+        }
         let size = mail.size();
         if self.size_min.is_some_and(|m| size < m.0) || self.size_max.is_some_and(|m| size > m.0) {
             return false;
@@ -246,6 +251,7 @@ mod tests {
             language: None,
             our_domains: &config.mailroom.domains,
             accepted_only_by_default: true,
+            follow_up: false,
         };
         let when = |t: &str| -> Match { toml::from_str(t).unwrap() };
         assert!(when("recipient = \"billing@\"").matches(&facts));

@@ -75,6 +75,35 @@ pub struct Envelope {
     /// [`crate::pipeline::release::FORCE_RELEASED`]): audited beside their name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_force: Option<String>,
+    /// Set by the classify stage when the message is a follow-up of one received before:
+    /// which conversation it joins and what the conversation decided so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Conversation>,
+}
+
+/// A follow-up's place in its conversation (see [`crate::conversation`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// The conversation's id: the pipeline id of its first message.
+    pub id: String,
+    /// The message it follows (the one its reference or headers named).
+    pub follows: String,
+    /// How it was found: `reference` (a reference token mailroom issued, in the subject,
+    /// body, headers or a `+ref` address) or `message-id` (In-Reply-To or References,
+    /// from a participant of the conversation).
+    pub by: String,
+    /// What the conversation decided, which a follow-up keeps unless a rule says otherwise.
+    pub category: Option<String>,
+    pub priority: Option<Priority>,
+    /// The classify rule that decided the category, when a rule did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_rule: Option<String>,
+    /// The priority rule that decided the priority, when a rule did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_rule: Option<String>,
+    /// The route rules that matched it (`default` when none did).
+    #[serde(default)]
+    pub route_rules: Vec<String>,
 }
 
 /// The SMTP envelope and SES's verdicts, from the receipt notification SES publishes when it
@@ -116,6 +145,7 @@ impl Envelope {
             results: StageResults::default(),
             released_by: None,
             release_force: None,
+            conversation: None,
         }
     }
 }
@@ -198,6 +228,8 @@ pub enum DecidedBy {
     Rule(String),
     Model(String),
     Default,
+    /// Kept from the conversation the message follows up (the followed message's id).
+    Conversation(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,6 +25,7 @@ impl std::fmt::Display for DecidedBy {
             DecidedBy::Rule(n) => write!(f, "rule:{n}"),
             DecidedBy::Model(n) => write!(f, "model:{n}"),
             DecidedBy::Default => f.write_str("default"),
+            DecidedBy::Conversation(id) => write!(f, "conversation:{id}"),
         }
     }
 }
@@ -61,6 +62,9 @@ pub struct Decided {
     #[serde(serialize_with = "as_text")]
     pub routes: Vec<Action>,
     pub auto_reply: Option<RespondResult>,
+    /// The conversation a follow-up joined (its first message's id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
 }
 
 fn as_text<S: Serializer>(actions: &[Action], s: S) -> Result<S::Ok, S::Error> {
@@ -104,6 +108,7 @@ impl Report {
                     .map(|x| x.actions.clone())
                     .unwrap_or_default(),
                 auto_reply: r.respond.clone(),
+                conversation: env.conversation.as_ref().map(|c| c.id.clone()),
             }),
             error: outcome.parse_error.clone(),
         }

@@ -59,6 +59,10 @@ pub struct ClassifyRule {
     #[serde(default = "one")]
     pub confidence: f32,
     pub when: Match,
+    /// Follow-ups of mail this rule decided keep its decision (unless a rule with
+    /// `when = { follow_up = true }` matches them); `false` decides them afresh.
+    #[serde(default = "yes")]
+    pub sticky: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,8 +73,16 @@ pub struct PriorityRule {
     #[serde(default = "one")]
     pub confidence: f32,
     pub when: Match,
+    /// Follow-ups of mail this rule decided keep its decision (unless a rule with
+    /// `when = { follow_up = true }` matches them); `false` decides them afresh.
+    #[serde(default = "yes")]
+    pub sticky: bool,
 }
 
 fn one() -> f32 {
     1.0
+}
+
+fn yes() -> bool {
+    true
 }

@@ -85,6 +85,10 @@ pub struct RouteRule {
     /// `false` suppresses the auto-reply for mail this rule matched.
     #[serde(default = "yes")]
     pub reply: bool,
+    /// Follow-ups of mail this rule routed are routed the same way (unless a rule with
+    /// `when = { follow_up = true }` matches them); `false` routes them afresh.
+    #[serde(default = "yes")]
+    pub sticky: bool,
 }
 
 /// Conditions shared by classify and route rules. Every condition given must hold; a list
@@ -127,6 +131,9 @@ pub struct Match {
     pub has_attachment: Option<bool>,
     pub size_min: Option<ByteSize>,
     pub size_max: Option<ByteSize>,
+    /// `true` matches only follow-ups of a conversation mailroom has seen (a reply to our
+    /// auto-reply or to a message we received); `false` only messages that start one.
+    pub follow_up: Option<bool>,
 }
 
 impl Match {
@@ -149,6 +156,7 @@ impl Match {
             && self.has_attachment.is_none()
             && self.size_min.is_none()
             && self.size_max.is_none()
+            && self.follow_up.is_none()
     }
 
     /// The verdicts a rule with these conditions sees: accepted mail unless it says otherwise.

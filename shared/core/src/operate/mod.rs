@@ -28,7 +28,7 @@ pub use retention::Collected;
 use serde::{Deserialize, Serialize};
 
 use crate::mail::Mail;
-use crate::model::{AuditRecord, Envelope, RawRef, Stage, Verdict};
+use crate::model::{AuditRecord, DecidedBy, Envelope, Priority, RawRef, Stage, Verdict};
 
 /// One message as the operator lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +70,27 @@ pub struct MessageSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<String>,
     pub raw: RawRef,
+    /// The reference mailroom gives the sender for it (`MR-…`, in the auto-reply and its
+    /// Message-ID): a message quoting it follows this one up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The conversation it belongs to (its first message's id), when it follows one up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
+    /// The message it follows up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// The classify rule whose category holds (its own, or kept from its conversation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_rule: Option<String>,
+    /// The priority rule whose priority holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_rule: Option<String>,
+    /// The route rules that matched it (`default` when none did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_rules: Vec<String>,
 }
 
 impl MessageSummary {
@@ -130,7 +151,46 @@ impl MessageSummary {
                 .collect(),
             quarantined,
             raw: env.raw.clone(),
+            reference: None,
+            conversation: env.conversation.as_ref().map(|c| c.id.clone()),
+            follows: env.conversation.as_ref().map(|c| c.follows.clone()),
+            priority: r.classify.as_ref().map(|c| c.priority),
+            category_rule: r.classify.as_ref().and_then(|c| {
+                rule_of(
+                    &c.category_by,
+                    env.conversation
+                        .as_ref()
+                        .and_then(|x| x.category_rule.as_ref()),
+                )
+            }),
+            priority_rule: r.classify.as_ref().and_then(|c| {
+                rule_of(
+                    &c.priority_by,
+                    env.conversation
+                        .as_ref()
+                        .and_then(|x| x.priority_rule.as_ref()),
+                )
+            }),
+            route_rules: r
+                .route
+                .as_ref()
+                .map(|r| r.rules.clone())
+                .unwrap_or_default(),
         }
+    }
+
+    /// The conversation it belongs to: its own id when it starts one.
+    pub fn conversation_id(&self) -> &str {
+        self.conversation.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// The rule behind a decision: its own, or the one its conversation kept.
+fn rule_of(by: &DecidedBy, kept: Option<&String>) -> Option<String> {
+    match by {
+        DecidedBy::Rule(name) => Some(name.clone()),
+        DecidedBy::Conversation(_) => kept.cloned(),
+        DecidedBy::Model(_) | DecidedBy::Default => None,
     }
 }
 
@@ -178,6 +238,9 @@ pub struct MessageView {
     /// Why the stored copy could not be parsed, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parse_error: Option<String>,
+    /// Its conversation, first message first, when it has follow-ups or is one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conversation: Vec<MessageSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -247,6 +310,7 @@ impl MessageView {
             attachments,
             audit,
             parse_error,
+            conversation: Vec::new(),
         }
     }
 }
@@ -254,6 +318,9 @@ impl MessageView {
 /// Which index a query reads: the most selective its conditions allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexKey {
+    Conversation(String),
+    Reference(String),
+    MessageId(String),
     Sender(String),
     Recipient(String),
     Quarantine,
@@ -276,6 +343,10 @@ pub struct Query {
     pub verdict: Option<Verdict>,
     pub category: Option<String>,
     pub message_id: Option<String>,
+    /// The reference mailroom gave it (`MR-…`), case-insensitive.
+    pub reference: Option<String>,
+    /// The follow-ups of a conversation (its first message's id).
+    pub conversation: Option<String>,
     pub limit: usize,
     pub before: Option<Cursor>,
 }
@@ -319,7 +390,13 @@ pub struct Page {
 impl Query {
     /// The index to read.
     pub fn index(&self) -> IndexKey {
-        if let Some(s) = &self.sender {
+        if let Some(c) = &self.conversation {
+            IndexKey::Conversation(c.trim().to_string())
+        } else if let Some(r) = &self.reference {
+            IndexKey::Reference(r.trim().to_ascii_uppercase())
+        } else if let Some(m) = &self.message_id {
+            IndexKey::MessageId(bare_message_id(m).to_string())
+        } else if let Some(s) = &self.sender {
             IndexKey::Sender(s.trim().to_ascii_lowercase())
         } else if let Some(r) = &self.recipient {
             IndexKey::Recipient(r.trim().to_ascii_lowercase())
@@ -359,11 +436,19 @@ impl Query {
                     .is_some_and(|x| x.eq_ignore_ascii_case(c))
             })
             && self.message_id.as_ref().is_none_or(|m| {
-                let m = m.trim().trim_matches(['<', '>']);
                 s.message_id
                     .as_deref()
-                    .is_some_and(|x| x.trim_matches(['<', '>']) == m)
+                    .is_some_and(|x| bare_message_id(x) == bare_message_id(m))
             })
+            && self.reference.as_ref().is_none_or(|x| {
+                s.reference
+                    .as_deref()
+                    .is_some_and(|r| r.eq_ignore_ascii_case(x.trim()))
+            })
+            && self
+                .conversation
+                .as_ref()
+                .is_none_or(|c| s.conversation.as_deref() == Some(c.trim()))
             && self
                 .before
                 .as_ref()
@@ -376,9 +461,19 @@ impl Query {
     }
 }
 
-/// The index key of a row in one of the four orders: `prefix` (`t`, `s`, `r`, `q`), the
-/// sender or recipient for the second and third, then the time (fixed width, so that keys
-/// sort by it) and the id.
+/// A Message-ID without its angle brackets and surrounding space.
+pub fn bare_message_id(id: &str) -> &str {
+    id.trim().trim_start_matches('<').trim_end_matches('>')
+}
+
+/// Message-IDs longer than this are not indexed (a DynamoDB key holds at most 2 KB): a
+/// reply naming one is not found by it, and is classified as a new message.
+pub const MAX_INDEXED_MESSAGE_ID: usize = 250;
+
+/// The index key of a row in one of its orders: `prefix` (`t` time, `s` sender, `r`
+/// recipient, `q` quarantine, `a` address, `m` Message-ID, `f` reference, `c`
+/// conversation), the value for all but `t` and `q`, then the time (fixed width, so that
+/// keys sort by it) and the id.
 pub fn index_key(prefix: &str, value: Option<&str>, at: u64, id: &str) -> String {
     match value {
         Some(v) => format!("{prefix}\u{0}{v}\u{0}{at:020}\u{0}{id}"),
@@ -401,13 +496,33 @@ pub fn index_keys(s: &MessageSummary) -> Vec<String> {
     for a in &s.addresses {
         keys.push(index_key("a", Some(a), s.at, &s.id));
     }
+    if let Some(m) = indexed_message_id(s) {
+        keys.push(index_key("m", Some(m), s.at, &s.id));
+    }
+    if let Some(r) = &s.reference {
+        keys.push(index_key("f", Some(r), s.at, &s.id));
+    }
+    if let Some(c) = &s.conversation {
+        keys.push(index_key("c", Some(c), s.at, &s.id));
+    }
     keys
+}
+
+/// The Message-ID a summary is indexed by, when it has one short enough.
+pub fn indexed_message_id(s: &MessageSummary) -> Option<&str> {
+    s.message_id
+        .as_deref()
+        .map(bare_message_id)
+        .filter(|m| !m.is_empty() && m.len() <= MAX_INDEXED_MESSAGE_ID)
 }
 
 /// The key range an index query reads, newest last: `(from, to)`, `to` exclusive (the
 /// page cursor, or the end of the index's keys).
 pub fn index_range(q: &Query) -> (String, String) {
     let (prefix, value) = match q.index() {
+        IndexKey::Conversation(c) => ("c", Some(c)),
+        IndexKey::Reference(r) => ("f", Some(r)),
+        IndexKey::MessageId(m) => ("m", Some(m)),
         IndexKey::Sender(s) => ("s", Some(s)),
         IndexKey::Recipient(r) => ("r", Some(r)),
         IndexKey::Quarantine => ("q", None),
@@ -477,6 +592,13 @@ mod tests {
                 bucket: "b".into(),
                 key: format!("raw/{id}"),
             },
+            reference: None,
+            conversation: None,
+            follows: None,
+            priority: None,
+            category_rule: None,
+            priority_rule: None,
+            route_rules: vec![],
         }
     }
 
@@ -500,7 +622,11 @@ mod tests {
             }),
             ..Query::default()
         };
-        assert_eq!(q.index(), IndexKey::Quarantine);
+        assert_eq!(
+            q.index(),
+            IndexKey::MessageId("m1@x.example".into()),
+            "a Message-ID is the most selective"
+        );
         assert!(
             q.matches(&row("a", 10, "x@y", true)),
             "older than the cursor by id"

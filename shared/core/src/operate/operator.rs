@@ -28,6 +28,9 @@ pub struct Operator {
     release_via: ReleaseVia,
 }
 
+/// The follow-ups `show` lists of a conversation (the latest ones, after its first message).
+pub const SHOWN_FOLLOW_UPS: usize = 200;
+
 impl Operator {
     /// The operator functions on an engine whose releases run in process.
     pub fn new(engine: Arc<Engine>, store: impl Into<String>) -> Operator {
@@ -105,13 +108,27 @@ impl Operator {
                 id: summary.id.clone(),
                 detail: format!("reading the audit trail: {e}"),
             })?;
-        Ok(match self.bytes(&summary).await {
+        let thread = crate::conversation::thread(
+            self.engine.ports().index.as_ref(),
+            &summary,
+            SHOWN_FOLLOW_UPS,
+        )
+        .await
+        .map_err(|e| OperatorError::Store {
+            id: summary.id.clone(),
+            detail: format!("reading its conversation: {e}"),
+        })?;
+        let mut view = match self.bytes(&summary).await {
             Ok(bytes) => MessageView::of(summary, audit, &bytes),
             Err(e) => MessageView {
                 parse_error: Some(format!("the mail itself is not available: {e}")),
                 ..MessageView::of(summary, audit, b"")
             },
-        })
+        };
+        if thread.len() > 1 {
+            view.conversation = thread;
+        }
+        Ok(view)
     }
 
     /// Releases a quarantined message as `by` may (see [`Engine::release`] and

@@ -120,6 +120,13 @@ mod tests {
             stored: vec![],
             quarantined: None,
             raw: RawRef::default(),
+            reference: None,
+            conversation: None,
+            follows: None,
+            priority: None,
+            category_rule: None,
+            priority_rule: None,
+            route_rules: vec![],
         };
         o.add(&row(8 * DAY + 5, Verdict::Accept, &["forward", "store"]));
         o.add(&row(10 * DAY, Verdict::Quarantine, &["quarantine"]));

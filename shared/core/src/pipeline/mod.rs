@@ -316,8 +316,9 @@ impl Engine {
                 (s.audit, Vec::new())
             }
             Stage::Classify => {
-                let s = self.classify_stage(env, mail)?;
+                let (s, conversation) = self.classify_stage(env, mail).await?;
                 env.results.classify = Some(s.result);
+                env.conversation = conversation;
                 (s.audit, Vec::new())
             }
             Stage::Route => {
@@ -328,12 +329,13 @@ impl Engine {
                     .contains(&crate::model::Action::Quarantine)
                     .then(|| format!("{}{}.eml", self.config.routing.quarantine_prefix, env.id));
                 env.results.route = Some(s.result);
-                summary = Some(MessageSummary::of(
-                    env,
-                    mail.ok(),
-                    epoch_secs(SystemTime::now()),
-                    quarantined,
+                let mut row =
+                    MessageSummary::of(env, mail.ok(), epoch_secs(SystemTime::now()), quarantined);
+                row.reference = Some(crate::respond::reference_for(
+                    &env.id,
+                    &self.config.respond.reference_prefix,
                 ));
+                summary = Some(row);
                 (s.audit, deferred)
             }
             Stage::Respond => {
@@ -484,6 +486,9 @@ impl Audit {
         }
     }
 }
+
+#[cfg(test)]
+mod conversation_tests;
 
 #[cfg(test)]
 mod tests {

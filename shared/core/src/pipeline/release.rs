@@ -244,7 +244,9 @@ impl Engine {
             score: 0.0,
         });
         env.results.filter = Some(filter);
-        env.results.classify = Some(self.classify_stage(&env, mail)?.result);
+        let (classified, conversation) = self.classify_stage(&env, mail).await?;
+        env.results.classify = Some(classified.result);
+        env.conversation = conversation;
         env.released_by = Some(by);
         env.release_force = force.map(str::to_string);
         if via_queue {

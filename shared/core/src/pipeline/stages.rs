@@ -8,12 +8,13 @@ use super::effects::{Ran, Repeat, UNCONFIRMED, effect_key};
 use super::{Deferred, Engine, StageError, port_context};
 use crate::classify::Classifier;
 use crate::config::STORE_ROOT;
+use crate::conversation::{self, Found};
 use crate::filter;
 use crate::filter::checks::sender_lists::MAX_ALLOW_RECIPIENTS;
 use crate::mail::{Mail, MailError};
 use crate::model::{
-    Action, ClassifyResult, DecidedBy, Envelope, FilterResult, RespondResult, RouteResult, Stage,
-    Verdict,
+    Action, ClassifyResult, Conversation, Envelope, FilterResult, RespondResult, RouteResult,
+    Stage, Verdict,
 };
 use crate::ports::PortError;
 use crate::route::forward::ForwardPlan;
@@ -33,14 +34,6 @@ pub struct Audit {
 pub(super) struct Staged<R> {
     pub result: R,
     pub audit: Audit,
-}
-
-fn decided(by: &DecidedBy) -> String {
-    match by {
-        DecidedBy::Rule(n) => format!("rule:{n}"),
-        DecidedBy::Model(n) => format!("model:{n}"),
-        DecidedBy::Default => "default".into(),
-    }
 }
 
 enum Executed {
@@ -117,30 +110,64 @@ impl Engine {
             .then_some(allowing))
     }
 
-    pub(super) fn classify_stage(
+    /// The classification, and the conversation the message follows up when it is a
+    /// follow-up (looked up in the message index; a failed lookup fails the stage, so the
+    /// message is retried rather than classified as new for a passing fault).
+    pub(super) async fn classify_stage(
         &self,
         env: &Envelope,
         mail: Result<&Mail<'_>, &MailError>,
-    ) -> Result<Staged<ClassifyResult>, StageError> {
+    ) -> Result<(Staged<ClassifyResult>, Option<Conversation>), StageError> {
         let filter = require_filter(env, Stage::Classify)?;
-        let result = match mail {
-            Ok(mail) => self.classifier.run(mail, filter, &self.config),
-            Err(_) => Classifier::unparsed(&self.config),
+        let (result, found) = match mail {
+            Ok(mail) => {
+                let found = conversation::find(
+                    self.ports.index.as_ref(),
+                    &env.id,
+                    mail,
+                    &self.config.respond.reference_prefix,
+                )
+                .await
+                .map_err(|e| {
+                    StageError::from_port(
+                        &env.id,
+                        Stage::Classify,
+                        "looking up the conversation it follows",
+                        e,
+                    )
+                })?;
+                let result =
+                    self.classifier
+                        .run_in(mail, filter, &self.config, found.conversation.as_ref());
+                (result, found)
+            }
+            Err(_) => (Classifier::unparsed(&self.config), Found::default()),
         };
+        let mut reasons: Vec<String> = result
+            .language
+            .iter()
+            .map(|l| format!("language={l}"))
+            .collect();
+        if let Some(c) = &found.conversation {
+            reasons.push(format!(
+                "follows up {} in conversation {} (by {})",
+                c.follows, c.id, c.by
+            ));
+        }
+        reasons.extend(found.notes);
         let audit = Audit {
             decision: format!(
                 "category={} priority={}",
                 result.category,
                 result.priority.as_str()
             ),
-            reasons: result
-                .language
-                .iter()
-                .map(|l| format!("language={l}"))
-                .collect(),
-            decided_by: vec![decided(&result.category_by), decided(&result.priority_by)],
+            reasons,
+            decided_by: vec![
+                result.category_by.to_string(),
+                result.priority_by.to_string(),
+            ],
         };
-        Ok(Staged { result, audit })
+        Ok((Staged { result, audit }, found.conversation))
     }
 
     pub(super) async fn route_stage(
@@ -151,7 +178,13 @@ impl Engine {
     ) -> Result<(Staged<RouteResult>, Vec<Deferred>), StageError> {
         let filter = require_filter(env, Stage::Route)?;
         let result = match (mail, &env.results.classify) {
-            (Ok(mail), Some(classify)) => route::decide(mail, filter, classify, &self.config),
+            (Ok(mail), Some(classify)) => route::decide_in(
+                mail,
+                filter,
+                classify,
+                &self.config,
+                env.conversation.as_ref(),
+            ),
             (Ok(_), None) => {
                 return Err(StageError::Permanent {
                     id: env.id.clone(),
@@ -316,6 +349,12 @@ impl Engine {
     async fn reply(&self, env: &Envelope, mail: &Mail<'_>) -> Result<RespondResult, StageError> {
         let id = &env.id;
         let stage = Stage::Respond;
+        // The conversation got its auto-reply when it began.
+        if let Some(c) = &env.conversation {
+            return Ok(RespondResult::Suppressed {
+                reason: format!("follows up conversation {}: no new auto-reply", c.id),
+            });
+        }
         let plan = match respond::plan(mail, &env.results, &self.config) {
             Ok(plan) => plan,
             Err(reason) => return Ok(RespondResult::Suppressed { reason }),

@@ -76,7 +76,7 @@ fn category<'c>(results: &'c StageResults, config: &'c Config) -> &'c str {
 }
 
 /// Crockford's base32 alphabet: no I, L, O or U, so a reference reads back unambiguously.
-const BASE32: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+pub const BASE32: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// The reference given to the sender: `prefix` plus 10 base32 characters (50 bits) of the
 /// SHA-256 of the message id (angle brackets and surrounding whitespace ignored).

@@ -194,7 +194,12 @@ pub fn build_reply(
         .to(Address::from(to.clone()))
         .subject(subject)
         .date(Date::now())
-        .message_id(MessageId::new(new_message_id(mail, &to, domain)))
+        .message_id(MessageId::new(new_message_id(
+            mail,
+            &to,
+            domain,
+            ctx.reference,
+        )))
         .header("Auto-Submitted", Raw::new("auto-replied"))
         .header("X-Auto-Response-Suppress", Raw::new("All"))
         .text_body(body);
@@ -289,8 +294,10 @@ fn clean_message_id(id: &str) -> Option<String> {
     .then(|| id.to_string())
 }
 
-/// A fresh message id at our domain.
-fn new_message_id(mail: &Mail, to: &str, domain: &str) -> String {
+/// A fresh message id at our domain. It starts with the reference (when the reference is
+/// letters, digits and dashes), so that a reply to it, which names it in In-Reply-To and
+/// References, carries the reference back (see [`crate::conversation`]).
+fn new_message_id(mail: &Mail, to: &str, domain: &str, reference: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -301,7 +308,14 @@ fn new_message_id(mail: &Mail, to: &str, domain: &str) -> String {
     h.update(to.as_bytes());
     let digest = h.finalize();
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}.{}@{domain}", now.as_secs())
+    let safe = !reference.is_empty()
+        && reference
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    match safe {
+        true => format!("{reference}.{hex}.{}@{domain}", now.as_secs()),
+        false => format!("{hex}.{}@{domain}", now.as_secs()),
+    }
 }
 
 #[cfg(test)]

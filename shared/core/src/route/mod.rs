@@ -4,10 +4,10 @@
 pub mod forward;
 pub mod headers;
 
-use crate::config::Config;
+use crate::config::{Config, RouteRule};
 use crate::mail::Mail;
 use crate::matcher::Facts;
-use crate::model::{Action, ClassifyResult, FilterResult, RouteResult, Verdict};
+use crate::model::{Action, ClassifyResult, Conversation, FilterResult, RouteResult, Verdict};
 
 /// Decides the actions for a parsed message.
 pub fn decide(
@@ -15,6 +15,21 @@ pub fn decide(
     filter: &FilterResult,
     classify: &ClassifyResult,
     config: &Config,
+) -> RouteResult {
+    decide_in(mail, filter, classify, config, None)
+}
+
+/// Decides the actions for a message that may follow up a conversation. A follow-up in the
+/// conversation's category is routed as its conversation was, by the same rules (each where
+/// its verdict allows it), unless a rule with `follow_up = true` matches it first, or one
+/// of those rules is not `sticky` or no longer configured: then, or when a rule gave it
+/// another category, it is routed afresh.
+pub fn decide_in(
+    mail: &Mail,
+    filter: &FilterResult,
+    classify: &ClassifyResult,
+    config: &Config,
+    follows: Option<&Conversation>,
 ) -> RouteResult {
     let facts = Facts {
         mail,
@@ -25,6 +40,7 @@ pub fn decide(
         language: classify.language.as_deref(),
         our_domains: &config.mailroom.domains,
         accepted_only_by_default: true,
+        follow_up: follows.is_some(),
     };
     let mut result = RouteResult {
         rules: Vec::new(),
@@ -32,35 +48,45 @@ pub fn decide(
         reply_template: None,
         reply_suppressed_by: None,
     };
-    for rule in config.routes.iter().map(|r| r.get_ref()) {
-        if !rule.when.matches(&facts) {
-            continue;
-        }
-        result.rules.push(rule.name.clone());
-        for action in &rule.actions {
-            if !result.actions.contains(action) {
-                result.actions.push(action.clone());
+    let rules = || config.routes.iter().map(|r| r.get_ref());
+    let same_category = |c: &&Conversation| c.category.as_deref() == Some(&classify.category);
+    let kept: Option<Vec<&RouteRule>> = follows.filter(same_category).and_then(|c| {
+        let named: Option<Vec<&RouteRule>> = c
+            .route_rules
+            .iter()
+            .filter(|n| *n != "default")
+            .map(|n| rules().find(|r| &r.name == n))
+            .collect();
+        named.filter(|named| named.iter().all(|r| r.sticky))
+    });
+    match kept {
+        Some(kept) => {
+            let mut stopped = false;
+            for rule in rules().filter(|r| r.when.follow_up == Some(true)) {
+                if rule.when.matches(&facts) && !apply(rule, &mut result) {
+                    stopped = true;
+                    break;
+                }
+            }
+            if !stopped && !disposes(&result) {
+                for rule in kept {
+                    if rule.when.verdicts().contains(&filter.verdict) {
+                        apply(rule, &mut result);
+                    }
+                }
             }
         }
-        if let Some(t) = &rule.reply_template
-            && result.reply_template.is_none()
-        {
-            result.reply_template = Some(t.get_ref().clone());
-        }
-        if !rule.reply && result.reply_suppressed_by.is_none() {
-            result.reply_suppressed_by = Some(rule.name.clone());
-        }
-        if !rule.continue_ {
-            break;
+        None => {
+            for rule in rules() {
+                if rule.when.matches(&facts) && !apply(rule, &mut result) {
+                    break;
+                }
+            }
         }
     }
     // Sieve's implicit keep: unless a matched rule disposed of the message (tags do not),
     // the verdict's default actions apply, so no message is silently left unhandled.
-    if !result
-        .actions
-        .iter()
-        .any(|a| !matches!(a, Action::Tag { .. }))
-    {
+    if !disposes(&result) {
         result.rules.push("default".into());
         result
             .actions
@@ -68,6 +94,35 @@ pub fn decide(
     }
     enforce_verdict(filter.verdict, &mut result);
     result
+}
+
+/// Adds a matched rule's actions and reply settings; whether to go on to the next rule.
+fn apply(rule: &RouteRule, result: &mut RouteResult) -> bool {
+    if !result.rules.contains(&rule.name) {
+        result.rules.push(rule.name.clone());
+    }
+    for action in &rule.actions {
+        if !result.actions.contains(action) {
+            result.actions.push(action.clone());
+        }
+    }
+    if let Some(t) = &rule.reply_template
+        && result.reply_template.is_none()
+    {
+        result.reply_template = Some(t.get_ref().clone());
+    }
+    if !rule.reply && result.reply_suppressed_by.is_none() {
+        result.reply_suppressed_by = Some(rule.name.clone());
+    }
+    rule.continue_
+}
+
+/// Whether the actions so far dispose of the message (tags alone do not).
+fn disposes(result: &RouteResult) -> bool {
+    result
+        .actions
+        .iter()
+        .any(|a| !matches!(a, Action::Tag { .. }))
 }
 
 /// Decides the actions for mail that could not be parsed: its verdict's default.
