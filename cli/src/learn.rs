@@ -220,7 +220,7 @@ struct Corpus {
 }
 
 /// The label folders of DIR: its subdirectories, sorted, hidden ones skipped.
-fn label_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+pub(crate) fn label_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let path = e?.path();
@@ -855,7 +855,7 @@ fn render_comparison(rows: &[(Learner, Summary, Evaluation, f64)], repeats: usiz
 }
 
 /// The evaluation as a table for people.
-fn render(e: &Evaluation) -> String {
+pub(crate) fn render(e: &Evaluation) -> String {
     let w = e.labels.iter().map(|l| l.len()).max().unwrap_or(5).max(5);
     let mut s = format!(
         "accuracy {}  macro-F1 {:.3}  ({} messages)\n\n{:<w$} {:>9} {:>7} {:>6} {:>7}\n",

@@ -1,5 +1,6 @@
 //! The `mailroom` command: the whole pipeline locally, on mail files, with embedded storage.
 
+mod assist;
 mod console;
 mod digest;
 mod dlq;
@@ -238,6 +239,13 @@ enum Command {
         /// Stratified k-fold cross-validation: train on k-1 folds, test on the held-out one.
         #[arg(long)]
         folds: Option<usize>,
+        /// Measure the language model of the config's [assist] table (with --config) on DIR:
+        /// its category for each message against its folder.
+        #[arg(long, requires = "config")]
+        assist: bool,
+        /// The config whose [assist] model --assist measures.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         args: learn::LearnArgs,
         dir: PathBuf,
@@ -460,9 +468,15 @@ fn main() -> ExitCode {
         Command::Eval {
             model,
             folds,
+            assist,
+            config,
             args,
             dir,
-        } => exit(learn::eval(model.as_deref(), folds, &dir, &args)),
+        } => exit(match (assist, config) {
+            (true, Some(config)) => assist::eval(&config, &dir),
+            (false, Some(_)) => Err(anyhow::anyhow!("--config goes with --assist")),
+            _ => learn::eval(model.as_deref(), folds, &dir, &args),
+        }),
     }
 }
 
@@ -537,6 +551,7 @@ pub(crate) fn local_engine(
         sender: Arc::new(Outbox {
             dir: outbox.to_path_buf(),
         }),
+        assistant: assist::for_config(&config),
     };
     Ok((
         Engine::new(Arc::new(config), filter, classifier, ports),

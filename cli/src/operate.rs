@@ -291,6 +291,12 @@ fn write_view(out: &mut impl Write, v: &MessageView) -> Result<()> {
             )?;
         }
     }
+    if let Some(draft) = &s.draft {
+        writeln!(out, "draft reply (from the assist model, not sent)")?;
+        for line in draft.lines().take(100) {
+            writeln!(out, "  | {}", shown(line, 200))?;
+        }
+    }
     writeln!(out, "headers")?;
     for (name, value) in &v.headers {
         writeln!(out, "  {}: {}", shown(name, 60), shown(value, 200))?;

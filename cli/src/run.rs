@@ -76,15 +76,16 @@ pub fn run(args: &RunArgs<'_>) -> Result<bool> {
     // Messages started and not yet written: more than the workers, so that one slow
     // message does not leave the others idle; few, so that large messages do not pile up.
     let window = if jobs == 1 { 1 } else { 4 * jobs };
-    // One job runs on this thread alone: no hand-off between threads per message.
+    // One job runs on this thread alone: no hand-off between threads per message. Timers
+    // bound the effects' leases and the [assist] model's calls, which also need I/O.
     let runtime = if jobs == 1 {
         tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(jobs)
-            .enable_time()
+            .enable_all()
             .build()
     }
     .context("starting the async runtime")?;

@@ -5,6 +5,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "cli/assist.rs"]
+mod assist;
 #[path = "cli/console.rs"]
 mod console;
 

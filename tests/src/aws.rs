@@ -368,6 +368,8 @@ pub struct Stack {
     pub tickets_url: String,
     /// The verified From address, unique to the stack so its sends can be told apart.
     pub from_address: String,
+    /// The template's `AssistModelId` (empty, as deployed by default).
+    pub assist_model: String,
     /// The ARN of the stack's link key in Secrets Manager.
     pub link_key_arn: String,
     /// Sets `MAILROOM_CONFIG_REFRESH_SECONDS` for apps and functions built afterwards.
@@ -735,6 +737,7 @@ impl Stack {
             queues,
             tickets_url,
             from_address,
+            assist_model: String::new(),
             link_key_arn,
             config_refresh_seconds: None,
             effect_lease_ms: None,
@@ -1505,6 +1508,7 @@ impl Stack {
             ("ConfigKey", r.bucket.config_key.clone()),
             ("RetentionDays", RETENTION_DAYS.to_string()),
             ("LogLevel", "info".to_string()),
+            ("AssistModelId", self.assist_model.clone()),
             ("MailBucket", self.bucket.clone()),
             ("StateTable", self.table.clone()),
             ("InboundTopic", self.topic_arn.clone()),

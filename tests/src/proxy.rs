@@ -187,6 +187,8 @@ struct State {
     sent: Vec<Sent>,
     rules: Vec<(u64, FaultRule, usize)>,
     next_rule: u64,
+    /// Bedrock Converse answers by principal, in turn (moto has no Bedrock runtime).
+    converse: BTreeMap<String, std::collections::VecDeque<String>>,
 }
 
 /// The process-wide proxy.
@@ -263,6 +265,19 @@ impl Proxy {
         };
         let (_, rule, seen) = s.rules.remove(pos);
         seen.saturating_sub(rule.skip).min(rule.times)
+    }
+
+    /// Scripts the text of the next Bedrock Converse answers to `principal`, in turn. A
+    /// Converse call with none left is refused (400 ValidationException); fault rules
+    /// apply to Converse as to any call.
+    pub fn script_converse(&self, principal: &str, answers: Vec<String>) {
+        self.state
+            .lock()
+            .unwrap()
+            .converse
+            .entry(principal.to_string())
+            .or_default()
+            .extend(answers);
     }
 
     /// Every send the emulator accepted from principals starting with `prefix`, oldest first.
@@ -358,6 +373,17 @@ async fn handle(
             return Ok(response);
         }
         _ => {}
+    }
+    if service == "bedrock" {
+        let answer = state
+            .lock()
+            .unwrap()
+            .converse
+            .get_mut(&principal)
+            .and_then(|q| q.pop_front());
+        let response = converse_answer(answer);
+        record(response.status().as_u16(), needs);
+        return Ok(response);
     }
     let request = (service == "ses" && operation == "SendEmail").then(|| body.clone());
     let response = forward(&client, &upstream, &parts, &path_and_query, body).await?;
@@ -528,6 +554,24 @@ fn describe(
         .to_string();
     match service {
         "s3" => describe_s3(parts, path_and_query),
+        "bedrock" => {
+            // Converse: POST /model/{modelId}/converse, the id percent-encoded.
+            let path = path_and_query.split('?').next().unwrap_or("");
+            let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            match segments.as_slice() {
+                ["model", id, "converse"] => {
+                    let id = decode_path(id);
+                    (
+                        "Converse".into(),
+                        vec![Need::new(
+                            "bedrock:InvokeModel",
+                            format!("arn:aws:bedrock:{region}::foundation-model/{id}"),
+                        )],
+                    )
+                }
+                _ => ("?".into(), Vec::new()),
+            }
+        }
         "dynamodb" => {
             let body = json();
             let table = body["TableName"].as_str().unwrap_or("?");
@@ -766,8 +810,37 @@ fn describe_s3(parts: &hyper::http::request::Parts, path_and_query: &str) -> (St
 
 /// The error response of a fault, in the service's own wire format (what its SDK parser
 /// reads the error code from).
+/// A Bedrock Converse answer with `text`, or the refusal of a call nothing was scripted for.
+fn converse_answer(text: Option<String>) -> Response<Full<Bytes>> {
+    let (status, body) = match text {
+        Some(text) => (
+            200,
+            serde_json::json!({
+                "output": { "message": { "role": "assistant", "content": [{ "text": text }] } },
+                "stopReason": "end_turn",
+                "usage": { "inputTokens": 1, "outputTokens": 1, "totalTokens": 2 },
+                "metrics": { "latencyMs": 1 },
+            }),
+        ),
+        None => (
+            400,
+            serde_json::json!({ "message": "no Converse answer scripted by the test" }),
+        ),
+    };
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(status).expect("a status"))
+        .header("content-type", "application/json");
+    if status != 200 {
+        builder = builder.header("x-amzn-ErrorType", "ValidationException");
+    }
+    builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a response")
+}
+
 fn fault_response(service: &str, fault: Fault) -> Response<Full<Bytes>> {
     let (status, code) = match (service, fault) {
+        ("bedrock", Fault::Throttle) => (429, "ThrottlingException"),
         ("s3", Fault::Throttle) => (503, "SlowDown"),
         ("dynamodb", Fault::Throttle) => (400, "ProvisionedThroughputExceededException"),
         ("sqs", Fault::Throttle) => (400, "RequestThrottled"),

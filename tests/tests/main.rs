@@ -1,6 +1,7 @@
 //! mailroom's one integration-test binary; each module is one area, sharing the harness in
 //! `mailroom_tests`.
 
+mod assist;
 mod aws;
 mod conversation;
 mod digest;

@@ -98,6 +98,7 @@ pub fn ports(
         sender: Arc::new(SesSender {
             client: ses_client(sdk),
         }),
+        assistant: Arc::new(crate::assist::BedrockAssistant::new(sdk)),
     }
 }
 

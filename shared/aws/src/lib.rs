@@ -2,6 +2,7 @@
 //! CloudWatch, the config loader, and the SQS batch handler the four Lambda functions share.
 
 pub mod app;
+pub mod assist;
 pub mod config_source;
 pub mod digest;
 pub mod dlq;

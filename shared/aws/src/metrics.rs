@@ -43,6 +43,18 @@ impl Metrics {
         )
     }
 
+    /// The [assist] model's calls by task and outcome (decided, agreed, drafted, invalid,
+    /// timeout, throttled, error, budget), each counted by the stage that made it.
+    fn emit_assist(&self, env: &Envelope, made_here: impl Fn(&str) -> bool) {
+        let outcomes = env.assist.iter().flat_map(|a| &a.outcomes);
+        for (task, outcome) in outcomes.filter(|(task, _)| made_here(task)) {
+            self.emit(Doc {
+                dimensions: vec![("Task", task.clone()), ("Outcome", outcome.clone())],
+                metrics: vec![("Assist", 1.0, "Count")],
+            });
+        }
+    }
+
     fn emit(&self, doc: Doc<'_>) {
         let mut root = Map::new();
         let names: Vec<&str> = doc.dimensions.iter().map(|(k, _)| *k).collect();
@@ -111,11 +123,13 @@ impl Metrics {
                 if let Some(f) = &r.filter {
                     self.emit(one("Verdict", f.verdict.as_str().into(), "Verdicts"));
                 }
+                self.emit_assist(env, |task| task == "spam");
             }
             Stage::Classify => {
                 if let Some(c) = &r.classify {
                     self.emit(one("Category", c.category.clone(), "Categories"));
                 }
+                self.emit_assist(env, |task| task != "spam");
             }
             Stage::Route => {
                 for a in r.route.iter().flat_map(|x| &x.actions) {
@@ -190,6 +204,49 @@ mod tests {
         assert_eq!(
             reason_class("sender is a list: List-Id <x>"),
             "sender is a list"
+        );
+    }
+
+    #[test]
+    fn the_assist_models_outcomes_are_counted_by_task() {
+        let (m, lines) = Metrics::memory();
+        let mut env = Envelope::new("m1", Default::default());
+        env.assist = Some(mailroom_core::model::Assisted {
+            model: "nova".into(),
+            outcomes: [
+                ("classify", "timeout"),
+                ("draft", "budget"),
+                ("spam", "agreed"),
+            ]
+            .map(|(t, o)| (t.to_string(), o.to_string()))
+            .into(),
+            draft: None,
+        });
+        m.stage(Stage::Classify, &env, Duration::from_millis(3));
+        m.stage(Stage::Filter, &env, Duration::from_millis(3));
+        let docs: Vec<Value> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|d: &Value| d.get("Assist").is_some())
+            .collect();
+        let counted: Vec<_> = docs
+            .iter()
+            .map(|d| (d["Task"].as_str().unwrap(), d["Outcome"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            counted,
+            [
+                ("classify", "timeout"),
+                ("draft", "budget"),
+                ("spam", "agreed")
+            ],
+            "each once, by the stage that asked"
+        );
+        assert_eq!(
+            docs[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Task", "Outcome"]])
         );
     }
 }

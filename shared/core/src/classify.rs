@@ -271,6 +271,7 @@ mod tests {
             spam_score: 0.0,
             reasons: vec![],
             scorer: "rules".into(),
+            spam_probability: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! No AWS or Lambda crate is a dependency of this crate.
 
+pub mod assist;
 pub mod classify;
 pub mod config;
 pub mod conversation;

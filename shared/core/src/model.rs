@@ -79,6 +79,21 @@ pub struct Envelope {
     /// which conversation it joins and what the conversation decided so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<Conversation>,
+    /// What the optional language model did for it (`[assist]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assist: Option<Assisted>,
+}
+
+/// The language model's part in a message: each task's outcome (`decided`, `invalid`,
+/// `timeout`, `throttled`, `error`, `budget`, `drafted`), and the draft reply, which is
+/// for an operator and never sent by itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Assisted {
+    pub model: String,
+    #[serde(default)]
+    pub outcomes: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
 }
 
 /// A follow-up's place in its conversation (see [`crate::conversation`]).
@@ -146,6 +161,7 @@ impl Envelope {
             released_by: None,
             release_force: None,
             conversation: None,
+            assist: None,
         }
     }
 }
@@ -201,6 +217,9 @@ pub struct FilterResult {
     pub reasons: Vec<Reason>,
     /// Which scorer produced the content part of the score (`rules`, or a model name).
     pub scorer: String,
+    /// The spam model's P(spam), when a model scored the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam_probability: Option<f32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -230,6 +249,8 @@ pub enum DecidedBy {
     Default,
     /// Kept from the conversation the message follows up (the followed message's id).
     Conversation(String),
+    /// The language model of `[assist]` (its id).
+    Assist(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -193,6 +193,25 @@ pub trait RecipientAllowList: Send + Sync {
     async fn forget_allowed(&self, address: &str) -> PortResult<usize>;
 }
 
+/// One prompt for a language model (see [`crate::assist`]): a fixed instruction, the
+/// message as quoted data, and for a classification the JSON schema the answer must match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssistRequest {
+    pub model: String,
+    pub system: String,
+    pub user: String,
+    pub schema: Option<serde_json::Value>,
+    pub max_tokens: u32,
+}
+
+/// A language model (Bedrock's Converse API, an OpenAI-compatible server). `Retryable` is
+/// a throttle; the caller bounds the call's time.
+#[async_trait]
+pub trait Assistant: Send + Sync {
+    /// The model's text answer.
+    async fn complete(&self, request: &AssistRequest) -> PortResult<String>;
+}
+
 /// Hands an envelope to the next stage (an SQS queue in AWS).
 #[async_trait]
 pub trait StagePublisher: Send + Sync {

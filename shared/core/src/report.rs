@@ -26,6 +26,7 @@ impl std::fmt::Display for DecidedBy {
             DecidedBy::Model(n) => write!(f, "model:{n}"),
             DecidedBy::Default => f.write_str("default"),
             DecidedBy::Conversation(id) => write!(f, "conversation:{id}"),
+            DecidedBy::Assist(model) => write!(f, "assist:{model}"),
         }
     }
 }

@@ -85,6 +85,7 @@ impl SpamScorer for ModelScorer {
     fn score(&self, mail: &Mail, config: &FilterConfig, findings: &mut Findings) {
         RuleScorer.score(mail, config, findings);
         let p = self.model.spam_probability(mail);
+        findings.probability = Some(p);
         let check = format!("model:{}", self.model.name);
         if p >= config.spam_threshold {
             let points = config.model_score_weight.unwrap_or(config.quarantine_score);

@@ -3,6 +3,7 @@
 //! gives; [`Config::validate`] then checks what needs the whole file (template references,
 //! unreachable rules).
 
+mod assist;
 mod classify;
 mod digest;
 mod edit;
@@ -13,6 +14,7 @@ mod routing;
 mod validate;
 mod values;
 
+pub use assist::*;
 pub use classify::*;
 pub use digest::*;
 pub use edit::{EditError, Edited, Removed, SenderList, add_sender, remove_address};
@@ -55,6 +57,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     #[serde(default)]
     pub digest: DigestConfig,
+    /// The optional language model; `None` (the default) never calls one.
+    #[serde(default)]
+    pub assist: Option<AssistConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

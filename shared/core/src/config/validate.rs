@@ -52,6 +52,10 @@ impl Config {
         if let Some((span, message)) = self.digest.problem() {
             return Err(err(span, message));
         }
+        if let Some(message) = self.assist.as_ref().and_then(AssistConfig::problem) {
+            let at = text.find("[assist]").unwrap_or(0);
+            return Err(err(at..at, message));
+        }
 
         let templates: Vec<&str> = self
             .respond

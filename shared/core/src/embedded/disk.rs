@@ -1002,6 +1002,7 @@ mod scale {
                 category_rule: None,
                 priority_rule: None,
                 route_rules: vec![],
+                draft: None,
             })
             .await
             .unwrap();

@@ -34,6 +34,7 @@ pub fn memory_ports() -> (Ports, Arc<MemoryWorld>, Arc<MemoryState>) {
         index: state.clone(),
         feedback: state.clone(),
         allow_list: state.clone(),
+        assistant: Arc::new(crate::assist::NoAssistant("no assistant is wired")),
     };
     (ports, world, state)
 }

@@ -22,6 +22,8 @@ pub struct Findings {
     /// Set by the sender allow list; lifts the demands made with
     /// [`Findings::demand_unless_allowed`] and skips the content score.
     pub allowlisted: bool,
+    /// The spam model's P(spam), when one scored the message.
+    pub probability: Option<f32>,
     demands: Vec<(Verdict, bool)>,
 }
 
@@ -168,6 +170,7 @@ impl Filter {
             spam_score: (findings.score * 100.0).round() / 100.0,
             reasons: findings.reasons,
             scorer: self.scorer.name().to_string(),
+            spam_probability: findings.probability,
         }
     }
 }
@@ -187,6 +190,7 @@ pub fn oversize(size: u64, config: &Config) -> FilterResult {
             score: 0.0,
         }],
         scorer: "none".into(),
+        spam_probability: None,
     }
 }
 
@@ -203,6 +207,7 @@ pub fn scan_limit(detail: &str) -> FilterResult {
             score: 0.0,
         }],
         scorer: "none".into(),
+        spam_probability: None,
     }
 }
 
@@ -218,5 +223,6 @@ pub fn unparseable(reason: &str) -> FilterResult {
             score: 0.0,
         }],
         scorer: "none".into(),
+        spam_probability: None,
     }
 }

@@ -91,6 +91,9 @@ pub struct MessageSummary {
     /// The route rules that matched it (`default` when none did).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route_rules: Vec<String>,
+    /// The language model's draft reply (`[assist]`), for an operator to review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
 }
 
 impl MessageSummary {
@@ -176,6 +179,7 @@ impl MessageSummary {
                 .as_ref()
                 .map(|r| r.rules.clone())
                 .unwrap_or_default(),
+            draft: env.assist.as_ref().and_then(|a| a.draft.clone()),
         }
     }
 
@@ -190,7 +194,7 @@ fn rule_of(by: &DecidedBy, kept: Option<&String>) -> Option<String> {
     match by {
         DecidedBy::Rule(name) => Some(name.clone()),
         DecidedBy::Conversation(_) => kept.cloned(),
-        DecidedBy::Model(_) | DecidedBy::Default => None,
+        DecidedBy::Model(_) | DecidedBy::Default | DecidedBy::Assist(_) => None,
     }
 }
 
@@ -599,6 +603,7 @@ mod tests {
             category_rule: None,
             priority_rule: None,
             route_rules: vec![],
+            draft: None,
         }
     }
 

@@ -127,6 +127,7 @@ mod tests {
             category_rule: None,
             priority_rule: None,
             route_rules: vec![],
+            draft: None,
         };
         o.add(&row(8 * DAY + 5, Verdict::Accept, &["forward", "store"]));
         o.add(&row(10 * DAY, Verdict::Quarantine, &["quarantine"]));

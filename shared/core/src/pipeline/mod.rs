@@ -24,7 +24,7 @@ use crate::mail::{Mail, MailError, strip_mbox_from_line};
 use crate::model::{AuditRecord, Envelope, Stage};
 use crate::operate::MessageSummary;
 use crate::ports::{
-    AuditLog, FeedbackLog, MailBytes, MailSender, MessageIndex, ObjectStore, PortError,
+    Assistant, AuditLog, FeedbackLog, MailBytes, MailSender, MessageIndex, ObjectStore, PortError,
     QueueDelivery, RawMailSource, RecipientAllowList, StagePublisher, StateStore,
 };
 use crate::route::forward::ForwardPlan;
@@ -149,6 +149,8 @@ pub struct Ports {
     pub feedback: Arc<dyn FeedbackLog>,
     /// The recipients' own allow lists (a digest's "always allow").
     pub allow_list: Arc<dyn RecipientAllowList>,
+    /// The language model of `[assist]` (called only when the config has one).
+    pub assistant: Arc<dyn Assistant>,
 }
 
 /// The stages, their config and ports. Built once per process (per Lambda cold start, and
@@ -312,13 +314,17 @@ impl Engine {
                 {
                     s = self.filter_stage(raw, mail, &allowing);
                 }
+                if let (Ok(m), Some(assist)) = (mail, &self.config.assist) {
+                    env.assist = self.assist_spam(m, assist, &mut s).await;
+                }
                 env.results.filter = Some(s.result);
                 (s.audit, Vec::new())
             }
             Stage::Classify => {
-                let (s, conversation) = self.classify_stage(env, mail).await?;
+                let (s, conversation, assisted) = self.classify_stage(env, mail).await?;
                 env.results.classify = Some(s.result);
                 env.conversation = conversation;
+                env.assist = assisted;
                 (s.audit, Vec::new())
             }
             Stage::Route => {
@@ -487,6 +493,8 @@ impl Audit {
     }
 }
 
+#[cfg(test)]
+mod assist_tests;
 #[cfg(test)]
 mod conversation_tests;
 

@@ -244,9 +244,10 @@ impl Engine {
             score: 0.0,
         });
         env.results.filter = Some(filter);
-        let (classified, conversation) = self.classify_stage(&env, mail).await?;
+        let (classified, conversation, assisted) = self.classify_stage(&env, mail).await?;
         env.results.classify = Some(classified.result);
         env.conversation = conversation;
+        env.assist = assisted;
         env.released_by = Some(by);
         env.release_force = force.map(str::to_string);
         if via_queue {

@@ -8,13 +8,14 @@ use super::effects::{Ran, Repeat, UNCONFIRMED, effect_key};
 use super::{Deferred, Engine, StageError, port_context};
 use crate::classify::Classifier;
 use crate::config::STORE_ROOT;
+use crate::config::{AssistConfig, AssistTask};
 use crate::conversation::{self, Found};
 use crate::filter;
 use crate::filter::checks::sender_lists::MAX_ALLOW_RECIPIENTS;
 use crate::mail::{Mail, MailError};
 use crate::model::{
-    Action, ClassifyResult, Conversation, Envelope, FilterResult, RespondResult, RouteResult,
-    Stage, Verdict,
+    Action, Assisted, ClassifyResult, Conversation, DecidedBy, Envelope, FilterResult,
+    RespondResult, RouteResult, Stage, Verdict,
 };
 use crate::ports::PortError;
 use crate::route::forward::ForwardPlan;
@@ -117,9 +118,16 @@ impl Engine {
         &self,
         env: &Envelope,
         mail: Result<&Mail<'_>, &MailError>,
-    ) -> Result<(Staged<ClassifyResult>, Option<Conversation>), StageError> {
+    ) -> Result<
+        (
+            Staged<ClassifyResult>,
+            Option<Conversation>,
+            Option<Assisted>,
+        ),
+        StageError,
+    > {
         let filter = require_filter(env, Stage::Classify)?;
-        let (result, found) = match mail {
+        let (mut result, found) = match mail {
             Ok(mail) => {
                 let found = conversation::find(
                     self.ports.index.as_ref(),
@@ -155,6 +163,13 @@ impl Engine {
             ));
         }
         reasons.extend(found.notes);
+        let assisted = match (mail, &self.config.assist) {
+            (Ok(mail), Some(assist)) => Some(
+                self.assist(env.assist.clone(), mail, assist, &mut result, &mut reasons)
+                    .await,
+            ),
+            _ => None,
+        };
         let audit = Audit {
             decision: format!(
                 "category={} priority={}",
@@ -167,7 +182,166 @@ impl Engine {
                 result.priority_by.to_string(),
             ],
         };
-        Ok((Staged { result, audit }, found.conversation))
+        Ok((Staged { result, audit }, found.conversation, assisted))
+    }
+
+    /// The spam task: for accepted mail whose P(spam) lies in the band, a second opinion
+    /// that can only hold the message (quarantine it with `ASSIST_SPAM`), never pass one.
+    pub(super) async fn assist_spam(
+        &self,
+        mail: &Mail<'_>,
+        assist: &AssistConfig,
+        staged: &mut Staged<FilterResult>,
+    ) -> Option<Assisted> {
+        let [low, high] = assist.spam_band;
+        let p = staged.result.spam_probability?;
+        if !assist.does(AssistTask::Spam)
+            || staged.result.verdict != Verdict::Accept
+            || !(low..=high).contains(&p)
+        {
+            return None;
+        }
+        let request = crate::assist::spam_request(mail, assist);
+        let asked = crate::assist::call(
+            self.ports.assistant.as_ref(),
+            self.ports.state.as_ref(),
+            assist,
+            &request,
+            SystemTime::now(),
+        )
+        .await;
+        let outcome = match asked.map(|answer| crate::assist::parse_spam(&answer)) {
+            Ok(Ok(true)) => {
+                let detail = format!(
+                    "the assist model {} judged it spam (P(spam) = {p:.4}, in the band [{low}, {high}])",
+                    assist.model
+                );
+                staged.audit.reasons.push(format!("ASSIST_SPAM: {detail}"));
+                staged.audit.decision = Verdict::Quarantine.as_str().to_string();
+                staged
+                    .audit
+                    .decided_by
+                    .push(format!("assist:{}", assist.model));
+                staged.result.verdict = Verdict::Quarantine;
+                staged.result.reasons.push(crate::model::Reason {
+                    check: "assist".into(),
+                    tag: "ASSIST_SPAM".into(),
+                    detail,
+                    score: 0.0,
+                });
+                "decided"
+            }
+            Ok(Ok(false)) => {
+                staged.audit.reasons.push(format!(
+                    "assist: not spam (P(spam) = {p:.4}): verdict unchanged"
+                ));
+                "agreed"
+            }
+            Ok(Err(why)) => {
+                staged
+                    .audit
+                    .reasons
+                    .push(format!("assist: answer ignored ({why})"));
+                "invalid"
+            }
+            Err((outcome, why)) => {
+                staged
+                    .audit
+                    .reasons
+                    .push(format!("assist spam: {outcome}: {why}"));
+                outcome
+            }
+        };
+        let mut done = Assisted {
+            model: assist.model.clone(),
+            ..Assisted::default()
+        };
+        done.outcomes.insert("spam".into(), outcome.into());
+        Some(done)
+    }
+
+    /// The language model's tasks for a parsed message: the classification when no rule
+    /// (nor its conversation) decided and the category's confidence is below the
+    /// threshold, then a draft for the categories that opt in. Each outcome is audited;
+    /// none fails the stage.
+    async fn assist(
+        &self,
+        env_assist: Option<Assisted>,
+        mail: &Mail<'_>,
+        assist: &AssistConfig,
+        result: &mut ClassifyResult,
+        reasons: &mut Vec<String>,
+    ) -> Assisted {
+        // The filter stage's spam outcome, when there was one, travels with the envelope.
+        let mut done = env_assist.unwrap_or_else(|| Assisted {
+            model: assist.model.clone(),
+            ..Assisted::default()
+        });
+        let decided =
+            |by: &DecidedBy| matches!(by, DecidedBy::Rule(_) | DecidedBy::Conversation(_));
+        let assistant = self.ports.assistant.as_ref();
+        let state = self.ports.state.as_ref();
+        let now = SystemTime::now();
+        if assist.does(AssistTask::Classify)
+            && !decided(&result.category_by)
+            && result.category_confidence < assist.confidence_below
+        {
+            let request = crate::assist::classify_request(mail, &self.config, assist);
+            let outcome = match crate::assist::call(assistant, state, assist, &request, now).await {
+                Ok(answer) => {
+                    let allowed = crate::assist::allowed_categories(&self.config);
+                    match crate::assist::parse_labels(&answer, &allowed) {
+                        Ok((category, priority)) => {
+                            reasons.push(format!(
+                                "assist: category={category} priority={}",
+                                priority.as_str()
+                            ));
+                            result.category = category;
+                            result.category_by = DecidedBy::Assist(assist.model.clone());
+                            if !decided(&result.priority_by) {
+                                result.priority = priority;
+                                result.priority_by = DecidedBy::Assist(assist.model.clone());
+                            }
+                            "decided"
+                        }
+                        Err(why) => {
+                            reasons.push(format!("assist: answer ignored ({why})"));
+                            "invalid"
+                        }
+                    }
+                }
+                Err((outcome, why)) => {
+                    reasons.push(format!("assist: {outcome}: {why}"));
+                    outcome
+                }
+            };
+            done.outcomes.insert("classify".into(), outcome.into());
+        }
+        if assist.does(AssistTask::Draft) && assist.draft_categories.contains(&result.category) {
+            let request = crate::assist::draft_request(mail, assist);
+            let outcome = match crate::assist::call(assistant, state, assist, &request, now).await {
+                Ok(answer) => {
+                    let draft = crate::assist::clean_draft(&answer);
+                    if draft.is_empty() {
+                        reasons.push("assist: empty draft".into());
+                        "invalid"
+                    } else {
+                        reasons.push(format!(
+                            "assist: drafted a reply ({} characters)",
+                            draft.chars().count()
+                        ));
+                        done.draft = Some(draft);
+                        "drafted"
+                    }
+                }
+                Err((outcome, why)) => {
+                    reasons.push(format!("assist draft: {outcome}: {why}"));
+                    outcome
+                }
+            };
+            done.outcomes.insert("draft".into(), outcome.into());
+        }
+        done
     }
 
     pub(super) async fn route_stage(

@@ -157,6 +157,7 @@ category = "vip-only"
                 spam_score: 0.0,
                 reasons: vec![],
                 scorer: "rules".into(),
+                spam_probability: None,
             }),
             classify: category.map(|c| ClassifyResult {
                 category: c.into(),

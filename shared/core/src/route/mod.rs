@@ -207,6 +207,7 @@ actions = [{ forward = ["postmaster@example.com"] }]
             spam_score: score,
             reasons: vec![],
             scorer: "rules".into(),
+            spam_probability: None,
         };
         let classify = ClassifyResult {
             category: category.into(),
@@ -268,6 +269,7 @@ actions = [{ forward = ["postmaster@example.com"] }]
             spam_score: 0.0,
             reasons: vec![],
             scorer: "rules".into(),
+            spam_probability: None,
         };
         let c = Classifier::unparsed(&config);
         let r = decide(&mail, &f, &c, &config);
