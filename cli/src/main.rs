@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use mailroom_core::Config;
 use mailroom_core::embedded::disk::DiskState;
@@ -69,6 +69,24 @@ enum Command {
         jobs: Option<usize>,
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+    },
+    /// Write a config for a stack: the bundled example (examples/mailroom.toml, every option
+    /// commented) with `[mailroom] domains` and `from_address` set to the stack's
+    /// DomainName and FromAddress.
+    Init {
+        /// The stack's DomainName: the domain mailroom receives mail for.
+        #[arg(long)]
+        domain: String,
+        /// The stack's FromAddress: the SES-verified address at DOMAIN that forwards and
+        /// auto-replies come from.
+        #[arg(long)]
+        from: String,
+        /// Where to write it.
+        #[arg(long, default_value = "mailroom.toml")]
+        output: PathBuf,
+        /// Replace OUTPUT when it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Validate a config file: exit 1 with the line and column of the first problem.
     Check { file: PathBuf },
@@ -405,6 +423,12 @@ fn main() -> ExitCode {
             more,
         } => exit(operate::search(&store, &filters, &more)),
         Command::Show { id, target, format } => exit(operate::show(&target, format, &id)),
+        Command::Init {
+            domain,
+            from,
+            output,
+            force,
+        } => exit(init(&domain, &from, &output, force)),
         Command::Check { file } => match load_checked(&file) {
             Ok(c) => {
                 for w in c.warnings() {
@@ -478,6 +502,28 @@ fn main() -> ExitCode {
             _ => learn::eval(model.as_deref(), folds, &dir, &args),
         }),
     }
+}
+
+/// The example config every option of which is documented, as `mailroom init` starts.
+const EXAMPLE_CONFIG: &str = include_str!("../../examples/mailroom.toml");
+
+/// `mailroom init`: the example made for one stack, written only where nothing is (unless
+/// `force`), through a file beside it so that a crash leaves no half-written config.
+fn init(domain: &str, from: &str, output: &Path, force: bool) -> Result<()> {
+    let origin = output.display().to_string();
+    let text = mailroom_core::config::for_domain(EXAMPLE_CONFIG, &origin, domain, from)?;
+    if output.exists() && !force {
+        anyhow::bail!("{origin} exists: pass --force to replace it, or --output another file");
+    }
+    let tmp = output.with_extension("toml.init");
+    std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("writing {origin}"))?;
+    println!(
+        "wrote {origin} for {}: check it with `mailroom check {origin}`, then upload it with \
+         `mailroom push-config {origin} --bucket <BucketName output>`",
+        domain.trim().to_ascii_lowercase()
+    );
+    Ok(())
 }
 
 fn exit(r: Result<()>) -> ExitCode {

@@ -64,6 +64,70 @@ fn check_accepts_the_example_config() {
 }
 
 #[test]
+fn init_writes_the_example_for_a_stack_and_never_overwrites_by_itself() {
+    let dir = temp("init");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mailroom.toml");
+    let path = file.to_str().unwrap();
+    let init = |extra: &[&str]| {
+        let mut args = vec![
+            "init",
+            "--domain",
+            "corp.example",
+            "--from",
+            "help@corp.example",
+            "--output",
+            path,
+        ];
+        args.extend_from_slice(extra);
+        mailroom(&args)
+    };
+    let out = init(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("domains = [\"corp.example\"]"));
+    assert!(text.contains("from_address = \"help@corp.example\""));
+    assert!(
+        !text.contains("example-ops.net"),
+        "the example's own addresses go"
+    );
+    let check = mailroom(&["check", path]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    std::fs::write(&file, "# mine\n").unwrap();
+    let again = init(&[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "# mine\n");
+    assert!(init(&["--force"]).status.success());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+
+    let elsewhere = mailroom(&[
+        "init",
+        "--domain",
+        "corp.example",
+        "--from",
+        "help@other.example",
+        "--output",
+        dir.join("other.toml").to_str().unwrap(),
+    ]);
+    assert!(!elsewhere.status.success());
+    assert!(
+        String::from_utf8_lossy(&elsewhere.stderr).contains("must be an address at corp.example")
+    );
+    assert!(!dir.join("other.toml").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn check_warns_when_unauthenticated_senders_get_replies_and_still_passes() {
     let out = mailroom(&["check", "examples/mailroom.toml"]);
     let err = String::from_utf8_lossy(&out.stderr);

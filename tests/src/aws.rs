@@ -48,8 +48,7 @@ pub const REGION: &str = "us-east-1";
 /// `MAILROOM_RETENTION_DAYS` of the test stacks; not the default (30), so a test can tell
 /// that the functions read it.
 pub const RETENTION_DAYS: u64 = 14;
-pub const SKIP: &str =
-    "skipping: no AWS emulator (MAILROOM_TEST_ENDPOINT unset; run bash infra/test.sh)";
+pub const SKIP: &str = "no AWS emulator (MAILROOM_TEST_ENDPOINT unset; run bash infra/test.sh)";
 
 // ------------------------------------------------------------------ the emulator
 
@@ -75,7 +74,7 @@ pub fn endpoint_or_skip() -> Option<String> {
             !emulator_required(),
             "MAILROOM_REQUIRE_EMULATOR=1 but MAILROOM_TEST_ENDPOINT is unset (run bash infra/test.sh)"
         );
-        eprintln!("{SKIP}");
+        mailroom_core::skip::skipped(SKIP);
     }
     e
 }
@@ -1899,10 +1898,10 @@ pub fn binary_named(name: &str) -> Option<PathBuf> {
         "{} is missing: run cargo build --workspace --bins",
         path.display()
     );
-    eprintln!(
-        "skipping: {} is missing (run cargo build --workspace --bins)",
+    mailroom_core::skip::skipped(&format!(
+        "{} is missing (run cargo build --workspace --bins)",
         path.display()
-    );
+    ));
     None
 }
 

@@ -245,7 +245,7 @@ fn mailroom_binary() -> Option<std::path::PathBuf> {
         "{} is missing or lacks AWS support: cargo build -p mailroom-cli --features aws",
         path.display()
     );
-    eprintln!("skipping: {} lacks AWS support", path.display());
+    mailroom_core::skip::skipped(&format!("{} lacks AWS support", path.display()));
     None
 }
 

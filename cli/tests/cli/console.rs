@@ -126,10 +126,10 @@ fn browser_available() -> bool {
         panic!("MAILROOM_REQUIRE_BROWSER=1 but {CHROMIUM} or {CHROMEDRIVER} is missing");
     }
     if !there {
-        eprintln!(
-            "SKIPPED: the console's browser test needs {CHROMIUM} and {CHROMEDRIVER} \
+        mailroom_core::skip::skipped(&format!(
+            "the console's browser test needs {CHROMIUM} and {CHROMEDRIVER} \
              (apt-get install chromium chromium-driver; infra/test.sh does)"
-        );
+        ));
     }
     there
 }

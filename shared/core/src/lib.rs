@@ -20,6 +20,7 @@ pub mod report;
 pub mod respond;
 pub mod route;
 pub mod secret;
+pub mod skip;
 
 pub use config::Config;
 pub use mail::Mail;

@@ -607,7 +607,7 @@ mod tests {
             }
         }
         if n == 0 {
-            println!("corpus part skipped: ../shared/data/spam not present");
+            crate::skip::skipped("the corpus part: ../shared/data/spam is not present");
         } else {
             println!("{n} corpus messages parsed as by default");
         }

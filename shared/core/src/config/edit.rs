@@ -177,6 +177,77 @@ pub fn remove_address(text: &str, origin: &str, address: &str) -> Result<Removed
     })
 }
 
+/// The config `text` (from `origin`, normally the bundled example) made for one stack:
+/// `[mailroom] domains` is `domain`, `from_address` is `from` (which must be at `domain`,
+/// as the template's IAM allows sending only as that identity) and `addresses` is emptied
+/// (the example's are not yours). Comments and layout stay; the result is validated.
+pub fn for_domain(text: &str, origin: &str, domain: &str, from: &str) -> Result<String, EditError> {
+    let problem = |message: String| EditError::Edit(format!("{origin}: {message}"));
+    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let labels_ok = domain.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    });
+    if !labels_ok || !domain.contains('.') || domain.len() > 253 {
+        return Err(EditError::Edit(format!(
+            "--domain {domain:?} is not a domain name such as example.com"
+        )));
+    }
+    let from = normalised(from).map_err(|e| EditError::Edit(format!("--from: {e}")))?;
+    if from.starts_with('@') || !from.ends_with(&format!("@{domain}")) {
+        return Err(EditError::Edit(format!(
+            "--from {from:?} must be an address at {domain} (the stack may send only as its \
+             DomainName)"
+        )));
+    }
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| problem(e.to_string()))?;
+    let mailroom = doc
+        .entry("mailroom")
+        .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
+        .as_table_like_mut()
+        .ok_or_else(|| problem("`mailroom` is not a table".into()))?;
+    // In place, so the comments above a key and after its value stay.
+    let keep_decor =
+        |table: &mut dyn toml_edit::TableLike, key: &str, value: toml_edit::Value| match table
+            .get_mut(key)
+            .and_then(|i| i.as_value_mut())
+        {
+            Some(old) => {
+                let decor = old.decor().clone();
+                *old = value;
+                *old.decor_mut() = decor;
+            }
+            None => {
+                table.insert(key, toml_edit::Item::Value(value));
+            }
+        };
+    keep_decor(
+        mailroom,
+        "domains",
+        toml_edit::Value::Array(toml_edit::Array::from_iter([domain.as_str()])),
+    );
+    if mailroom.contains_key("addresses") {
+        keep_decor(
+            mailroom,
+            "addresses",
+            toml_edit::Value::Array(toml_edit::Array::new()),
+        );
+    }
+    keep_decor(
+        mailroom,
+        "from_address",
+        toml_edit::Value::from(from.as_str()),
+    );
+    let written = doc.to_string();
+    Config::from_toml(&written, origin)?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +340,46 @@ mod tests {
         )
         .unwrap_err();
         assert!(broken.to_string().contains("nope"), "{broken}");
+    }
+
+    #[test]
+    fn the_example_is_made_for_a_stack_with_its_comments() {
+        let example = include_str!("../../../../examples/mailroom.toml");
+        let text = for_domain(
+            example,
+            "mailroom.toml",
+            "Corp.Example",
+            "Help@corp.example",
+        )
+        .unwrap();
+        let c = Config::from_toml(&text, "mailroom.toml").unwrap();
+        assert_eq!(c.mailroom.domains, ["corp.example"]);
+        assert_eq!(c.mailroom.from_address, "help@corp.example");
+        assert!(c.mailroom.addresses.is_empty());
+        assert!(
+            text.contains("# Domains we receive mail for."),
+            "comments stay"
+        );
+        assert!(text.contains("domains = [\"corp.example\"]\n"), "{text}");
+        assert_eq!(
+            text.lines().count(),
+            example.lines().count(),
+            "only the three values change"
+        );
+        for (domain, from, says) in [
+            (
+                "corp.example",
+                "help@other.example",
+                "must be an address at corp.example",
+            ),
+            ("corp", "help@corp", "is not a domain name"),
+            ("-corp.example", "a@-corp.example", "is not a domain name"),
+            ("corp.example", "help\r\nBcc: x@corp.example", "--from"),
+        ] {
+            let err = for_domain(example, "m.toml", domain, from)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{domain} {from}: {err}");
+        }
     }
 }

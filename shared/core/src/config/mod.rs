@@ -17,7 +17,7 @@ mod values;
 pub use assist::*;
 pub use classify::*;
 pub use digest::*;
-pub use edit::{EditError, Edited, Removed, SenderList, add_sender, remove_address};
+pub use edit::{EditError, Edited, Removed, SenderList, add_sender, for_domain, remove_address};
 pub use filter::*;
 pub use respond::*;
 pub use retention::*;

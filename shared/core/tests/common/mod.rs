@@ -9,7 +9,7 @@ pub fn data_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        println!("skipping: ../shared/data not present");
+        mailroom_core::skip::skipped("../shared/data is not present beside the repository");
         None
     }
 }
