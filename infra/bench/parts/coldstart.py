@@ -40,6 +40,14 @@ def part_coldstart(ctx, res):
         "functions": {},
     })
     try:
+        # The floor first, so that each function's line can print it beside its own.
+        fl = floor(ctx, api, runs)
+        res["floor"] = fl
+        say(
+            f"coldstart floor (a function that does nothing): start->GET /next median {fl['init_ms'].get('median')} ms "
+            f"p90 {fl['init_ms'].get('p90')} ms; start->first response median {fl['first_response_ms'].get('median')} ms "
+            f"({fl['answered']} of {runs} answered)"
+        )
         bodies = upload_raw(ctx, support_messages(ctx, 2 * runs), "cold")
         for stage in STAGES:
             samples = []
@@ -55,15 +63,19 @@ def part_coldstart(ctx, res):
                 "vmhwm_mib": summary([s["vmhwm_mib"] for s in samples]),
                 "log_bytes_per_event": round(statistics.mean(s["log_bytes"] for s in samples) / 2),
                 "failed_runs": sum(1 for s in samples if not s["ok"]),
+                "failures": [f"{s['label']}: {'; '.join(s['errors'])}" for s in samples if not s["ok"]],
                 "samples": samples,
             }
             res["functions"][stage] = f
             say(
-                f"coldstart {stage}: start->GET /next median {f['init_ms'].get('median')} ms p90 {f['init_ms'].get('p90')} ms; "
+                f"coldstart {stage}: start->GET /next median {f['init_ms'].get('median')} ms p90 {f['init_ms'].get('p90')} ms "
+                f"(floor {fl['init_ms'].get('median')} ms); "
                 f"start->first response median {f['first_response_ms'].get('median')} ms p90 {f['first_response_ms'].get('p90')} ms; "
                 f"warm invoke median {f['warm_invoke_ms'].get('median')} ms; peak RSS median {f['peak_rss_mib'].get('median')} MiB "
                 f"(n={runs}, {f['failed_runs']} failed)"
             )
+            for why in f["failures"]:
+                say(f"  failed: {why}")
             nxt = next(x for x in ctx.resources["functions"] if x["key"] == stage).get("next_queue")
             if nxt:
                 got = drain(ctx, nxt, 2 * runs)
@@ -72,13 +84,6 @@ def part_coldstart(ctx, res):
                 if len(got) < 2 * runs:
                     log(f"{stage} published {len(got)} of {2 * runs} envelopes; reusing them")
                 bodies = got
-        f = floor(ctx, api, runs)
-        res["floor"] = f
-        say(
-            f"coldstart floor (a function that does nothing): start->GET /next median {f['init_ms'].get('median')} ms "
-            f"p90 {f['init_ms'].get('p90')} ms; start->first response median {f['first_response_ms'].get('median')} ms "
-            f"({f['answered']} of {runs} answered)"
-        )
     finally:
         api.close()
 
@@ -88,15 +93,15 @@ def floor(ctx, api, runs):
     binary = os.path.join(ctx.release, "examples", "floor")
     if not os.path.isfile(binary):
         raise RuntimeError(f"{binary} is missing (cargo build --release -p mailroom-aws --example floor)")
-    env = {
-        "AWS_LAMBDA_RUNTIME_API": api.addr,
-        "AWS_LAMBDA_FUNCTION_NAME": "floor",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(ctx.resources["function_settings"]["memory_mb"]),
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-    }
     init, first = [], []
     for i in range(runs):
         inv = api.begin(['{"Records": []}'], f"arn:aws:lambda:{REGION}:123456789012:function:floor")
+        env = {
+            "AWS_LAMBDA_RUNTIME_API": inv.addr,
+            "AWS_LAMBDA_FUNCTION_NAME": "floor",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(ctx.resources["function_settings"]["memory_mb"]),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        }
         logp = ctx.path("logs", f"coldstart-floor-{i}.log")
         proc = Launched([binary], env, logp, logp)
         try:

@@ -119,32 +119,38 @@ class QuietServer(ThreadingHTTPServer):
 
 
 class RuntimeApi:
-    def __init__(self, timeout_seconds):
-        self.server = QuietServer(("127.0.0.1", 0), RuntimeHandler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.server.current = None
-        self.server.timeout_seconds = timeout_seconds
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+    """Serves each function process on a server (and port) of its own: a request a stopped
+    process left in flight can then never reach the next process's invocations (one shared
+    server handed such a late GET /next the next run's event and counted its time before
+    that run's start, which gave negative and failed samples)."""
 
-    @property
-    def addr(self):
-        host, port = self.server.server_address[:2]
-        return f"{host}:{port}"
+    def __init__(self, timeout_seconds):
+        self.timeout_seconds = timeout_seconds
+        self.live = []
 
     def begin(self, events, arn):
+        """The invocations of one process, on a fresh server; its address is `inv.addr`."""
         inv = Invocations(events, arn)
-        self.server.current = inv
+        server = QuietServer(("127.0.0.1", 0), RuntimeHandler)
+        server.daemon_threads = True
+        server.block_on_close = False
+        server.current = inv
+        server.timeout_seconds = self.timeout_seconds
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        host, port = server.server_address[:2]
+        inv.addr = f"{host}:{port}"
+        inv.server = server
+        self.live.append(inv)
         return inv
 
     def end(self, inv):
         inv.closed.set()
-        if self.server.current is inv:
-            self.server.current = None
+        if inv in self.live:
+            self.live.remove(inv)
+            inv.server.shutdown()
+            inv.server.server_close()
 
     def close(self):
-        if self.server.current is not None:
-            self.end(self.server.current)
-        self.server.shutdown()
-        self.server.server_close()
+        for inv in list(self.live):
+            self.end(inv)

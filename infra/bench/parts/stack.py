@@ -83,7 +83,7 @@ def ensure_stack(ctx):
     return ctx.stack
 
 
-def function_env(ctx, stage, api):
+def function_env(ctx, stage, inv):
     r = ctx.resources
     st = ctx.stack
     spec = next(f for f in r["functions"] if f["key"] == stage)
@@ -104,7 +104,7 @@ def function_env(ctx, stage, api):
     env = {name: values[name] for name in spec["env"]}
     env.update(
         {
-            "AWS_LAMBDA_RUNTIME_API": api.addr,
+            "AWS_LAMBDA_RUNTIME_API": inv.addr,
             "AWS_LAMBDA_FUNCTION_NAME": STACK + spec["name_suffix"],
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(r["function_settings"]["memory_mb"]),
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
@@ -142,7 +142,7 @@ def invoke(ctx, api, stage, event_bodies, label, timeout):
     logp = ctx.path("logs", f"{label}.log")
     proc, exited = None, False
     try:
-        proc = Launched([function_binary(ctx, stage)], function_env(ctx, stage, api), logp, logp)
+        proc = Launched([function_binary(ctx, stage)], function_env(ctx, stage, inv), logp, logp)
         deadline = time.monotonic() + timeout
         while not inv.done.wait(0.02):
             if not proc.running() or time.monotonic() > deadline:
