@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -44,15 +45,22 @@ const TABLES: [TableDefinition<&str, &str>; 10] = [
     STAGES, EFFECTS, SLOTS, AUDIT, SUMMARIES, INDEX, ERASURES, META, FEEDBACK, ALLOWED,
 ];
 
-/// The state store. Writes collect in memory and reach the file in one transaction per
-/// [`DiskState::flush`] (called every few thousand writes and at the end of a run): a
-/// transaction per write would cost more than the pipeline itself. redb locks the file, so
+/// The state store. Writes collect in memory and reach the file in groups, one transaction
+/// each (every [`MAX_PENDING`] writes, while other messages go on, and at
+/// [`DiskState::flush`], at the end of a run): a transaction per write would cost more than
+/// the pipeline itself. redb locks the file, so
 /// one process owns the state and the in-memory check-and-set is atomic.
 pub struct DiskState {
     /// Behind a lock only so that [`DiskState::rewrite_open`] can swap the file.
     db: RwLock<Database>,
     dir: PathBuf,
-    pending: Mutex<BTreeMap<(&'static str, String), Option<String>>>,
+    /// Every write the file may not hold yet: reads look here first.
+    pending: Mutex<Pending>,
+    /// Held while a group of writes goes to the file, so that groups reach it in order.
+    writing: Mutex<()>,
+    /// Groups written to the file, and their writes let go of (changed under the pending
+    /// lock): a read of the file outside the lock knows whether it may be out of date.
+    groups_written: AtomicU64,
     /// The subject key once read: every auto-reply and digest hashes an address with it.
     subject_key: std::sync::OnceLock<Vec<u8>>,
 }
@@ -102,14 +110,14 @@ impl DiskState {
             db: RwLock::new(db),
             dir: dir.to_path_buf(),
             pending: Mutex::new(BTreeMap::new()),
+            writing: Mutex::new(()),
+            groups_written: AtomicU64::new(0),
             subject_key: std::sync::OnceLock::new(),
         })
     }
 
-    fn read(&self, pending: &Pending, name: &'static str, key: &str) -> PortResult<Option<String>> {
-        if let Some(v) = pending.get(&(name, key.to_string())) {
-            return Ok(v.clone());
-        }
+    /// The file's value of `key`.
+    fn stored(&self, name: &'static str, key: &str) -> PortResult<Option<String>> {
         let tx = self.db().begin_read().map_err(|e| err(name)(e.into()))?;
         let t = tx
             .open_table(table(name))
@@ -119,6 +127,33 @@ impl DiskState {
             .map(|v| v.value().to_string()))
     }
 
+    /// The value of `key`: its pending write, or the file's, read with the pending lock
+    /// let go so that other messages go on meanwhile. A key not pending is in no group on
+    /// its way to the file either, so the file's value stands unless a group has reached
+    /// the file since (then it is read again, under the lock) or the key was written since.
+    fn current<'a>(
+        &'a self,
+        pending: MutexGuard<'a, Pending>,
+        name: &'static str,
+        key: &str,
+    ) -> PortResult<(MutexGuard<'a, Pending>, Option<String>)> {
+        let k = (name, key.to_string());
+        if let Some(v) = pending.get(&k) {
+            let v = v.clone();
+            return Ok((pending, v));
+        }
+        let groups = self.groups_written.load(Ordering::Relaxed);
+        drop(pending);
+        let stored = self.stored(name, key)?;
+        let pending = self.pending.lock().expect("state lock");
+        let value = match pending.get(&k) {
+            Some(v) => v.clone(),
+            None if self.groups_written.load(Ordering::Relaxed) == groups => stored,
+            None => self.stored(name, key)?,
+        };
+        Ok((pending, value))
+    }
+
     /// Runs a check-and-set on one table under the pending lock.
     fn update<T>(
         &self,
@@ -126,26 +161,63 @@ impl DiskState {
         key: &str,
         f: impl FnOnce(Option<String>) -> (T, Option<Option<String>>),
     ) -> PortResult<T> {
-        let mut pending = self.pending.lock().expect("state lock");
-        let current = self.read(&pending, name, key)?;
-        let (out, write) = f(current);
-        if let Some(value) = write {
-            pending.insert((name, key.to_string()), value);
-        }
-        if pending.len() >= MAX_PENDING {
-            Self::write_out(&self.db(), &mut pending)?;
+        let (out, full) = {
+            let pending = self.pending.lock().expect("state lock");
+            let (mut pending, current) = self.current(pending, name, key)?;
+            let (out, write) = f(current);
+            if let Some(value) = write {
+                pending.insert((name, key.to_string()), value);
+            }
+            (out, pending.len() >= MAX_PENDING)
+        };
+        if full {
+            // Unless a group is on its way already: that makes room too.
+            self.write_group(false)?;
         }
         Ok(out)
     }
 
-    fn write_out(db: &Database, pending: &mut Pending) -> PortResult<()> {
+    /// Writes what is pending to the file in one durable transaction. The pending lock is
+    /// held only to copy the group out and, once the file holds it, to drop what was not
+    /// written again meanwhile: other messages read and write all the while. With `wait`
+    /// false it does nothing while another group is being written.
+    fn write_group(&self, wait: bool) -> PortResult<()> {
+        // It guards no data: a panic while holding it leaves nothing half done.
+        let _writing = if wait {
+            self.writing.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.writing.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            }
+        };
+        let group = self.pending.lock().expect("state lock").clone();
         // Nothing to write is not worth a durable commit (reads flush first).
-        if pending.is_empty() {
+        if group.is_empty() {
             return Ok(());
         }
+        Self::write_out(&self.db(), &group)?;
+        self.written(group);
+        Ok(())
+    }
+
+    /// Drops from the pending writes a group the file now holds, but for the keys written
+    /// again since: those still wait for the next group.
+    fn written(&self, group: Pending) {
+        let mut pending = self.pending.lock().expect("state lock");
+        for (k, v) in group {
+            if pending.get(&k) == Some(&v) {
+                pending.remove(&k);
+            }
+        }
+        self.groups_written.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn write_out(db: &Database, group: &Pending) -> PortResult<()> {
         let mut tx = db.begin_write().map_err(|e| err("flush")(e.into()))?;
         tx.set_durability(Durability::Immediate);
-        for ((name, key), value) in std::mem::take(pending) {
+        for ((name, key), value) in group {
             let mut t = tx
                 .open_table(table(name))
                 .map_err(|e| err("flush")(e.into()))?;
@@ -160,8 +232,7 @@ impl DiskState {
 
     /// Writes everything pending to the file, durably.
     pub fn flush(&self) -> PortResult<()> {
-        let mut pending = self.pending.lock().expect("state lock");
-        Self::write_out(&self.db(), &mut pending)
+        self.write_group(true)
     }
 
     fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
@@ -172,8 +243,12 @@ impl DiskState {
     /// pending writes go out, the file is closed, rewritten and opened again, with every
     /// other use of the store waiting meanwhile.
     pub fn rewrite_open(&self) -> Result<(), String> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let mut pending = self.pending.lock().expect("state lock");
-        Self::write_out(&self.db(), &mut pending).map_err(|e| e.to_string())?;
+        if !pending.is_empty() {
+            Self::write_out(&self.db(), &pending).map_err(|e| e.to_string())?;
+            pending.clear();
+        }
         let mut db = self.db.write().expect("state file lock");
         // redb locks its file: the old handle must close before the file is reopened.
         let placeholder = Database::builder()
@@ -448,11 +523,13 @@ impl RecipientAllowList for DiskState {
     }
 
     async fn allowing(&self, sender: &str, recipients: &[String]) -> PortResult<Vec<String>> {
-        let pending = self.pending.lock().expect("state lock");
+        let mut pending = self.pending.lock().expect("state lock");
         let mut out = Vec::new();
         for r in recipients {
             let [key, _] = allowed_keys(r, sender);
-            if self.read(&pending, "allowed", &key)?.is_some() {
+            let allowed;
+            (pending, allowed) = self.current(pending, "allowed", &key)?;
+            if allowed.is_some() {
                 out.push(r.clone());
             }
         }
@@ -618,9 +695,8 @@ impl MessageIndex for DiskState {
 
     async fn get(&self, id: &str) -> PortResult<Option<MessageSummary>> {
         let pending = self.pending.lock().expect("state lock");
-        Ok(self
-            .read(&pending, "summaries", id)?
-            .and_then(|v| serde_json::from_str(&v).ok()))
+        let (_pending, summary) = self.current(pending, "summaries", id)?;
+        Ok(summary.and_then(|v| serde_json::from_str(&v).ok()))
     }
 
     /// Reads the file's index and the writes not yet flushed together, newer writes
@@ -730,6 +806,84 @@ mod tests {
     use super::*;
     use crate::model::Stage;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn a_key_written_again_while_its_group_is_written_keeps_the_newer_value() {
+        let dir = std::env::temp_dir().join(format!("mailroom-group-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let set = |s: &DiskState, k: &str, v: &str| {
+            s.update("meta", k, |_| ((), Some(Some(v.to_string()))))
+                .unwrap()
+        };
+        let get = |s: &DiskState, k: &str| {
+            let pending = s.pending.lock().unwrap();
+            s.current(pending, "meta", k).unwrap().1
+        };
+        {
+            let s = DiskState::open(&dir).unwrap();
+            set(&s, "a", "1");
+            set(&s, "b", "1");
+            // A group on its way to the file, and a write to one of its keys meanwhile.
+            let group = s.pending.lock().unwrap().clone();
+            set(&s, "a", "2");
+            DiskState::write_out(&s.db(), &group).unwrap();
+            s.written(group);
+            let left: Vec<_> = s.pending.lock().unwrap().keys().cloned().collect();
+            assert_eq!(left, [("meta", "a".to_string())], "b is in the file now");
+            assert_eq!(get(&s, "a").as_deref(), Some("2"));
+            assert_eq!(get(&s, "b").as_deref(), Some("1"));
+            s.flush().unwrap();
+            assert!(s.pending.lock().unwrap().is_empty());
+        }
+        let s = DiskState::open(&dir).unwrap();
+        assert_eq!(get(&s, "a").as_deref(), Some("2"));
+        assert_eq!(get(&s, "b").as_deref(), Some("1"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn check_and_sets_from_many_threads_lose_no_update_while_groups_are_written() {
+        let dir = std::env::temp_dir().join(format!("mailroom-cas-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = DiskState::open(&dir).unwrap();
+        let add = |k: &str| {
+            s.update("meta", k, |cur| {
+                let n: u64 = cur.map_or(0, |v| v.parse().unwrap());
+                ((), Some(Some((n + 1).to_string())))
+            })
+            .unwrap()
+        };
+        let (threads, each, keys) = (4, 300, ["a", "b", "c"]);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                scope.spawn(move || {
+                    for i in 0..each {
+                        add(keys[(t + i) % keys.len()]);
+                    }
+                });
+            }
+            // Groups go to the file all the while, each letting go of what it wrote.
+            scope.spawn(|| {
+                for _ in 0..40 {
+                    s.flush().unwrap();
+                }
+            });
+        });
+        s.flush().unwrap();
+        let total: u64 = keys
+            .iter()
+            .map(|k| {
+                s.stored("meta", k)
+                    .unwrap()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(total, (threads * each) as u64);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[tokio::test]
     async fn an_unfinished_erasure_is_remembered_across_a_restart_until_recorded() {
