@@ -1,12 +1,12 @@
 //! `mailroom run`: the whole pipeline over mail files, with embedded storage. Messages run
 //! `--jobs` at a time on a runtime with one worker per job; their reports are written in
-//! the input order. Two copies of one message (the same content, so the same id) never run
-//! at once: the second waits for the first and then finds its effects done, as it would
-//! one after the other. Nor do two messages a reply could go to the same address from:
-//! they take the auto-reply rate limit in input order, so `--jobs N` replies to the
-//! message `--jobs 1` replies to.
+//! the input order. Where a message reads what an earlier one writes (the effects of a copy
+//! of it, a follow-up's conversation, an auto-reply's rate limit), it waits for that one at
+//! that stage ([`turns`]), so `--jobs N` decides what `--jobs 1` decides.
 
-use std::collections::{HashMap, VecDeque};
+mod turns;
+
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +21,10 @@ use mailroom_core::report::Report;
 use mailroom_core::route::headers;
 
 use crate::{Format, input, output, retention, target};
+use turns::MessageTurns;
+
+/// The mail of messages running at once, beyond one per worker.
+const IN_FLIGHT: usize = 64 << 20;
 
 pub struct RunArgs<'a> {
     pub config: Option<&'a Path>,
@@ -38,20 +42,32 @@ pub fn cores() -> usize {
 }
 
 /// One message through every stage, or the failure path; never a panic.
-async fn process(engine: Arc<Engine>, source: String, raw: Vec<u8>, env: Envelope) -> Report {
+async fn process(
+    engine: Arc<Engine>,
+    source: String,
+    raw: Vec<u8>,
+    env: Envelope,
+    mut turns: MessageTurns,
+) -> Report {
     let named = source.clone();
     let task = tokio::spawn(async move {
-        let outcome = match engine.run_all(env.clone(), &raw).await {
+        turns.start().await;
+        let outcome = match engine.run_all_in_turn(env.clone(), &raw, &mut turns).await {
             Ok(outcome) => Ok(outcome),
             Err(e) if e.is_retryable() => Err(e.to_string()),
             // The failure path the functions take: quarantine and audit.
-            Err(e) => Err(
-                match engine.quarantine_failure(&env, &e, Some(&raw)).await {
-                    Ok(record) => format!("{e} ({})", record.decision),
-                    Err(also) => also,
-                },
-            ),
+            Err(e) => {
+                turns.before_failure_path().await;
+                Err(
+                    match engine.quarantine_failure(&env, &e, Some(&raw)).await {
+                        Ok(record) => format!("{e} ({})", record.decision),
+                        Err(also) => also,
+                    },
+                )
+            }
         };
+        // Whoever waits for this message goes on once its failure path is done too.
+        drop(turns);
         (source, outcome)
     });
     // A bug in one message must not end the run: the panic is caught with its task.
@@ -73,9 +89,11 @@ pub fn run(args: &RunArgs<'_>) -> Result<bool> {
     let (engine, state) = crate::local_engine(args.config, args.state_dir, args.outbox)?;
     let engine = Arc::new(engine);
     let jobs = args.jobs.max(1);
-    // Messages started and not yet written: more than the workers, so that one slow
-    // message does not leave the others idle; few, so that large messages do not pile up.
-    let window = if jobs == 1 { 1 } else { 4 * jobs };
+    // Messages started and not yet written: many more than the workers, so that one slow
+    // message (or one that writes a group of state to the file, some 50 ms) does not leave
+    // the others idle; and beyond one per worker, no more than IN_FLIGHT bytes of mail, so
+    // that large messages do not pile up.
+    let window = if jobs == 1 { 1 } else { 64 * jobs };
     // One job runs on this thread alone: no hand-off between threads per message. Timers
     // bound the effects' leases and the [assist] model's calls, which also need I/O.
     let runtime = if jobs == 1 {
@@ -122,18 +140,26 @@ pub fn run(args: &RunArgs<'_>) -> Result<bool> {
     };
     runtime.block_on(async {
         // In input order: the reports of messages started and not yet written.
-        let mut running: VecDeque<tokio::task::JoinHandle<Report>> = VecDeque::new();
-        let mut turns: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+        // With the size of each message's mail.
+        let mut running: VecDeque<(tokio::task::JoinHandle<Report>, usize)> = VecDeque::new();
+        let mut in_flight = 0;
+        let mut order = turns::Order::new(window);
         for file in files {
             for msg in input::messages(file) {
-                while running.len() >= window {
-                    let done = running.pop_front().expect("a running message");
+                let size = msg.raw.as_ref().map_or(0, Vec::len);
+                while running.len() >= window
+                    || (running.len() >= jobs && in_flight + size > IN_FLIGHT)
+                {
+                    let (done, bytes) = running.pop_front().expect("a running message");
+                    in_flight -= bytes;
                     write(joined(done.await), &mut summary)?;
                 }
+                in_flight += size;
                 let raw = match msg.raw {
                     Err(e) => {
-                        running.push_back(tokio::spawn(
-                            async move { Report::failure(&msg.source, &e) },
+                        running.push_back((
+                            tokio::spawn(async move { Report::failure(&msg.source, &e) }),
+                            0,
                         ));
                         continue;
                     }
@@ -149,27 +175,16 @@ pub fn run(args: &RunArgs<'_>) -> Result<bool> {
                     },
                 );
                 env.receipt = msg.receipt;
-                // Taken here, in input order: a later copy of the message, or a later
-                // message from one of its reply addresses, waits for this one. All of a
-                // message's turns are taken before the next message's, so none waits in a
-                // circle.
-                if turns.len() > 16 * jobs {
-                    turns.retain(|_, lock| Arc::strong_count(lock) > 1);
-                }
-                let mut held = Vec::new();
-                for key in std::iter::once(id).chain(reply_keys(&raw, env.receipt.as_ref())) {
-                    held.push(turns.entry(key).or_default().clone().lock_owned().await);
-                }
-                let engine = engine.clone();
-                running.push_back(tokio::spawn(async move {
-                    let report = process(engine, msg.source, raw, env).await;
-                    drop(held);
-                    report
-                }));
+                // Handed out here, in input order.
+                let turns = order.next(&id, &reply_keys(&raw, env.receipt.as_ref()));
+                running.push_back((
+                    tokio::spawn(process(engine.clone(), msg.source, raw, env, turns)),
+                    size,
+                ));
             }
             progress.inc(1);
         }
-        while let Some(done) = running.pop_front() {
+        while let Some((done, _)) = running.pop_front() {
             write(joined(done.await), &mut summary)?;
         }
         anyhow::Ok(())
@@ -197,9 +212,8 @@ pub fn run(args: &RunArgs<'_>) -> Result<bool> {
 }
 
 /// Every address a reply to the message could go to (the `Return-Path`, `Reply-To`,
-/// `From` and `Sender` fields, the envelope sender), lower-cased and marked apart from
-/// message ids: more than the auto-reply's rate-limit key, never less, read from the
-/// header section without a parse.
+/// `From` and `Sender` fields, the envelope sender), lower-cased: more than the
+/// auto-reply's rate-limit key, never less, read from the header section without a parse.
 fn reply_keys(raw: &[u8], receipt: Option<&Receipt>) -> Vec<String> {
     let split = headers::split(strip_mbox_from_line(raw));
     let mut keys: Vec<String> = headers::fields(split.headers)
@@ -216,7 +230,6 @@ fn reply_keys(raw: &[u8], receipt: Option<&Receipt>) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .chain(receipt.and_then(|r| r.mail_from.clone()))
-        .map(|a| format!("reply:{a}"))
         .collect();
     keys.sort();
     keys.dedup();

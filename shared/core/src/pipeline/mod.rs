@@ -10,6 +10,7 @@ pub mod effects;
 pub mod failure;
 pub mod release;
 mod stages;
+pub mod turns;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -267,12 +268,29 @@ impl Engine {
 
     /// Runs every stage in process on raw bytes already in memory (local runs). The raw
     /// mail is parsed once for all four stages.
-    pub async fn run_all(&self, mut env: Envelope, raw: &[u8]) -> Result<Outcome, StageError> {
+    pub async fn run_all(&self, env: Envelope, raw: &[u8]) -> Result<Outcome, StageError> {
+        self.run_all_in_turn(env, raw, &mut turns::AnyOrder).await
+    }
+
+    /// [`Engine::run_all`], waiting where `turns` says between stages (a local run of many
+    /// messages at once).
+    pub async fn run_all_in_turn(
+        &self,
+        mut env: Envelope,
+        raw: &[u8],
+        turns: &mut dyn turns::Turns,
+    ) -> Result<Outcome, StageError> {
         let parsed = self.parse(raw, &env);
         for stage in Stage::ALL {
+            let follows_up = stage == Stage::Classify
+                && parsed.as_ref().is_ok_and(|m| {
+                    !crate::conversation::clues(m, &self.config.respond.reference_prefix).is_empty()
+                });
+            turns.before(stage, follows_up).await;
             let decided = self.decide(stage, &mut env, raw, parsed.as_ref()).await?;
             self.finish(stage, &mut env, decided, Raw::Borrowed(raw))
                 .await?;
+            turns.after(stage);
         }
         let headline = parsed.as_ref().ok().map(|m| Headline {
             message_id: m.message_id.clone(),
