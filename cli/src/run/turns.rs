@@ -92,7 +92,8 @@ impl Progress {
 /// messages have got with the message index.
 pub struct Order {
     latest: HashMap<String, Reached>,
-    window: usize,
+    /// `latest` drops the entries of finished messages once it holds this many.
+    prune_at: usize,
     next: u64,
     /// Conversations looked up (classify stages finished).
     looked_up: Arc<Progress>,
@@ -101,11 +102,12 @@ pub struct Order {
 }
 
 impl Order {
-    /// For about `window` messages running at once.
+    /// For about `window` messages running at once (each has an id and a few reply
+    /// addresses in `latest`).
     pub fn new(window: usize) -> Self {
         Order {
             latest: HashMap::new(),
-            window,
+            prune_at: 16 * window,
             next: 0,
             looked_up: Progress::new(),
             indexed: Progress::new(),
@@ -115,7 +117,7 @@ impl Order {
     /// The waits of the next message in input order: its content `id` and the addresses a
     /// reply to it could go to.
     pub fn next(&mut self, id: &str, reply_keys: &[String]) -> MessageTurns {
-        if self.latest.len() > 16 * self.window {
+        if self.latest.len() > self.prune_at {
             self.latest.retain(|_, r| r.pending());
         }
         let (done, done_r) = mark();

@@ -137,15 +137,15 @@ fn header_ids<'a>(value: &'a mail_parser::HeaderValue<'a>) -> Vec<&'a str> {
     }
 }
 
-/// The conversation message `id` follows up, if any: its references first (the first that
-/// names a message wins), then its Message-IDs, each only when the sender takes part.
+/// The conversation message `id` follows up, if any, by its `clues` (see [`clues`]): its
+/// references first (the first that names a message wins), then its Message-IDs, each only
+/// when the sender takes part.
 pub async fn find(
     index: &dyn MessageIndex,
     id: &str,
     mail: &Mail<'_>,
-    prefix: &str,
+    clues: &Clues,
 ) -> PortResult<Found> {
-    let clues = clues(mail, prefix);
     let mut found = Found::default();
     for reference in &clues.references {
         let page = index

@@ -192,6 +192,12 @@ impl DiskState {
                 Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             }
         };
+        self.write_pending()
+    }
+
+    /// The group writer's own part of [`DiskState::write_group`]: the caller holds
+    /// `writing`, so no other group is on its way.
+    fn write_pending(&self) -> PortResult<()> {
         let group = self.pending.lock().expect("state lock").clone();
         // Nothing to write is not worth a durable commit (reads flush first).
         if group.is_empty() {
@@ -243,12 +249,10 @@ impl DiskState {
     /// pending writes go out, the file is closed, rewritten and opened again, with every
     /// other use of the store waiting meanwhile.
     pub fn rewrite_open(&self) -> Result<(), String> {
+        // Every pending removal (an erasure's) reaches the old file before it is copied.
+        // Writes made after this wait for the next group, which goes to the new file.
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut pending = self.pending.lock().expect("state lock");
-        if !pending.is_empty() {
-            Self::write_out(&self.db(), &pending).map_err(|e| e.to_string())?;
-            pending.clear();
-        }
+        self.write_pending().map_err(|e| e.to_string())?;
         let mut db = self.db.write().expect("state file lock");
         // redb locks its file: the old handle must close before the file is reopened.
         let placeholder = Database::builder()
@@ -1255,10 +1259,15 @@ mod scale {
             let mut runs = 0u32;
             let mut found = None;
             while t.elapsed() < Duration::from_millis(300) || runs == 0 {
-                found = crate::conversation::find(s, "new", &mail, "MR-")
-                    .await
-                    .unwrap()
-                    .conversation;
+                found = crate::conversation::find(
+                    s,
+                    "new",
+                    &mail,
+                    &crate::conversation::clues(&mail, "MR-"),
+                )
+                .await
+                .unwrap()
+                .conversation;
                 runs += 1;
             }
             assert_eq!(found.is_some(), joins, "{name}");

@@ -249,7 +249,8 @@ impl Engine {
             .map_err(|e| StageError::from_port(&env.id, stage, "reading raw mail", e))?;
         let decided = {
             let parsed = self.parse(&raw, &env);
-            self.decide(stage, &mut env, &raw, parsed.as_ref()).await?
+            self.decide(stage, &mut env, &raw, parsed.as_ref(), None)
+                .await?
         };
         // The parse (with any decoded attachments) is gone: forwards take the raw bytes.
         self.finish(stage, &mut env, decided, Raw::Owned(raw))
@@ -282,12 +283,19 @@ impl Engine {
     ) -> Result<Outcome, StageError> {
         let parsed = self.parse(raw, &env);
         for stage in Stage::ALL {
-            let follows_up = stage == Stage::Classify
-                && parsed.as_ref().is_ok_and(|m| {
-                    !crate::conversation::clues(m, &self.config.respond.reference_prefix).is_empty()
-                });
+            // Worked out once: they say whether classify reads the index, and it reads by them.
+            let clues = match (stage, &parsed) {
+                (Stage::Classify, Ok(m)) => Some(crate::conversation::clues(
+                    m,
+                    &self.config.respond.reference_prefix,
+                )),
+                _ => None,
+            };
+            let follows_up = clues.as_ref().is_some_and(|c| !c.is_empty());
             turns.before(stage, follows_up).await;
-            let decided = self.decide(stage, &mut env, raw, parsed.as_ref()).await?;
+            let decided = self
+                .decide(stage, &mut env, raw, parsed.as_ref(), clues)
+                .await?;
             self.finish(stage, &mut env, decided, Raw::Borrowed(raw))
                 .await?;
             turns.after(stage);
@@ -315,12 +323,14 @@ impl Engine {
 
     /// Runs a stage's decision and its effects, except the route stage's rewritten copies,
     /// which [`Engine::finish`] makes once the parse can be dropped.
+    /// `clues`: classify's conversation clues when the caller has them already.
     async fn decide(
         &self,
         stage: Stage,
         env: &mut Envelope,
         raw: &[u8],
         mail: Result<&Mail<'_>, &MailError>,
+        clues: Option<crate::conversation::Clues>,
     ) -> Result<Decided, StageError> {
         let sender = mail.ok().and_then(|m| m.from.clone());
         let mut summary = None;
@@ -339,7 +349,7 @@ impl Engine {
                 (s.audit, Vec::new())
             }
             Stage::Classify => {
-                let (s, conversation, assisted) = self.classify_stage(env, mail).await?;
+                let (s, conversation, assisted) = self.classify_stage(env, mail, clues).await?;
                 env.results.classify = Some(s.result);
                 env.conversation = conversation;
                 env.assist = assisted;

@@ -244,7 +244,7 @@ impl Engine {
             score: 0.0,
         });
         env.results.filter = Some(filter);
-        let (classified, conversation, assisted) = self.classify_stage(&env, mail).await?;
+        let (classified, conversation, assisted) = self.classify_stage(&env, mail, None).await?;
         env.results.classify = Some(classified.result);
         env.conversation = conversation;
         env.assist = assisted;
@@ -264,7 +264,7 @@ impl Engine {
         let mut audits = Vec::new();
         let mut listed = None;
         for stage in [Stage::Route, Stage::Respond] {
-            let mut decided = self.decide(stage, &mut env, raw, mail).await?;
+            let mut decided = self.decide(stage, &mut env, raw, mail, None).await?;
             // Off the quarantine list only once every effect is done: a release stopped
             // half way can be run again.
             listed = listed.or(decided.summary.take());

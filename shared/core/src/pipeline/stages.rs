@@ -9,7 +9,7 @@ use super::{Deferred, Engine, StageError, port_context};
 use crate::classify::Classifier;
 use crate::config::STORE_ROOT;
 use crate::config::{AssistConfig, AssistTask};
-use crate::conversation::{self, Found};
+use crate::conversation::{self, Clues, Found};
 use crate::filter;
 use crate::filter::checks::sender_lists::MAX_ALLOW_RECIPIENTS;
 use crate::mail::{Mail, MailError};
@@ -114,10 +114,12 @@ impl Engine {
     /// The classification, and the conversation the message follows up when it is a
     /// follow-up (looked up in the message index; a failed lookup fails the stage, so the
     /// message is retried rather than classified as new for a passing fault).
+    /// `clues` are the message's conversation clues when the caller has worked them out.
     pub(super) async fn classify_stage(
         &self,
         env: &Envelope,
         mail: Result<&Mail<'_>, &MailError>,
+        clues: Option<Clues>,
     ) -> Result<
         (
             Staged<ClassifyResult>,
@@ -129,21 +131,19 @@ impl Engine {
         let filter = require_filter(env, Stage::Classify)?;
         let (mut result, found) = match mail {
             Ok(mail) => {
-                let found = conversation::find(
-                    self.ports.index.as_ref(),
-                    &env.id,
-                    mail,
-                    &self.config.respond.reference_prefix,
-                )
-                .await
-                .map_err(|e| {
-                    StageError::from_port(
-                        &env.id,
-                        Stage::Classify,
-                        "looking up the conversation it follows",
-                        e,
-                    )
-                })?;
+                let clues = clues.unwrap_or_else(|| {
+                    conversation::clues(mail, &self.config.respond.reference_prefix)
+                });
+                let found = conversation::find(self.ports.index.as_ref(), &env.id, mail, &clues)
+                    .await
+                    .map_err(|e| {
+                        StageError::from_port(
+                            &env.id,
+                            Stage::Classify,
+                            "looking up the conversation it follows",
+                            e,
+                        )
+                    })?;
                 let result =
                     self.classifier
                         .run_in(mail, filter, &self.config, found.conversation.as_ref());
