@@ -26,7 +26,8 @@
 #               whose route is made two forwards and a store, in target/bench/large: peak
 #               RSS and wall of `mailroom run` on each, and of each function binary handling
 #               the 40 MB one (S3 on moto); flags any over 128 MiB
-#   size        each function's release binary and a zip of it named bootstrap
+#   size        each function's release binary (all seven, each built alone as sam build
+#               builds it) and a zip of it named bootstrap
 #   latency     one message alone, from the receipt notification to the auto-reply handed to
 #               SES: the four stage handlers against moto, each queue read at once (cargo
 #               bench -p mailroom-tests --bench latency), 30 runs; median and p90
@@ -85,8 +86,13 @@ if has throughput || has memory; then
     cargo build --release -p mailroom-cli >&2
 fi
 if has coldstart || has memory || has size; then
-    echo "== cargo build --release -p mailroom-filter -p mailroom-classify -p mailroom-route -p mailroom-respond" >&2
-    cargo build --release -p mailroom-filter -p mailroom-classify -p mailroom-route -p mailroom-respond >&2
+    # One package per build, as `sam build` does (cargo lambda runs in each CodeUri): cargo
+    # would unify the features of packages built together, and each function turns on only
+    # its own stage's clients.
+    for f in filter classify route respond digest links retrain; do
+        echo "== cargo build --release -p mailroom-${f}" >&2
+        cargo build --release -p "mailroom-${f}" >&2
+    done
 fi
 if has coldstart; then
     echo "== cargo build --release -p mailroom-aws --example floor" >&2

@@ -85,6 +85,10 @@ pub fn endpoint_or_skip() -> Option<String> {
 /// principal's calls against its policy.
 pub async fn sdk_config(endpoint: &str, access_key_id: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        // The functions' HTTP client: the workspace builds the SDK without a default one.
+        .http_client(mailroom_aws::tls::http_client(
+            mailroom_aws::tls::Roots::Amazon,
+        ))
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
         // The SDK's three attempts, as deployed, without its second-long pauses: the fault

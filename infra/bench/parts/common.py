@@ -17,6 +17,8 @@ import time
 BENCH_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench.py")
 
 STAGES = ["filter", "classify", "route", "respond"]
+# Every function the template deploys.
+FUNCTIONS = STAGES + ["digest", "links", "retrain"]
 MIB = 1024 * 1024
 MB = 1000 * 1000
 REGION = "us-east-1"

@@ -4,7 +4,7 @@ import os
 import platform
 import zipfile
 
-from .common import MIB, STAGES, say
+from .common import FUNCTIONS, MIB, say
 
 
 # ------------------------------------------------------------------ size
@@ -12,7 +12,7 @@ from .common import MIB, STAGES, say
 
 def part_size(ctx, res):
     res.update({"arch": platform.machine(), "note": "host build (target/release); sam build cross-compiles for arm64, whose size differs", "functions": {}})
-    for stage in STAGES:
+    for stage in FUNCTIONS:
         b = os.path.join(ctx.release, f"mailroom-{stage}")
         if not os.path.isfile(b):
             raise RuntimeError(f"{b} is missing (cargo build --release -p mailroom-{stage})")

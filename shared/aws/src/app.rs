@@ -7,12 +7,14 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use mailroom_core::model::Stage;
 use mailroom_core::pipeline::{Engine, Ports};
+use mailroom_core::ports::{Assistant, MailSender};
+#[cfg(not(feature = "send"))]
+use mailroom_core::ports::{PortError, PortResult};
 
 use crate::config_source::{ConfigLocation, ConfigSource};
 use crate::dynamo::DynamoState;
 use crate::metrics::Metrics;
 use crate::s3::S3Mail;
-use crate::ses::SesSender;
 use crate::settings::Settings;
 use crate::sqs::{SqsDelivery, SqsPublisher};
 use crate::tls::Roots;
@@ -53,7 +55,8 @@ pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// The SESv2 client, without the SDK's automatic retries (see [`SesSender`]).
+/// The SESv2 client, without the SDK's automatic retries (see [`crate::ses::SesSender`]).
+#[cfg(feature = "send")]
 pub fn ses_client(sdk: &SdkConfig) -> aws_sdk_sesv2::Client {
     let conf = aws_sdk_sesv2::config::Builder::from(sdk)
         .retry_config(aws_config::retry::RetryConfig::disabled())
@@ -95,11 +98,75 @@ pub fn ports(
             next_queue_url,
         }),
         queues: Arc::new(SqsDelivery::new(sqs, deliver_prefix.to_string())),
-        sender: Arc::new(SesSender {
-            client: ses_client(sdk),
-        }),
-        assistant: Arc::new(crate::assist::BedrockAssistant::new(sdk)),
+        sender: sender(sdk),
+        assistant: assistant(sdk),
     }
+}
+
+/// SESv2, in a build with the `send` feature (route, respond, digest and the CLI).
+#[cfg(feature = "send")]
+fn sender(sdk: &SdkConfig) -> Arc<dyn MailSender> {
+    Arc::new(crate::ses::SesSender {
+        client: ses_client(sdk),
+    })
+}
+
+/// Without the `send` feature the function carries no SESv2 client: [`check_build`] keeps
+/// a stage that sends from starting on such a build, so a send here is never reached.
+#[cfg(not(feature = "send"))]
+fn sender(_sdk: &SdkConfig) -> Arc<dyn MailSender> {
+    Arc::new(NotLinked(FEATURE_SEND))
+}
+
+/// Bedrock, in a build with the `assist` feature (classify, links and the CLI).
+#[cfg(feature = "assist")]
+fn assistant(sdk: &SdkConfig) -> Arc<dyn Assistant> {
+    Arc::new(crate::assist::BedrockAssistant::new(sdk))
+}
+
+#[cfg(not(feature = "assist"))]
+fn assistant(_sdk: &SdkConfig) -> Arc<dyn Assistant> {
+    Arc::new(mailroom_core::assist::NoAssistant(FEATURE_ASSIST))
+}
+
+#[cfg(not(feature = "send"))]
+const FEATURE_SEND: &str =
+    "this function is built without an SESv2 client (mailroom-aws feature `send`)";
+#[cfg(not(feature = "assist"))]
+const FEATURE_ASSIST: &str =
+    "this function is built without a Bedrock client (mailroom-aws feature `assist`)";
+
+/// The port a build leaves out: every call fails, saying which feature would carry it.
+#[cfg(not(feature = "send"))]
+struct NotLinked(&'static str);
+
+#[cfg(not(feature = "send"))]
+#[async_trait::async_trait]
+impl MailSender for NotLinked {
+    async fn send(&self, _mail: mailroom_core::ports::OutgoingMail) -> PortResult<String> {
+        Err(PortError::Permanent(self.0.into()))
+    }
+}
+
+/// Whether this build carries the clients `stage` calls: each function crate turns on only
+/// its own stage's features, so a binary started as another stage stops at once rather
+/// than failing on its first message.
+pub fn check_build(stage: Stage) -> Result<(), String> {
+    let sends = matches!(stage, Stage::Route | Stage::Respond);
+    if sends && !cfg!(feature = "send") {
+        return Err(format!(
+            "the {stage} stage sends mail, and this function is built without an SESv2 \
+             client (mailroom-aws feature `send`)"
+        ));
+    }
+    if stage == Stage::Classify && !cfg!(feature = "assist") {
+        return Err(
+            "the classify stage may call the [assist] model, and this function is built \
+             without a Bedrock client (mailroom-aws feature `assist`)"
+                .to_string(),
+        );
+    }
+    Ok(())
 }
 
 impl App {

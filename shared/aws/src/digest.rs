@@ -345,6 +345,13 @@ fn response(status: u16, body: String) -> LambdaFunctionUrlResponse {
 
 async fn start(function: Function) -> Result<Arc<Desk>, lambda_runtime::Error> {
     crate::init_logging();
+    if function == Function::Digest && !cfg!(feature = "send") {
+        return Err(
+            "the digest function sends mail, and this build has no SESv2 client \
+                    (mailroom-aws feature `send`)"
+                .into(),
+        );
+    }
     let settings = DeskSettings::from_lookup(function, |n| std::env::var(n).ok())
         .map_err(|e| e.to_string())?;
     let sdk = crate::app::function_sdk_config().await?;

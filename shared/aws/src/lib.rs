@@ -2,8 +2,10 @@
 //! CloudWatch, the config loader, and the SQS batch handler the four Lambda functions share.
 
 pub mod app;
+#[cfg(feature = "assist")]
 pub mod assist;
 pub mod config_source;
+#[cfg(feature = "digest")]
 pub mod digest;
 pub mod dlq;
 pub mod dynamo;
@@ -16,6 +18,7 @@ pub mod metrics;
 pub mod operator;
 pub mod retrain;
 pub mod s3;
+#[cfg(feature = "send")]
 pub mod ses;
 pub mod settings;
 pub mod sqs;
@@ -54,6 +57,7 @@ pub async fn hidden(state: &dyn mailroom_core::ports::StateStore, text: &str) ->
 pub async fn run(stage: Stage) -> Result<(), lambda_runtime::Error> {
     init_logging();
     // Display, not Debug: the log line should read "environment variable X is not set".
+    app::check_build(stage)?;
     let settings = settings::Settings::from_env(stage).map_err(|e| e.to_string())?;
     let sdk = app::function_sdk_config().await?;
     let app = Arc::new(app::App::new(settings, &sdk).await?);
