@@ -115,7 +115,7 @@ fn sender(sdk: &SdkConfig) -> Arc<dyn MailSender> {
 /// a stage that sends from starting on such a build, so a send here is never reached.
 #[cfg(not(feature = "send"))]
 fn sender(_sdk: &SdkConfig) -> Arc<dyn MailSender> {
-    Arc::new(NotLinked(FEATURE_SEND))
+    Arc::new(NotLinked(WITHOUT_SES))
 }
 
 /// Bedrock, in a build with the `assist` feature (classify, links and the CLI).
@@ -126,14 +126,13 @@ fn assistant(sdk: &SdkConfig) -> Arc<dyn Assistant> {
 
 #[cfg(not(feature = "assist"))]
 fn assistant(_sdk: &SdkConfig) -> Arc<dyn Assistant> {
-    Arc::new(mailroom_core::assist::NoAssistant(FEATURE_ASSIST))
+    Arc::new(mailroom_core::assist::NoAssistant(WITHOUT_BEDROCK))
 }
 
-#[cfg(not(feature = "send"))]
-const FEATURE_SEND: &str =
+/// What a build without the `send` feature lacks, in its errors.
+pub(crate) const WITHOUT_SES: &str =
     "this function is built without an SESv2 client (mailroom-aws feature `send`)";
-#[cfg(not(feature = "assist"))]
-const FEATURE_ASSIST: &str =
+const WITHOUT_BEDROCK: &str =
     "this function is built without a Bedrock client (mailroom-aws feature `assist`)";
 
 /// The port a build leaves out: every call fails, saying which feature would carry it.
@@ -154,17 +153,12 @@ impl MailSender for NotLinked {
 pub fn check_build(stage: Stage) -> Result<(), String> {
     let sends = matches!(stage, Stage::Route | Stage::Respond);
     if sends && !cfg!(feature = "send") {
-        return Err(format!(
-            "the {stage} stage sends mail, and this function is built without an SESv2 \
-             client (mailroom-aws feature `send`)"
-        ));
+        return Err(format!("the {stage} stage sends mail, and {WITHOUT_SES}"));
     }
     if stage == Stage::Classify && !cfg!(feature = "assist") {
-        return Err(
-            "the classify stage may call the [assist] model, and this function is built \
-             without a Bedrock client (mailroom-aws feature `assist`)"
-                .to_string(),
-        );
+        return Err(format!(
+            "the classify stage may call the [assist] model, and {WITHOUT_BEDROCK}"
+        ));
     }
     Ok(())
 }

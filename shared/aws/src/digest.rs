@@ -346,11 +346,11 @@ fn response(status: u16, body: String) -> LambdaFunctionUrlResponse {
 async fn start(function: Function) -> Result<Arc<Desk>, lambda_runtime::Error> {
     crate::init_logging();
     if function == Function::Digest && !cfg!(feature = "send") {
-        return Err(
-            "the digest function sends mail, and this build has no SESv2 client \
-                    (mailroom-aws feature `send`)"
-                .into(),
-        );
+        return Err(format!(
+            "the digest function sends mail, and {}",
+            crate::app::WITHOUT_SES
+        )
+        .into());
     }
     let settings = DeskSettings::from_lookup(function, |n| std::env::var(n).ok())
         .map_err(|e| e.to_string())?;

@@ -56,8 +56,8 @@ pub async fn hidden(state: &dyn mailroom_core::ports::StateStore, text: &str) ->
 /// The whole of a function's `main`: read settings, build clients once, serve SQS batches.
 pub async fn run(stage: Stage) -> Result<(), lambda_runtime::Error> {
     init_logging();
-    // Display, not Debug: the log line should read "environment variable X is not set".
     app::check_build(stage)?;
+    // Display, not Debug: the log line should read "environment variable X is not set".
     let settings = settings::Settings::from_env(stage).map_err(|e| e.to_string())?;
     let sdk = app::function_sdk_config().await?;
     let app = Arc::new(app::App::new(settings, &sdk).await?);
