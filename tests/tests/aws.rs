@@ -287,6 +287,23 @@ async fn happy_path_through_all_four_stages() {
         env.results.classify.as_ref().map(|c| c.category.as_str()),
         Some("support")
     );
+
+    // Raw mail reads, by function: classify still parses the whole message; respond works
+    // from the header section route hands it, and reads none.
+    let raw_object = format!("/{}", resources().prefix("raw"));
+    let raw_gets = |who: &str| {
+        mailroom_tests::proxy::proxy(&stack.moto)
+            .calls(&stack.principal(who))
+            .iter()
+            .filter(|c| {
+                c.operation == "GetObject"
+                    && c.needs.iter().any(|n| n.resource.contains(&raw_object))
+            })
+            .count()
+    };
+    for (stage, gets) in [("filter", 5), ("classify", 5), ("route", 5), ("respond", 0)] {
+        assert_eq!(raw_gets(stage), gets, "raw mail GETs by {stage}");
+    }
     stack.assert_calls_allowed();
 }
 

@@ -54,7 +54,7 @@ def requests_per_message(mix, batch, avg_bytes):
     return {
         "lambda_invocations": 4 / batch,
         "sqs_requests": hops + deliver + 2 * 4 / batch,  # sends + ReceiveMessage and DeleteMessageBatch per batch per queue
-        "s3_get": 4,  # every stage reads the raw mail
+        "s3_get": 3,  # filter, classify and route read the raw mail; respond reads none
         "s3_put": 1 + store + quarantine,  # SES stores the raw mail, plus store/quarantine actions
         # one audit record per stage (also its record of having finished), + the summary
         # (and its by-time and by-sender index copies, by-quarantine while quarantined) and

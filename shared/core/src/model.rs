@@ -82,6 +82,42 @@ pub struct Envelope {
     /// What the optional language model did for it (`[assist]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assist: Option<Assisted>,
+    /// The message's header section, blank line included, for the respond stage, which reads
+    /// nothing else of the mail: set by route on the envelope it hands to respond, when the
+    /// message parsed and the section is at most [`HEADER_SECTION_MAX`] bytes (base64 on
+    /// the wire). Without it respond reads the raw mail.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "base64_bytes"
+    )]
+    pub header_section: Option<Vec<u8>>,
+}
+
+/// The largest header section an envelope carries to respond: 32 KiB, 43 KiB in base64, well
+/// inside SQS's 256 KiB message. Ordinary mail has 2 to 10 KiB of headers; a longer section
+/// makes respond read the raw mail, as before.
+pub const HEADER_SECTION_MAX: usize = 32 * 1024;
+
+/// `Option<Vec<u8>>` as a base64 string: header sections may hold 8-bit bytes that are not
+/// UTF-8, which a JSON string cannot carry as they are.
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_str(&STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| STANDARD.decode(text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 /// The language model's part in a message: each task's outcome (`decided`, `invalid`,
@@ -162,6 +198,7 @@ impl Envelope {
             release_force: None,
             conversation: None,
             assist: None,
+            header_section: None,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::classify::Classifier;
 use crate::config::Config;
 use crate::filter::Filter;
 use crate::mail::{Mail, MailError, strip_mbox_from_line};
-use crate::model::{AuditRecord, Envelope, Stage};
+use crate::model::{AuditRecord, Envelope, HEADER_SECTION_MAX, Stage};
 use crate::operate::MessageSummary;
 use crate::ports::{
     Assistant, AuditLog, FeedbackLog, MailBytes, MailSender, MessageIndex, ObjectStore, PortError,
@@ -187,6 +187,19 @@ pub fn content_id(raw: &[u8]) -> String {
     crate::secret::hex(&Sha256::digest(raw)[..12])
 }
 
+/// The header section of `raw` (without an mbox `From ` line, with the blank line that ends
+/// it), or `None` when it is longer than [`HEADER_SECTION_MAX`].
+fn header_section(raw: &[u8]) -> Option<Vec<u8>> {
+    let raw = strip_mbox_from_line(raw);
+    let split = crate::route::headers::split(raw);
+    let blank = [&b"\r\n"[..], b"\n"]
+        .into_iter()
+        .find(|end| split.rest.starts_with(end))
+        .map_or(0, <[u8]>::len);
+    let section = &raw[..split.headers.len() + blank];
+    (section.len() <= HEADER_SECTION_MAX).then(|| section.to_vec())
+}
+
 /// Seconds since the epoch.
 pub fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -240,21 +253,33 @@ impl Engine {
 
     /// Runs one stage on an envelope (one Lambda invocation's work for one record), then
     /// publishes the updated envelope to the next stage.
+    /// Respond reads the header section route handed it instead of the raw mail, when the
+    /// envelope carries one.
     pub async fn run_stage(&self, stage: Stage, mut env: Envelope) -> Result<Envelope, StageError> {
-        let raw = self
-            .ports
-            .raw
-            .get_raw(&env.raw)
-            .await
-            .map_err(|e| StageError::from_port(&env.id, stage, "reading raw mail", e))?;
-        let decided = {
+        // Taken in every stage: it is respond's, and goes no further than respond's input.
+        let raw = match env.header_section.take() {
+            Some(headers) if stage == Stage::Respond => headers,
+            _ => self
+                .ports
+                .raw
+                .get_raw(&env.raw)
+                .await
+                .map_err(|e| StageError::from_port(&env.id, stage, "reading raw mail", e))?,
+        };
+        let (decided, parsed_ok) = {
             let parsed = self.parse(&raw, &env);
-            self.decide(stage, &mut env, &raw, parsed.as_ref(), None)
-                .await?
+            let decided = self
+                .decide(stage, &mut env, &raw, parsed.as_ref(), None)
+                .await?;
+            (decided, parsed.is_ok())
         };
         // The parse (with any decoded attachments) is gone: forwards take the raw bytes.
+        let for_respond = (stage.next() == Some(Stage::Respond) && parsed_ok)
+            .then(|| header_section(&raw))
+            .flatten();
         self.finish(stage, &mut env, decided, Raw::Owned(raw))
             .await?;
+        env.header_section = for_respond;
         if let Some(next) = stage.next() {
             self.ports
                 .publisher
@@ -852,5 +877,118 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
             vec![Action::Quarantine]
         );
         assert!(out.parse_error.unwrap().contains("not an e-mail message"));
+    }
+
+    /// The reply's lines, without the two that differ from one send to the next (its `Date`
+    /// and the time-salted part of its `Message-ID`).
+    fn reply_lines(mail: &OutgoingMail) -> Vec<String> {
+        String::from_utf8(mail.raw.to_vec())
+            .expect("replies are UTF-8")
+            .lines()
+            .filter(|l| !l.starts_with("Date:") && !l.starts_with("Message-ID:"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn respond_reads_the_header_section_route_hands_it_not_the_raw_mail() {
+        let config = Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap());
+        let (ports, world, _) = memory_ports();
+        let engine = Engine::with_rules(config.clone(), ports);
+        // An mbox line first, which the section leaves out like every parse does.
+        let mut raw = b"From ann@customer.example Mon Dec  7 08:00:00 2026\n".to_vec();
+        raw.extend(mail(1, "ann@customer.example"));
+        let mut env = env(&raw);
+        world.raw.lock().unwrap().insert("k".into(), raw.clone());
+        for stage in [Stage::Filter, Stage::Classify, Stage::Route] {
+            engine.run_stage(stage, env).await.unwrap();
+            let (next, published) = world.published.lock().unwrap().last().cloned().unwrap();
+            assert_eq!(Some(next), stage.next());
+            assert_eq!(
+                published.header_section.is_some(),
+                stage == Stage::Route,
+                "{stage}"
+            );
+            // Through the wire format, as SQS carries it.
+            env = serde_json::from_str(&serde_json::to_string(&published).unwrap()).unwrap();
+        }
+        let section = env.header_section.clone().unwrap();
+        assert!(section.starts_with(b"Return-Path: <ann@customer.example>\r\n"));
+        assert!(section.ends_with(b"<q1@x.example>\r\n\r\n"));
+        // The raw mail is gone: respond runs on what the envelope carries.
+        world.raw.lock().unwrap().clear();
+        let done = engine.run_stage(Stage::Respond, env).await.unwrap();
+        assert!(done.header_section.is_none());
+        let reply = world.sent.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(reply.to, vec!["ann@customer.example".to_string()]);
+
+        // The same decision and reply as a run that parsed the whole message.
+        let (ports, whole, _) = memory_ports();
+        let engine = Engine::with_rules(config, ports);
+        let out = engine.run_all(self::env(&raw), &raw).await.unwrap();
+        assert!(matches!(
+            out.envelope.results.respond,
+            Some(RespondResult::Sent { .. })
+        ));
+        assert_eq!(done.results.respond, out.envelope.results.respond);
+        let same = whole.sent.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(reply_lines(&reply), reply_lines(&same));
+        assert!(
+            reply_lines(&reply).contains(&"In-Reply-To: <q1@x.example>".to_string()),
+            "{:?}",
+            reply_lines(&reply)
+        );
+    }
+
+    #[tokio::test]
+    async fn respond_reads_the_raw_mail_when_the_envelope_has_no_section() {
+        // An envelope from a route that predates the section, or whose section was too long.
+        let (ports, world, _) = memory_ports();
+        let engine = Engine::with_rules(
+            Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap()),
+            ports,
+        );
+        let raw = mail(2, "bob@customer.example");
+        world.raw.lock().unwrap().insert("k".into(), raw.clone());
+        let mut env = env(&raw);
+        for stage in [Stage::Filter, Stage::Classify, Stage::Route] {
+            env = engine.run_stage(stage, env).await.unwrap();
+        }
+        env.header_section = None;
+        let done = engine.run_stage(Stage::Respond, env.clone()).await.unwrap();
+        assert!(matches!(
+            done.results.respond,
+            Some(RespondResult::Sent { .. })
+        ));
+        // Without the section and without the raw mail, respond cannot guess: it fails.
+        world.raw.lock().unwrap().clear();
+        let e = engine.run_stage(Stage::Respond, env).await.unwrap_err();
+        assert!(e.to_string().contains("reading raw mail"), "{e}");
+    }
+
+    #[test]
+    fn the_header_section_ends_at_the_blank_line_and_has_a_cap() {
+        assert_eq!(
+            header_section(b"From: a@x\nSubject: s\n\nbody\n").as_deref(),
+            Some(&b"From: a@x\nSubject: s\n\n"[..])
+        );
+        assert_eq!(
+            header_section(b"From b Mon\nFrom: a@x\r\n\r\nbody").as_deref(),
+            Some(&b"From: a@x\r\n\r\n"[..])
+        );
+        assert_eq!(
+            header_section(b"From: a@x\nSubject: only").as_deref(),
+            Some(&b"From: a@x\nSubject: only"[..])
+        );
+        let long = format!(
+            "From: a@x\nX-Pad: {}\n\nbody",
+            "p".repeat(HEADER_SECTION_MAX)
+        );
+        assert_eq!(header_section(long.as_bytes()), None);
+        // 8-bit bytes survive the envelope's JSON.
+        let mut env = env(b"x");
+        env.header_section = Some(b"Subject: \xe9t\xe9\r\n\r\n".to_vec());
+        let back: Envelope = serde_json::from_str(&serde_json::to_string(&env).unwrap()).unwrap();
+        assert_eq!(back.header_section, env.header_section);
     }
 }
