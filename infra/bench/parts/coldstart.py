@@ -62,6 +62,12 @@ def part_coldstart(ctx, res):
                 "peak_rss_mib": summary([s["peak_rss_mib"] for s in samples]),
                 "vmhwm_mib": summary([s["vmhwm_mib"] for s in samples]),
                 "log_bytes_per_event": round(statistics.mean(s["log_bytes"] for s in samples) / 2),
+                # init = before main (exec, loading, the runtime) + these two, from the
+                # function's "ready" line.
+                "init_phases_ms": {
+                    k: summary([s["init_phases_ms"].get(k) for s in samples]) for k in INIT_PHASES
+                },
+                "before_main_ms": summary([before_main(s) for s in samples]),
                 "failed_runs": sum(1 for s in samples if not s["ok"]),
                 "failures": [f"{s['label']}: {'; '.join(s['errors'])}" for s in samples if not s["ok"]],
                 "samples": samples,
@@ -73,6 +79,12 @@ def part_coldstart(ctx, res):
                 f"start->first response median {f['first_response_ms'].get('median')} ms p90 {f['first_response_ms'].get('p90')} ms; "
                 f"warm invoke median {f['warm_invoke_ms'].get('median')} ms; peak RSS median {f['peak_rss_mib'].get('median')} MiB "
                 f"(n={runs}, {f['failed_runs']} failed)"
+            )
+            ph = f["init_phases_ms"]
+            say(
+                f"  init of {stage}, medians: before main {f['before_main_ms'].get('median')} ms, "
+                f"settings and SDK config {ph['settings_and_sdk_ms'].get('median')} ms, "
+                f"clients, config and models from S3 {ph['config_and_models_ms'].get('median')} ms"
             )
             for why in f["failures"]:
                 say(f"  failed: {why}")
@@ -86,6 +98,17 @@ def part_coldstart(ctx, res):
                 bodies = got
     finally:
         api.close()
+
+
+INIT_PHASES = ("settings_and_sdk_ms", "config_and_models_ms")
+
+
+def before_main(sample):
+    """Process start to main: init less the phases the function timed itself."""
+    phases = sample["init_phases_ms"]
+    if sample["init_ms"] is None or any(phases.get(k) is None for k in INIT_PHASES):
+        return None
+    return round(sample["init_ms"] - sum(phases[k] for k in INIT_PHASES), 3)
 
 
 def floor(ctx, api, runs):

@@ -131,6 +131,19 @@ def function_binary(ctx, stage):
     return dst
 
 
+def ready_phases(logp):
+    """The init phases (ms from the start of main) of the function's "ready" log line, or {}."""
+    with open(logp, errors="replace") as f:
+        for line in f:
+            try:
+                fields = json.loads(line).get("fields", {})
+            except (ValueError, AttributeError):
+                continue
+            if fields.get("message") == "ready":
+                return {k: v for k, v in fields.items() if k.endswith("_ms")}
+    return {}
+
+
 def invoke(ctx, api, stage, event_bodies, label, timeout):
     """Starts a function process, serves it these SQS events one by one, stops it after the
     last response. Times are ms from process start (launcher's fork)."""
@@ -167,6 +180,7 @@ def invoke(ctx, api, stage, event_bodies, label, timeout):
         "cpu_s": round(r["cpu_s"], 3) if r else None,
         "log_bytes": os.path.getsize(logp),
         "log": os.path.relpath(logp, ctx.repo),
+        "init_phases_ms": ready_phases(logp),
     }
     # Per event: GET /next that received it -> its response.
     spans = []

@@ -55,12 +55,21 @@ pub async fn hidden(state: &dyn mailroom_core::ports::StateStore, text: &str) ->
 
 /// The whole of a function's `main`: read settings, build clients once, serve SQS batches.
 pub async fn run(stage: Stage) -> Result<(), lambda_runtime::Error> {
+    let started = std::time::Instant::now();
     init_logging();
     app::check_build(stage)?;
     // Display, not Debug: the log line should read "environment variable X is not set".
     let settings = settings::Settings::from_env(stage).map_err(|e| e.to_string())?;
     let sdk = app::function_sdk_config().await?;
+    let sdk_ready = started.elapsed();
     let app = Arc::new(app::App::new(settings, &sdk).await?);
+    // Where a cold start's init time went, once per process (`infra/bench` reads it).
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    tracing::info!(
+        settings_and_sdk_ms = ms(sdk_ready),
+        config_and_models_ms = ms(started.elapsed() - sdk_ready),
+        "ready"
+    );
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<aws_lambda_events::sqs::SqsEvent>| {
             let app = app.clone();

@@ -44,7 +44,8 @@ impl std::fmt::Display for Stage {
     }
 }
 
-/// Where the raw message lives. The raw bytes never travel between stages.
+/// Where the raw message lives. The message never travels between stages whole: only its
+/// header section does, from route to respond ([`Envelope::header_section`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawRef {
     /// Bucket name in AWS; a label such as `local` for the embedded adapters.
