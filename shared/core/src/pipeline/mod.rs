@@ -559,7 +559,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::embedded::memory::{MemoryState, memory_ports};
+    use crate::embedded::memory::{MemoryState, MemoryWorld, memory_ports};
     use crate::model::{Action, RawRef, RespondResult, Verdict};
     use crate::ports::{OutgoingMail, PortResult};
 
@@ -619,6 +619,13 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
             ),
             state,
         )
+    }
+
+    /// The rules-only engine of [`CONFIG`] on the memory ports, with their world and state.
+    fn memory_engine() -> (Engine, Arc<MemoryWorld>, Arc<MemoryState>) {
+        let (ports, world, state) = memory_ports();
+        let config = Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap());
+        (Engine::with_rules(config, ports), world, state)
     }
 
     fn env(raw: &[u8]) -> Envelope {
@@ -784,11 +791,7 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
     #[tokio::test]
     async fn a_recipients_allow_list_entry_lifts_spam_for_that_recipient_only() {
         use crate::ports::{AllowedSender, RecipientAllowList};
-        let (ports, _, state) = memory_ports();
-        let engine = Engine::with_rules(
-            Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap()),
-            ports,
-        );
+        let (engine, _, state) = memory_engine();
         state
             .allow_sender(&AllowedSender {
                 recipient: "ann@example.com".into(),
@@ -892,9 +895,7 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
 
     #[tokio::test]
     async fn respond_reads_the_header_section_route_hands_it_not_the_raw_mail() {
-        let config = Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap());
-        let (ports, world, _) = memory_ports();
-        let engine = Engine::with_rules(config.clone(), ports);
+        let (engine, world, _) = memory_engine();
         // An mbox line first, which the section leaves out like every parse does.
         let mut raw = b"From ann@customer.example Mon Dec  7 08:00:00 2026\n".to_vec();
         raw.extend(mail(1, "ann@customer.example"));
@@ -923,8 +924,7 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
         assert_eq!(reply.to, vec!["ann@customer.example".to_string()]);
 
         // The same decision and reply as a run that parsed the whole message.
-        let (ports, whole, _) = memory_ports();
-        let engine = Engine::with_rules(config, ports);
+        let (engine, whole, _) = memory_engine();
         let out = engine.run_all(self::env(&raw), &raw).await.unwrap();
         assert!(matches!(
             out.envelope.results.respond,
@@ -943,11 +943,7 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
     #[tokio::test]
     async fn respond_reads_the_raw_mail_when_the_envelope_has_no_section() {
         // An envelope from a route that predates the section, or whose section was too long.
-        let (ports, world, _) = memory_ports();
-        let engine = Engine::with_rules(
-            Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap()),
-            ports,
-        );
+        let (engine, world, _) = memory_engine();
         let raw = mail(2, "bob@customer.example");
         world.raw.lock().unwrap().insert("k".into(), raw.clone());
         let mut env = env(&raw);
