@@ -293,6 +293,20 @@ for lid, r in res.items():
                     "/config/" in sub and not sub.endswith("/config/models/*"))
                 check(not writes_config, f"{lid} {st.get('Sid')} writes the config ({sub}): only operators may")
 
+# sam build runs cargo lambda in each function's CodeUri, and cargo reads the functions'
+# release profile (no LTO) from functions/.cargo/config.toml only below functions/: a
+# function elsewhere would quietly get the CLI's fat-LTO profile.
+for lid, r in res.items():
+    if r.get("Type") == "AWS::Serverless::Function":
+        uri = r.get("Properties", {}).get("CodeUri", "")
+        check(isinstance(uri, str) and uri.startswith("functions/"), f"{lid} CodeUri {uri!r} is not under functions/")
+profile = Path("functions/.cargo/config.toml")
+if tomllib and profile.exists():
+    release = tomllib.loads(profile.read_text()).get("profile", {}).get("release", {})
+    check(release.get("lto") is False, f"{profile}: [profile.release] lto should be false")
+else:
+    check(profile.exists() and re.search(r"^lto\s*=\s*false", profile.read_text(), re.M), f"{profile}: no lto = false")
+
 secret = props(spec["link_key_secret"]["logical_id"], "AWS::SecretsManager::Secret")
 check(secret.get("Name") == stack_name(spec["link_key_secret"]["name_suffix"]), "LinkKeySecret Name")
 check(secret.get("GenerateSecretString", {}).get("PasswordLength", 0) >= 32, "LinkKeySecret: at least 32 characters")
