@@ -35,6 +35,7 @@ from parts.aws_helpers import cmd_aws_drain, cmd_aws_put, cmd_aws_setup
 from parts.common import Ctx, log, rss_floor_kib, say
 
 # cmd_run calls each part's part_<name> from this module's globals.
+from parts.build import part_build
 from parts.coldstart import part_coldstart
 from parts.cost import part_cost
 from parts.hostile import part_hostile
@@ -43,7 +44,7 @@ from parts.memory import LAMBDA_MEMORY_MIB, part_memory
 from parts.size import part_size
 from parts.throughput import part_throughput
 
-PARTS = ["throughput", "coldstart", "memory", "size", "latency", "hostile", "cost"]
+PARTS = ["throughput", "coldstart", "memory", "size", "latency", "hostile", "cost", "build"]
 
 
 # ------------------------------------------------------------------ compare
