@@ -356,9 +356,12 @@ impl<'a> Mail<'a> {
                 HeaderValue::Text(t) => Cow::Borrowed(t.as_ref()),
                 HeaderValue::TextList(l) => Cow::Owned(l.join(", ")),
                 _ => {
+                    // The offsets are into what mail-parser parsed: a copy whose 8-bit
+                    // header lines were made UTF-8, when there were any.
+                    let parsed = self.message.raw_message();
                     let start = h.offset_start() as usize;
-                    let end = (h.offset_end() as usize).min(self.raw.len());
-                    String::from_utf8_lossy(self.raw.get(start..end).unwrap_or_default())
+                    let end = (h.offset_end() as usize).min(parsed.len());
+                    String::from_utf8_lossy(parsed.get(start..end).unwrap_or_default())
                         .trim()
                         .to_string()
                         .into()
@@ -580,6 +583,15 @@ mod tests {
         assert_eq!(m.text.trim(), "Grüße", "the body keeps its own charset");
         assert!(m.message.headers_raw().any(|(n, _)| n == "Subject"));
         assert!(utf8_headers(b"Subject: Gr\xc3\xbc\xc3\x9fe\r\n\r\n\xff").is_none());
+
+        // A structured header after them reads as written: its offsets are into the copy
+        // whose lines were made UTF-8 (longer), not into the raw bytes.
+        let raw = b"Subject: R\xfcckfrage \xfcber \xe4\xf6\xfc\r\nTo: undisclosed-recipients:;\r\nFrom: a@example.org\r\n\r\nx\r\n";
+        let m = Mail::parse(raw).unwrap();
+        assert_eq!(
+            m.header_text("To").as_deref(),
+            Some("undisclosed-recipients:;")
+        );
     }
 
     #[test]
