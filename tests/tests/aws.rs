@@ -288,8 +288,9 @@ async fn happy_path_through_all_four_stages() {
         Some("support")
     );
 
-    // Raw mail reads, by function: classify still parses the whole message; respond works
-    // from the header section route hands it, and reads none.
+    // Raw mail reads, by function: classify works from the copy without attachment
+    // contents filter hands it, respond from the header section route hands it; neither
+    // reads the raw mail.
     let raw_object = format!("/{}", resources().prefix("raw"));
     let raw_gets = |who: &str| {
         mailroom_tests::proxy::proxy(&stack.moto)
@@ -301,7 +302,7 @@ async fn happy_path_through_all_four_stages() {
             })
             .count()
     };
-    for (stage, gets) in [("filter", 5), ("classify", 5), ("route", 5), ("respond", 0)] {
+    for (stage, gets) in [("filter", 5), ("classify", 0), ("route", 5), ("respond", 0)] {
         assert_eq!(raw_gets(stage), gets, "raw mail GETs by {stage}");
     }
     stack.assert_calls_allowed();

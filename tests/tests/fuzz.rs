@@ -8,7 +8,10 @@
 //! - SES notifications, SQS events and envelopes: decoding gives a value or an error;
 //! - model files, damaged: an error, never a model or a panic;
 //! - an executable header in zips (stored, deflated, nested), attached messages and
-//!   multiparts to a random depth: never accepted.
+//!   multiparts to a random depth: never accepted;
+//! - generated MIME trees (binary, text and HTML parts in every transfer encoding) and
+//!   mutated fixtures: classify on filter's copy without attachment contents decides as on
+//!   the whole message.
 //!
 //! The test command runs a bounded number of cases (`MAILROOM_FUZZ_CASES`, default 256 per
 //! property). `MAILROOM_FUZZ_SECONDS=N` keeps each property running for N seconds instead,
@@ -207,6 +210,207 @@ fn any_bytes_through_all_four_stages() {
         );
         Ok(())
     });
+}
+
+/// A MIME part for [`generated_message`]: text, HTML or binary contents in one of the
+/// transfer encodings, or a multipart of parts.
+#[derive(Debug, Clone)]
+enum Part {
+    Leaf {
+        content_type: &'static str,
+        encoding: &'static str,
+        disposition: Option<&'static str>,
+        contents: Vec<u8>,
+    },
+    Multi(&'static str, Vec<Part>),
+}
+
+fn part() -> impl Strategy<Value = Part> {
+    let leaf = (
+        prop::sample::select(vec![
+            "text/plain; charset=utf-8",
+            "text/html",
+            "image/png",
+            "application/pdf; name=\"a.pdf\"",
+            "application/octet-stream",
+            "application/json",
+        ]),
+        prop::sample::select(vec!["base64", "quoted-printable", "7bit", "8bit", "binary"]),
+        prop::option::of(prop::sample::select(vec![
+            "attachment; filename=\"x.bin\"",
+            "inline",
+        ])),
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..300),
+            "[a-z <>/=\n]{0,200}".prop_map(String::into_bytes),
+        ],
+    )
+        .prop_map(
+            |(content_type, encoding, disposition, contents)| Part::Leaf {
+                content_type,
+                encoding,
+                disposition,
+                contents,
+            },
+        );
+    leaf.prop_recursive(3, 12, 4, |inner| {
+        (
+            prop::sample::select(vec!["mixed", "alternative", "related"]),
+            prop::collection::vec(inner, 1..4),
+        )
+            .prop_map(|(kind, parts)| Part::Multi(kind, parts))
+    })
+}
+
+/// Writes `part` (its header fields, a blank line, its body) with `eol`; `level` names
+/// each multipart's own boundary.
+fn write_part(part: &Part, eol: &str, level: &mut usize, out: &mut Vec<u8>) {
+    use base64::Engine as _;
+    match part {
+        Part::Leaf {
+            content_type,
+            encoding,
+            disposition,
+            contents,
+        } => {
+            out.extend(format!("Content-Type: {content_type}{eol}").bytes());
+            out.extend(format!("Content-Transfer-Encoding: {encoding}{eol}").bytes());
+            if let Some(d) = disposition {
+                out.extend(format!("Content-Disposition: {d}{eol}").bytes());
+            }
+            out.extend(eol.bytes());
+            match *encoding {
+                "base64" => {
+                    let text = base64::engine::general_purpose::STANDARD.encode(contents);
+                    for line in text.as_bytes().chunks(76) {
+                        out.extend_from_slice(line);
+                        out.extend(eol.bytes());
+                    }
+                }
+                "quoted-printable" => {
+                    for (i, b) in contents.iter().enumerate() {
+                        if i > 0 && i % 70 == 0 {
+                            out.extend(format!("={eol}").bytes());
+                        }
+                        match b {
+                            b'!'..=b'<' | b'>'..=b'~' => out.push(*b),
+                            _ => out.extend(format!("={b:02X}").bytes()),
+                        }
+                    }
+                    out.extend(eol.bytes());
+                }
+                _ => {
+                    out.extend_from_slice(contents);
+                    out.extend(eol.bytes());
+                }
+            }
+        }
+        Part::Multi(kind, parts) => {
+            *level += 1;
+            let boundary = format!("b{level}");
+            out.extend(
+                format!("Content-Type: multipart/{kind}; boundary=\"{boundary}\"{eol}{eol}")
+                    .bytes(),
+            );
+            for p in parts {
+                out.extend(format!("--{boundary}{eol}").bytes());
+                write_part(p, eol, level, out);
+            }
+            out.extend(format!("--{boundary}--{eol}").bytes());
+        }
+    }
+}
+
+/// A message of generated MIME parts, with CRLF or LF line ends.
+fn generated_message() -> impl Strategy<Value = Vec<u8>> {
+    (part(), any::<bool>(), "[a-z ]{0,30}").prop_map(|(part, crlf, subject)| {
+        let eol = if crlf { "\r\n" } else { "\n" };
+        let mut out = format!(
+            "From: Ann <ann@customer.example>{eol}To: support@example.com{eol}\
+             Subject: {subject}{eol}Message-ID: <g@customer.example>{eol}MIME-Version: 1.0{eol}"
+        )
+        .into_bytes();
+        write_part(&part, eol, &mut 0, &mut out);
+        out
+    })
+}
+
+/// Classify works from the copy filter hands it (the message without its binary parts'
+/// contents), with no raw mail to read: it must decide what it decides on the whole
+/// message, for generated MIME trees and mutated fixtures alike.
+#[test]
+fn classify_on_the_copy_decides_as_on_the_message() {
+    let config = Config::load(&golden_dir().join("mailroom.toml")).expect("the golden config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let config = Arc::new(config);
+    let strategy = prop_oneof![generated_message(), message(seeds())];
+    let copies = std::sync::atomic::AtomicUsize::new(0);
+    run_property("classify on the copy", strategy, |raw| {
+        let (ports, world, _) = memory_ports();
+        let engine = Engine::with_rules(config.clone(), ports);
+        let env = Envelope::new(
+            content_id(&raw),
+            RawRef {
+                bucket: "local".into(),
+                key: "fuzz.eml".into(),
+            },
+        );
+        world
+            .raw
+            .lock()
+            .unwrap()
+            .insert("fuzz.eml".into(), raw.clone());
+        let filtered = rt
+            .block_on(engine.run_stage(mailroom_core::model::Stage::Filter, env.clone()))
+            .map_err(|e| TestCaseError::fail(format!("filter: {e}")))?;
+        let Some(copy) = &filtered.classify_copy else {
+            // The copy is of what mail-parser parsed: 8-bit header lines made UTF-8 can
+            // make it longer than the raw mail.
+            let longest = Mail::parse(&raw)
+                .ok()
+                .and_then(|m| m.without_attachment_contents(usize::MAX))
+                .map_or(0, |copy| copy.len());
+            prop_assert!(
+                longest == 0 || longest > mailroom_core::model::CLASSIFY_COPY_MAX,
+                "a message that parsed got no copy, and its copy is {longest} bytes"
+            );
+            return Ok(());
+        };
+        prop_assert_eq!(copy.size, raw.len() as u64);
+        copies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // What the rules and the models read, beyond what the golden config's rules ask.
+        let (part, whole) = (
+            Mail::parse_copy(&copy.mail, None, copy.size).expect("the copy parses"),
+            Mail::parse(&raw).expect("the message parsed in filter"),
+        );
+        prop_assert_eq!(&part.text, &whole.text);
+        prop_assert_eq!(part.has_attachment(), whole.has_attachment());
+        let features = mailroom_learn::FeatureConfig::default();
+        prop_assert_eq!(
+            mailroom_learn::features::extract(&part, &features),
+            mailroom_learn::features::extract(&whole, &features)
+        );
+        world.raw.lock().unwrap().clear();
+        let classified = rt
+            .block_on(engine.run_stage(mailroom_core::model::Stage::Classify, filtered))
+            .map_err(|e| TestCaseError::fail(format!("classify on the copy: {e}")))?;
+        let (ports, _, _) = memory_ports();
+        let whole = rt
+            .block_on(Engine::with_rules(config.clone(), ports).run_all(env, &raw))
+            .map_err(|e| TestCaseError::fail(format!("no verdict: {e}")))?;
+        prop_assert_eq!(
+            &classified.results.classify,
+            &whole.envelope.results.classify
+        );
+        prop_assert_eq!(&classified.conversation, &whole.envelope.conversation);
+        Ok(())
+    });
+    let copies = copies.into_inner();
+    assert!(copies > 0, "no case made a copy");
+    eprintln!("fuzz classify on the copy: {copies} cases classified from a copy");
 }
 
 /// A header field name, from the ones the rewrite treats specially and others.

@@ -88,8 +88,22 @@ pub struct Mail<'a> {
     pub message_id: Option<String>,
     /// How many `From` header fields the message has (RFC 5322 allows one).
     pub from_headers: usize,
+    /// The size of the message as received: of `raw`, or of the message a copy was made of.
+    size: u64,
     /// Lower-cased subject and text, made once on first use (rules and scorers all want it).
     lower: std::sync::OnceLock<(String, String)>,
+}
+
+/// What stands for the contents of a binary part that are not UTF-8, in a copy without
+/// attachment contents: bytes that decode, in the part's transfer encoding, to bytes that
+/// are not UTF-8 either, so the part parses as the binary part it was (an empty body
+/// would read as text, and UTF-8 contents join the body text).
+fn stand_in(encoding: mail_parser::Encoding) -> &'static [u8] {
+    match encoding {
+        mail_parser::Encoding::Base64 => b"////",
+        mail_parser::Encoding::QuotedPrintable => b"=FF",
+        mail_parser::Encoding::None => b"\xff",
+    }
 }
 
 /// Attached messages (`message/rfc822`, `message/global`) are opened this many levels deep;
@@ -318,8 +332,69 @@ impl<'a> Mail<'a> {
             text,
             message_id,
             from_headers,
+            size: raw.len() as u64,
             lower: Default::default(),
         })
+    }
+
+    /// Parses a copy made by [`Mail::without_attachment_contents`] of a message of `size`
+    /// bytes: the same facts as the message's own parse, its size included.
+    pub fn parse_copy(
+        copy: &'a [u8],
+        receipt: Option<&Receipt>,
+        size: u64,
+    ) -> Result<Mail<'a>, MailError> {
+        let mut mail = Self::parse_with_receipt(copy, receipt)?;
+        mail.size = size;
+        Ok(mail)
+    }
+
+    /// The message as parsed, with the contents of its binary parts (attachments, inline
+    /// images) replaced by a few bytes that decode as they did (see [`stand_in`]), or
+    /// `None` when that is longer than `max` bytes. The headers of every part, its
+    /// structure, its text and HTML bodies and its attached messages stay as they are:
+    /// everything classify reads. Header lines that were 8-bit are UTF-8 in it, as the
+    /// parse read them.
+    pub fn without_attachment_contents(&self, max: usize) -> Option<Vec<u8>> {
+        let whole = self.message.raw_message();
+        let mut cut: Vec<(usize, usize, &[u8])> = self
+            .message
+            .parts
+            .iter()
+            .filter_map(|p| {
+                let (mail_parser::PartType::Binary(bytes)
+                | mail_parser::PartType::InlineBinary(bytes)) = &p.body
+                else {
+                    return None;
+                };
+                // Contents that are UTF-8 are text to mail-parser: the body text may hold
+                // them. They stay.
+                if std::str::from_utf8(bytes).is_ok() {
+                    return None;
+                }
+                let stand_in = stand_in(p.encoding);
+                let (start, end) = (
+                    p.offset_body as usize,
+                    (p.offset_end as usize).min(whole.len()),
+                );
+                (start + stand_in.len() < end).then_some((start, end, stand_in))
+            })
+            .collect();
+        cut.sort_unstable();
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(cut.len() * 2 + 1);
+        let mut at = 0;
+        for (start, end, stand_in) in cut {
+            // Binary parts are leaves and never overlap; were one inside another, the
+            // outer one's contents would stay.
+            if start >= at {
+                pieces.push(&whole[at..start]);
+                pieces.push(stand_in);
+                at = end;
+            }
+        }
+        pieces.push(&whole[at..]);
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        (len <= max).then(|| pieces.concat())
     }
 
     /// The subject, lower-cased.
@@ -402,7 +477,7 @@ impl<'a> Mail<'a> {
     }
 
     pub fn size(&self) -> u64 {
-        self.raw.len() as u64
+        self.size
     }
 }
 
@@ -663,5 +738,187 @@ mod tests {
             Mail::parse(b"X-Custom: 1\n\nbody").err(),
             Some(MailError::NotMail(_))
         ));
+    }
+
+    /// What classify reads of a message, from `mail`.
+    fn classify_facts(m: &Mail) -> String {
+        let mut out = format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {} {} {} {}\n{}\n",
+            m.from,
+            m.from_name,
+            m.recipients,
+            m.header_recipients,
+            m.message_id,
+            m.subject,
+            m.from_headers,
+            m.size(),
+            m.has_attachment(),
+            m.message.parts.len(),
+            m.text
+        );
+        for h in m.message.headers() {
+            out.push_str(&format!(
+                "{}: {:?}\n",
+                h.name(),
+                m.header_texts(h.name()).collect::<Vec<_>>()
+            ));
+        }
+        for a in m.attachments() {
+            out.push_str(&format!(
+                "{:?} {:?} {}\n",
+                a.name, a.other_name, a.content_type
+            ));
+        }
+        for (i, p) in m.message.parts.iter().enumerate() {
+            let ct = p
+                .content_type()
+                .map(|c| (c.ctype(), c.subtype(), c.attributes()));
+            out.push_str(&format!("{i} {ct:?} {:?}", p.content_transfer_encoding()));
+            match &p.body {
+                mail_parser::PartType::Html(h) => out.push_str(&format!("html {h}")),
+                mail_parser::PartType::Text(t) => out.push_str(&format!("text {}", t.len())),
+                mail_parser::PartType::Binary(_) => out.push_str("binary"),
+                mail_parser::PartType::InlineBinary(_) => out.push_str("inline binary"),
+                mail_parser::PartType::Message(_) => out.push_str("message"),
+                mail_parser::PartType::Multipart(p) => out.push_str(&format!("multipart {p:?}")),
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "{:?} {:?} {:?} {:?}",
+            m.message.text_body,
+            m.message.html_body,
+            m.message.attachments,
+            m.attachment_scan().unscanned
+        ));
+        out
+    }
+
+    /// Whether the copy without attachment contents gives classify the same facts as the
+    /// message itself; `false` when the message does not parse.
+    fn assert_copy_reads_the_same(raw: &[u8]) -> bool {
+        let Ok(whole) = Mail::parse(raw) else {
+            return false;
+        };
+        let copy = whole.without_attachment_contents(usize::MAX).unwrap();
+        assert!(copy.len() <= whole.raw.len() + whole.raw.len() / 2);
+        let part = Mail::parse_copy(&copy, None, whole.size()).unwrap();
+        assert_eq!(classify_facts(&part), classify_facts(&whole));
+        true
+    }
+
+    #[test]
+    fn a_copy_without_attachment_contents_reads_like_the_message() {
+        // JPEG bytes, which are not UTF-8.
+        let big = "/9j/4AAQ".repeat(50_000);
+        let raw = format!(
+            "From: =?utf-8?q?Ren=C3=A9?= <rene@customer.example>\r\n\
+             To: support@example.com, Cc <cc@example.com>\r\n\
+             Subject: Invoice @@@\r\n\
+             Date: Mon, 7 Dec 2026 08:00:00 +0000\r\n\
+             Message-ID: <m1@customer.example>\r\n\
+             MIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n\
+             --outer\r\n\
+             Content-Type: multipart/related; boundary=\"rel\"\r\n\r\n\
+             --rel\r\n\
+             Content-Type: text/html; charset=utf-8\r\n\r\n\
+             <p>Please see the <a href=\"https://billing.example/x\">invoice</a></p>\r\n\
+             --rel\r\n\
+             Content-Type: image/png\r\n\
+             Content-ID: <logo>\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n\
+             {big}\r\n\
+             --rel--\r\n\
+             --outer\r\n\
+             Content-Type: application/pdf; name=\"invoice.pdf\"\r\n\
+             Content-Disposition: attachment; filename=\"invoice.pdf\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n\
+             {big}\r\n\
+             --outer\r\n\
+             Content-Type: message/rfc822\r\n\r\n\
+             From: inner@partner.example\r\n\
+             Subject: inner\r\n\
+             Content-Type: multipart/mixed; boundary=\"in\"\r\n\r\n\
+             --in\r\n\
+             Content-Type: text/plain\r\n\r\n\
+             inner text\r\n\
+             --in\r\n\
+             Content-Type: application/zip; name=\"a.zip\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n\
+             UEsDBA==\r\n\
+             --in--\r\n\
+             --outer--\r\n"
+        );
+        let mut raw = raw.into_bytes();
+        // A Latin-1 subject: its header line is made UTF-8 before the parse.
+        let at = raw.windows(3).position(|w| w == b"@@@").unwrap();
+        raw.splice(at..at + 3, *b"\xe9t\xe9");
+        let whole = Mail::parse(&raw).unwrap();
+        assert_eq!(whole.subject, "Invoice été");
+        let copy = whole.without_attachment_contents(usize::MAX).unwrap();
+        assert!(copy.len() < 2_000, "{} bytes", copy.len());
+        assert!(assert_copy_reads_the_same(&raw));
+        assert_eq!(whole.attachments().len(), 4, "logo, pdf, message, zip");
+        // A cap the copy is over: no copy.
+        assert_eq!(whole.without_attachment_contents(copy.len() - 1), None);
+        assert!(whole.without_attachment_contents(copy.len()).is_some());
+    }
+
+    #[test]
+    fn a_copy_of_a_single_binary_part_keeps_its_headers() {
+        let raw = b"From: a@example.org\nSubject: scan\nContent-Type: application/pdf\nContent-Transfer-Encoding: base64\n\nJVBERi0xLjQKJeLjz9MK\n";
+        assert!(assert_copy_reads_the_same(raw));
+        let whole = Mail::parse(raw).unwrap();
+        let copy = whole.without_attachment_contents(usize::MAX).unwrap();
+        assert!(
+            copy.ends_with(b"base64\n\n////"),
+            "{}",
+            String::from_utf8_lossy(&copy)
+        );
+        // Contents that are UTF-8 are text to mail-parser, and stay.
+        let raw = b"From: a@example.org\nSubject: data\nContent-Type: application/json\nContent-Transfer-Encoding: base64\n\neyJhIjogMX0K\n";
+        let whole = Mail::parse(raw).unwrap();
+        assert_eq!(whole.without_attachment_contents(usize::MAX).unwrap(), raw);
+    }
+
+    #[test]
+    fn copies_of_the_corpus_read_like_the_messages() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+        let mut files = Vec::new();
+        for sub in ["spam/ham", "spam/spam"] {
+            files.extend(
+                std::fs::read_dir(dir.join(sub))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+        let mut walk = vec![dir.join("mime-edge-cases")];
+        while let Some(d) = walk.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk.push(path);
+                } else if path.extension().is_none_or(|x| x != "txt") && !path.ends_with("COPYING")
+                {
+                    files.push(path);
+                }
+            }
+        }
+        let n = files
+            .iter()
+            .filter(|path| {
+                let raw = std::fs::read(path).unwrap();
+                std::panic::catch_unwind(|| assert_copy_reads_the_same(&raw))
+                    .unwrap_or_else(|_| panic!("{}", path.display()))
+            })
+            .count();
+        if n == 0 {
+            crate::skip::skipped("copies of the corpus: ../shared/data is not present");
+        } else {
+            println!("{n} corpus messages: their copies read the same");
+        }
     }
 }

@@ -112,6 +112,52 @@ fn measure(dir: &Path, k: usize, per_label: usize, step: usize) -> (f64, f64, Op
     (e.accuracy, e.macro_f1, recall)
 }
 
+/// The classify stage reads the copy filter makes without the attachments' contents
+/// ([`Mail::without_attachment_contents`]): the models must see the same features in it as
+/// in the message, bit for bit.
+#[test]
+fn copies_without_attachment_contents_give_the_same_features() {
+    let Some(data) = data_dir() else {
+        return;
+    };
+    let cfg = FeatureConfig::default();
+    let mut n = 0;
+    for dir in ["spam", "tickets/by-queue"] {
+        let mut sizes = Vec::new();
+        let (_, files) = labelled(&data.join(dir));
+        // Every third message: the facts of every one are compared in the core's tests.
+        for path in files.iter().flatten().step_by(3) {
+            let raw = std::fs::read(path).unwrap();
+            let Ok(whole) = Mail::parse(&raw) else {
+                continue;
+            };
+            let copy = whole.without_attachment_contents(usize::MAX).unwrap();
+            let part = Mail::parse_copy(&copy, None, whole.size()).unwrap();
+            assert_eq!(
+                features::extract(&part, &cfg),
+                features::extract(&whole, &cfg),
+                "{}",
+                path.display()
+            );
+            assert_eq!(features::language(&part), features::language(&whole));
+            sizes.push((copy.len(), raw.len()));
+            n += 1;
+        }
+        sizes.sort_unstable();
+        let copies: usize = sizes.iter().map(|s| s.0).sum();
+        let whole: usize = sizes.iter().map(|s| s.1).sum();
+        let limit = mailroom_core::model::CLASSIFY_COPY_MAX;
+        let over = sizes.iter().filter(|s| s.0 > limit).count();
+        println!(
+            "{dir}: {} messages, the same features in their copies: median copy {} bytes, \
+             {copies} bytes of copies for {whole} of mail, {over} over CLASSIFY_COPY_MAX",
+            sizes.len(),
+            sizes[sizes.len() / 2].0
+        );
+    }
+    assert!(n > 1000, "{n} messages");
+}
+
 #[test]
 fn quick_cross_validation() {
     let Some(data) = data_dir() else {

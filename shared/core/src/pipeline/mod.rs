@@ -22,7 +22,7 @@ use crate::classify::Classifier;
 use crate::config::Config;
 use crate::filter::Filter;
 use crate::mail::{Mail, MailError, strip_mbox_from_line};
-use crate::model::{AuditRecord, Envelope, HEADER_SECTION_MAX, Stage};
+use crate::model::{AuditRecord, CLASSIFY_COPY_MAX, Envelope, HEADER_SECTION_MAX, MailCopy, Stage};
 use crate::operate::MessageSummary;
 use crate::ports::{
     Assistant, AuditLog, FeedbackLog, MailBytes, MailSender, MessageIndex, ObjectStore, PortError,
@@ -253,25 +253,38 @@ impl Engine {
 
     /// Runs one stage on an envelope (one Lambda invocation's work for one record), then
     /// publishes the updated envelope to the next stage.
-    /// Respond reads the header section route handed it instead of the raw mail, when the
-    /// envelope carries one.
+    /// Respond reads the header section route handed it, and classify the copy without
+    /// attachment contents filter handed it, instead of the raw mail, when the envelope
+    /// carries one.
     pub async fn run_stage(&self, stage: Stage, mut env: Envelope) -> Result<Envelope, StageError> {
-        // Taken in every stage: it is respond's, and goes no further than respond's input.
-        let raw = match env.header_section.take() {
-            Some(headers) if stage == Stage::Respond => headers,
-            _ => self
-                .ports
-                .raw
-                .get_raw(&env.raw)
-                .await
-                .map_err(|e| StageError::from_port(&env.id, stage, "reading raw mail", e))?,
-        };
-        let (decided, parsed_ok) = {
-            let parsed = self.parse(&raw, &env);
+        // Taken in every stage: each goes no further than its own stage's input.
+        let (section, copy) = (env.header_section.take(), env.classify_copy.take());
+        let (raw, size) =
+            match (stage, section, copy) {
+                (Stage::Respond, Some(headers), _) => (headers, None),
+                (Stage::Classify, _, Some(copy)) => (copy.mail, Some(copy.size)),
+                _ => (
+                    self.ports.raw.get_raw(&env.raw).await.map_err(|e| {
+                        StageError::from_port(&env.id, stage, "reading raw mail", e)
+                    })?,
+                    None,
+                ),
+            };
+        let (decided, parsed_ok, for_classify) = {
+            let parsed = self.parse_sized(&raw, size, &env);
             let decided = self
                 .decide(stage, &mut env, &raw, parsed.as_ref(), None)
                 .await?;
-            (decided, parsed.is_ok())
+            let for_classify = match &parsed {
+                Ok(mail) if stage.next() == Some(Stage::Classify) => mail
+                    .without_attachment_contents(CLASSIFY_COPY_MAX)
+                    .map(|copy| MailCopy {
+                        size: mail.size(),
+                        mail: copy,
+                    }),
+                _ => None,
+            };
+            (decided, parsed.is_ok(), for_classify)
         };
         // The parse (with any decoded attachments) is gone: forwards take the raw bytes.
         let for_respond = (stage.next() == Some(Stage::Respond) && parsed_ok)
@@ -280,6 +293,7 @@ impl Engine {
         self.finish(stage, &mut env, decided, Raw::Owned(raw))
             .await?;
         env.header_section = for_respond;
+        env.classify_copy = for_classify;
         if let Some(next) = stage.next() {
             self.ports
                 .publisher
@@ -339,11 +353,27 @@ impl Engine {
 
     /// Parses unless the message is over the size limit (then it is never parsed).
     fn parse<'r>(&self, raw: &'r [u8], env: &Envelope) -> Result<Mail<'r>, MailError> {
+        self.parse_sized(raw, None, env)
+    }
+
+    /// The same for `raw` that may be a copy of a message of `size` bytes.
+    fn parse_sized<'r>(
+        &self,
+        raw: &'r [u8],
+        size: Option<u64>,
+        env: &Envelope,
+    ) -> Result<Mail<'r>, MailError> {
         let max = self.config.filter.max_message_size.0;
-        if raw.len() as u64 > max {
-            return Err(MailError::NotMail(format!("oversize: {} bytes", raw.len())));
+        let size_of_message = size.unwrap_or(raw.len() as u64);
+        if size_of_message > max {
+            return Err(MailError::NotMail(format!(
+                "oversize: {size_of_message} bytes"
+            )));
         }
-        Mail::parse_with_receipt(raw, env.receipt.as_ref())
+        match size {
+            Some(size) => Mail::parse_copy(raw, env.receipt.as_ref(), size),
+            None => Mail::parse_with_receipt(raw, env.receipt.as_ref()),
+        }
     }
 
     /// Runs a stage's decision and its effects, except the route stage's rewritten copies,
@@ -560,7 +590,7 @@ mod tests {
 
     use super::*;
     use crate::embedded::memory::{MemoryState, MemoryWorld, memory_ports};
-    use crate::model::{Action, RawRef, RespondResult, Verdict};
+    use crate::model::{Action, DecidedBy, RawRef, RespondResult, Verdict};
     use crate::ports::{OutgoingMail, PortResult};
 
     const CONFIG: &str = r#"
@@ -938,6 +968,137 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
             "{:?}",
             reply_lines(&reply)
         );
+    }
+
+    /// A message with a 300 KB attachment, which a rule on its size, attachment and
+    /// headers decides.
+    fn invoice(n: u32) -> Vec<u8> {
+        let mut raw = mail(n, "ann@customer.example");
+        let body = raw.split_off(raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap());
+        raw.extend_from_slice(b"\r\nX-Account: A-17\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n");
+        raw.extend_from_slice(&body);
+        raw.extend_from_slice(b"--b\r\nContent-Type: application/pdf; name=invoice.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+        for _ in 0..5_000 {
+            raw.extend_from_slice(
+                b"JVBERi0xLjQKJeLjz9MKJeLjz9MKJeLjz9MKJeLjz9MKJeLjz9MKJeLjz9MK\r\n",
+            );
+        }
+        raw.extend_from_slice(b"--b--\r\n");
+        raw
+    }
+
+    const SIZED: &str = r#"
+[mailroom]
+domains = ["example.com"]
+
+[[classify.rules]]
+name = "large-account-invoice"
+category = "billing"
+when = { has_attachment = true, size_min = "200KB", header = { "X-Account" = "^A-" }, body = "question" }
+"#;
+
+    #[tokio::test]
+    async fn classify_reads_the_copy_filter_hands_it_not_the_raw_mail() {
+        let (ports, world, _) = memory_ports();
+        let engine =
+            Engine::with_rules(Arc::new(Config::from_toml(SIZED, "t.toml").unwrap()), ports);
+        let raw = invoice(3);
+        assert!(raw.len() > 300_000);
+        world.raw.lock().unwrap().insert("k".into(), raw.clone());
+        let env = engine.run_stage(Stage::Filter, env(&raw)).await.unwrap();
+        let (next, published) = world.published.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(next, Stage::Classify);
+        let copy = published
+            .classify_copy
+            .clone()
+            .expect("filter hands classify a copy");
+        assert_eq!(copy.size, raw.len() as u64);
+        assert!(copy.mail.len() < 1_000, "{} bytes", copy.mail.len());
+        assert_eq!(published, env);
+        // Through the wire format, as SQS carries it; then without the raw mail.
+        let env: Envelope = serde_json::from_str(&serde_json::to_string(&env).unwrap()).unwrap();
+        assert_eq!(env.classify_copy, Some(copy));
+        world.raw.lock().unwrap().clear();
+        let done = engine.run_stage(Stage::Classify, env).await.unwrap();
+        assert!(
+            done.classify_copy.is_none(),
+            "it goes no further than classify"
+        );
+        let classify = done.results.classify.clone().unwrap();
+        assert_eq!(classify.category, "billing");
+        assert_eq!(
+            classify.category_by,
+            DecidedBy::Rule("large-account-invoice".into())
+        );
+
+        // The same classification as a run that parsed the whole message.
+        let (ports, _, _) = memory_ports();
+        let whole =
+            Engine::with_rules(Arc::new(Config::from_toml(SIZED, "t.toml").unwrap()), ports);
+        let out = whole.run_all(self::env(&raw), &raw).await.unwrap();
+        assert_eq!(out.envelope.results.classify, Some(classify));
+        // Route needs the bytes, and reads them: without them it fails.
+        let e = engine.run_stage(Stage::Route, done).await.unwrap_err();
+        assert!(e.to_string().contains("reading raw mail"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_envelope_with_the_longest_copy_fits_one_sqs_chunk() {
+        let (engine, world, _) = memory_engine();
+        // A text body that makes the copy as long as it may be, 50 envelope recipients.
+        let mut raw = mail(5, "ann@customer.example");
+        let words = "please see the attached statement ".repeat(CLASSIFY_COPY_MAX / 34);
+        raw.extend_from_slice(words.as_bytes());
+        raw.truncate(CLASSIFY_COPY_MAX);
+        let mut env = env(&raw);
+        env.receipt = Some(crate::model::Receipt {
+            recipients: (0..50)
+                .map(|i| format!("a-rather-long-recipient-name-{i}@support.example.com"))
+                .collect(),
+            ..Default::default()
+        });
+        world.raw.lock().unwrap().insert("k".into(), raw.clone());
+        let env = engine.run_stage(Stage::Filter, env).await.unwrap();
+        assert_eq!(
+            env.classify_copy.as_ref().unwrap().mail.len(),
+            CLASSIFY_COPY_MAX
+        );
+        let wire = serde_json::to_string(&env).unwrap();
+        assert!(wire.len() <= 64 * 1024, "{} bytes", wire.len());
+        // One byte more, and classify reads the raw mail instead.
+        raw.push(b'.');
+        world.raw.lock().unwrap().insert("k".into(), raw.clone());
+        let env = engine
+            .run_stage(Stage::Filter, self::env(&raw))
+            .await
+            .unwrap();
+        assert!(env.classify_copy.is_none());
+    }
+
+    #[tokio::test]
+    async fn classify_reads_the_raw_mail_when_the_envelope_has_no_copy() {
+        // An envelope from a filter that predates the copy, or whose copy was too long.
+        let (engine, world, _) = memory_engine();
+        let raw = mail(4, "bob@customer.example");
+        world.raw.lock().unwrap().insert("k".into(), raw.clone());
+        let mut env = engine.run_stage(Stage::Filter, env(&raw)).await.unwrap();
+        env.classify_copy = None;
+        let done = engine
+            .run_stage(Stage::Classify, env.clone())
+            .await
+            .unwrap();
+        assert_eq!(done.results.classify.unwrap().category, "support");
+        world.raw.lock().unwrap().clear();
+        let e = engine.run_stage(Stage::Classify, env).await.unwrap_err();
+        assert!(e.to_string().contains("reading raw mail"), "{e}");
+        // Mail that did not parse gets no copy.
+        let junk = b"\x00\x01binary".to_vec();
+        world.raw.lock().unwrap().insert("k".into(), junk.clone());
+        let env = engine
+            .run_stage(Stage::Filter, self::env(&junk))
+            .await
+            .unwrap();
+        assert!(env.classify_copy.is_none());
     }
 
     #[tokio::test]
