@@ -170,24 +170,34 @@ fn message(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-#[test]
-fn any_bytes_through_all_four_stages() {
+/// The golden config, and a runtime to run the engine's stages on.
+fn golden_config_and_runtime() -> (Arc<Config>, tokio::runtime::Runtime) {
     let config = Config::load(&golden_dir().join("mailroom.toml")).expect("the golden config");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a runtime");
-    let config = Arc::new(config);
+    (Arc::new(config), rt)
+}
+
+/// The envelope of a fuzzed message, read from `fuzz.eml` in the memory ports.
+fn fuzz_envelope(raw: &[u8]) -> Envelope {
+    Envelope::new(
+        content_id(raw),
+        RawRef {
+            bucket: "local".into(),
+            key: "fuzz.eml".into(),
+        },
+    )
+}
+
+#[test]
+fn any_bytes_through_all_four_stages() {
+    let (config, rt) = golden_config_and_runtime();
     run_property("all stages", message(seeds()), |raw| {
         let (ports, world, _) = memory_ports();
         let engine = Engine::with_rules(config.clone(), ports);
-        let env = Envelope::new(
-            content_id(&raw),
-            RawRef {
-                bucket: "local".into(),
-                key: "fuzz.eml".into(),
-            },
-        );
+        let env = fuzz_envelope(&raw);
         let outcome = rt
             .block_on(engine.run_all(env.clone(), &raw))
             .map_err(|e| TestCaseError::fail(format!("no verdict: {e}")))?;
@@ -340,24 +350,13 @@ fn generated_message() -> impl Strategy<Value = Vec<u8>> {
 /// message, for generated MIME trees and mutated fixtures alike.
 #[test]
 fn classify_on_the_copy_decides_as_on_the_message() {
-    let config = Config::load(&golden_dir().join("mailroom.toml")).expect("the golden config");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
-    let config = Arc::new(config);
+    let (config, rt) = golden_config_and_runtime();
     let strategy = prop_oneof![generated_message(), message(seeds())];
     let copies = std::sync::atomic::AtomicUsize::new(0);
     run_property("classify on the copy", strategy, |raw| {
         let (ports, world, _) = memory_ports();
         let engine = Engine::with_rules(config.clone(), ports);
-        let env = Envelope::new(
-            content_id(&raw),
-            RawRef {
-                bucket: "local".into(),
-                key: "fuzz.eml".into(),
-            },
-        );
+        let env = fuzz_envelope(&raw);
         world
             .raw
             .lock()
@@ -638,12 +637,7 @@ fn harmless_name() -> impl Strategy<Value = String> {
 /// multipart, after a text part or alone) to a random depth: never accepted.
 #[test]
 fn an_executable_in_any_container_is_never_accepted() {
-    let config = Config::load(&golden_dir().join("mailroom.toml")).expect("the golden config");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
-    let config = Arc::new(config);
+    let (config, rt) = golden_config_and_runtime();
     let strategy = (
         executable_header(),
         prop::collection::vec(any::<u8>(), 0..300),
@@ -692,13 +686,7 @@ fn an_executable_in_any_container_is_never_accepted() {
             }
             let (ports, _, _) = memory_ports();
             let engine = Engine::with_rules(config.clone(), ports);
-            let env = Envelope::new(
-                content_id(&raw),
-                RawRef {
-                    bucket: "local".into(),
-                    key: "fuzz.eml".into(),
-                },
-            );
+            let env = fuzz_envelope(&raw);
             let outcome = rt
                 .block_on(engine.run_all(env, &raw))
                 .map_err(|e| TestCaseError::fail(format!("no verdict: {e}")))?;
