@@ -68,7 +68,8 @@ static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
 /// A parsed message. Borrows the raw bytes: mail-parser parses zero-copy.
 pub struct Mail<'a> {
     pub message: Message<'a>,
-    /// The message without any leading mbox `From ` line.
+    /// The message without any leading mbox `From ` line (or the copy of it that
+    /// [`Mail::parse_copy`] parsed).
     pub raw: &'a [u8],
     /// Lower-cased `From` address.
     pub from: Option<String>,

@@ -187,6 +187,31 @@ pub fn content_id(raw: &[u8]) -> String {
     crate::secret::hex(&Sha256::digest(raw)[..12])
 }
 
+/// What a stage hands the next one of the mail besides its reference, so that it reads no
+/// raw mail: filter hands classify the copy without attachment contents, route hands
+/// respond the header section. Nothing for mail that did not parse, or when it is too long.
+fn hand_on(
+    stage: Stage,
+    raw: &[u8],
+    parsed: &Result<Mail<'_>, MailError>,
+) -> (Option<MailCopy>, Option<Vec<u8>>) {
+    let Ok(mail) = parsed else {
+        return (None, None);
+    };
+    match stage.next() {
+        Some(Stage::Classify) => (
+            mail.without_attachment_contents(CLASSIFY_COPY_MAX)
+                .map(|copy| MailCopy {
+                    size: mail.size(),
+                    mail: copy,
+                }),
+            None,
+        ),
+        Some(Stage::Respond) => (None, header_section(raw)),
+        _ => (None, None),
+    }
+}
+
 /// The header section of `raw` (without an mbox `From ` line, with the blank line that ends
 /// it), or `None` when it is longer than [`HEADER_SECTION_MAX`].
 fn header_section(raw: &[u8]) -> Option<Vec<u8>> {
@@ -270,30 +295,17 @@ impl Engine {
                     None,
                 ),
             };
-        let (decided, parsed_ok, for_classify) = {
-            let parsed = self.parse_sized(&raw, size, &env);
+        let (decided, handed_on) = {
+            let parsed = self.parse(&raw, size, &env);
             let decided = self
                 .decide(stage, &mut env, &raw, parsed.as_ref(), None)
                 .await?;
-            let for_classify = match &parsed {
-                Ok(mail) if stage.next() == Some(Stage::Classify) => mail
-                    .without_attachment_contents(CLASSIFY_COPY_MAX)
-                    .map(|copy| MailCopy {
-                        size: mail.size(),
-                        mail: copy,
-                    }),
-                _ => None,
-            };
-            (decided, parsed.is_ok(), for_classify)
+            (decided, hand_on(stage, &raw, &parsed))
         };
         // The parse (with any decoded attachments) is gone: forwards take the raw bytes.
-        let for_respond = (stage.next() == Some(Stage::Respond) && parsed_ok)
-            .then(|| header_section(&raw))
-            .flatten();
         self.finish(stage, &mut env, decided, Raw::Owned(raw))
             .await?;
-        env.header_section = for_respond;
-        env.classify_copy = for_classify;
+        (env.classify_copy, env.header_section) = handed_on;
         if let Some(next) = stage.next() {
             self.ports
                 .publisher
@@ -320,7 +332,7 @@ impl Engine {
         raw: &[u8],
         turns: &mut dyn turns::Turns,
     ) -> Result<Outcome, StageError> {
-        let parsed = self.parse(raw, &env);
+        let parsed = self.parse(raw, None, &env);
         for stage in Stage::ALL {
             // Worked out once: they say whether classify reads the index, and it reads by them.
             let clues = match (stage, &parsed) {
@@ -351,13 +363,9 @@ impl Engine {
         })
     }
 
-    /// Parses unless the message is over the size limit (then it is never parsed).
-    fn parse<'r>(&self, raw: &'r [u8], env: &Envelope) -> Result<Mail<'r>, MailError> {
-        self.parse_sized(raw, None, env)
-    }
-
-    /// The same for `raw` that may be a copy of a message of `size` bytes.
-    fn parse_sized<'r>(
+    /// Parses unless the message is over the size limit (then it is never parsed); `size`
+    /// is the message's when `raw` is a copy of it.
+    fn parse<'r>(
         &self,
         raw: &'r [u8],
         size: Option<u64>,
@@ -653,8 +661,13 @@ body = "Thanks {{ sender_name }}, reference {{ reference }}."
 
     /// The rules-only engine of [`CONFIG`] on the memory ports, with their world and state.
     fn memory_engine() -> (Engine, Arc<MemoryWorld>, Arc<MemoryState>) {
+        memory_engine_of(CONFIG)
+    }
+
+    /// The same with the config `toml`.
+    fn memory_engine_of(toml: &str) -> (Engine, Arc<MemoryWorld>, Arc<MemoryState>) {
         let (ports, world, state) = memory_ports();
-        let config = Arc::new(Config::from_toml(CONFIG, "t.toml").unwrap());
+        let config = Arc::new(Config::from_toml(toml, "t.toml").unwrap());
         (Engine::with_rules(config, ports), world, state)
     }
 
@@ -999,9 +1012,7 @@ when = { has_attachment = true, size_min = "200KB", header = { "X-Account" = "^A
 
     #[tokio::test]
     async fn classify_reads_the_copy_filter_hands_it_not_the_raw_mail() {
-        let (ports, world, _) = memory_ports();
-        let engine =
-            Engine::with_rules(Arc::new(Config::from_toml(SIZED, "t.toml").unwrap()), ports);
+        let (engine, world, _) = memory_engine_of(SIZED);
         let raw = invoice(3);
         assert!(raw.len() > 300_000);
         world.raw.lock().unwrap().insert("k".into(), raw.clone());
@@ -1032,9 +1043,7 @@ when = { has_attachment = true, size_min = "200KB", header = { "X-Account" = "^A
         );
 
         // The same classification as a run that parsed the whole message.
-        let (ports, _, _) = memory_ports();
-        let whole =
-            Engine::with_rules(Arc::new(Config::from_toml(SIZED, "t.toml").unwrap()), ports);
+        let (whole, _, _) = memory_engine_of(SIZED);
         let out = whole.run_all(self::env(&raw), &raw).await.unwrap();
         assert_eq!(out.envelope.results.classify, Some(classify));
         // Route needs the bytes, and reads them: without them it fails.

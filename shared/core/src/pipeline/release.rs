@@ -230,7 +230,7 @@ impl Engine {
             recipients: summary.recipients.clone(),
             ..Receipt::default()
         });
-        let parsed = self.parse(raw, &env);
+        let parsed = self.parse(raw, None, &env);
         let mail = parsed.as_ref();
         let mut filter = self.filter_stage(raw, mail, &[]).result;
         filter.verdict = Verdict::Accept;
