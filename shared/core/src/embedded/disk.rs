@@ -177,6 +177,20 @@ impl DiskState {
         Ok(out)
     }
 
+    /// Writes `key` (`None` deletes it) blind: a write that does not depend on what the
+    /// key holds costs no read of the file.
+    fn set(&self, name: &'static str, key: &str, value: Option<String>) -> PortResult<()> {
+        let full = {
+            let mut pending = self.pending.lock().expect("state lock");
+            pending.insert((name, key.to_string()), value);
+            pending.len() >= MAX_PENDING
+        };
+        if full {
+            self.write_group(false)?;
+        }
+        Ok(())
+    }
+
     /// Writes what is pending to the file in one durable transaction. The pending lock is
     /// held only to copy the group out and, once the file holds it, to drop what was not
     /// written again meanwhile: other messages read and write all the while. With `wait`
@@ -366,8 +380,13 @@ impl Drop for DiskState {
     }
 }
 
+fn row<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("rows serialise")
+}
+
+/// The write of an update that stores `v`.
 fn json<T: serde::Serialize>(v: &T) -> Option<Option<String>> {
-    Some(Some(serde_json::to_string(v).expect("rows serialise")))
+    Some(Some(row(v)))
 }
 
 #[async_trait]
@@ -397,7 +416,7 @@ impl Forget for DiskState {
         let prefix = key2(id, "");
         for name in ["stages", "effects", "audit"] {
             for k in self.keys_from(name, &prefix)? {
-                self.update(name, &k, |_| ((), Some(None)))?;
+                self.set(name, &k, None)?;
                 gone += 1;
             }
         }
@@ -407,7 +426,7 @@ impl Forget for DiskState {
         if let Some(summary) = summary {
             gone += 1;
             for k in index_keys(&summary) {
-                self.update("index", &k, |_| ((), Some(None)))?;
+                self.set("index", &k, None)?;
                 gone += 1;
             }
         }
@@ -438,7 +457,7 @@ impl Forget for DiskState {
             })
             .collect();
         for k in &keys {
-            self.update("rate_limits", k, |_| ((), Some(None)))?;
+            self.set("rate_limits", k, None)?;
         }
         self.flush()?;
         Ok(keys.len())
@@ -453,7 +472,7 @@ impl Forget for DiskState {
             .filter(|k| k.to_ascii_lowercase().ends_with(&old))
             .collect();
         for k in &keys {
-            self.update("effects", k, |_| ((), Some(None)))?;
+            self.set("effects", k, None)?;
         }
         self.flush()?;
         Ok(keys.len())
@@ -473,7 +492,7 @@ impl Forget for DiskState {
     }
 
     async fn begin_erasure(&self, subject: &str, ids: &[String]) -> PortResult<()> {
-        self.update("meta", &format!("erasing/{subject}"), |_| ((), json(&ids)))?;
+        self.set("meta", &format!("erasing/{subject}"), Some(row(&ids)))?;
         self.flush()
     }
 
@@ -487,7 +506,7 @@ impl Forget for DiskState {
     /// Kept until `mailroom gc` applies `retention.erasures`.
     async fn record_erasure(&self, record: &ErasureRecord, _keep_until: u64) -> PortResult<()> {
         let key = format!("{:020}\u{0}{}", record.at, record.subject);
-        self.update("erasures", &key, |_| ((), json(record)))?;
+        self.set("erasures", &key, Some(row(record)))?;
         self.update("meta", &format!("erasing/{}", record.subject), |_| {
             ((), Some(None))
         })?;
@@ -502,7 +521,7 @@ impl Forget for DiskState {
             .take_while(|k| *k < before)
             .collect();
         for k in &old {
-            self.update("erasures", k, |_| ((), Some(None)))?;
+            self.set("erasures", k, None)?;
         }
         self.flush()?;
         Ok(old.len())
@@ -520,7 +539,7 @@ fn allowed_keys(recipient: &str, sender: &str) -> [String; 2] {
 impl RecipientAllowList for DiskState {
     async fn allow_sender(&self, entry: &AllowedSender) -> PortResult<()> {
         for k in allowed_keys(&entry.recipient, &entry.sender) {
-            self.update("allowed", &k, |_| ((), json(entry)))?;
+            self.set("allowed", &k, Some(row(entry)))?;
         }
         // Another process (`mailroom run`) reads it next: on disk now.
         self.flush()
@@ -559,7 +578,7 @@ impl RecipientAllowList for DiskState {
         }
         for (r, s) in &pairs {
             for k in allowed_keys(r, s) {
-                self.update("allowed", &k, |_| ((), Some(None)))?;
+                self.set("allowed", &k, None)?;
             }
         }
         self.flush()?;
@@ -570,7 +589,7 @@ impl RecipientAllowList for DiskState {
 #[async_trait]
 impl FeedbackLog for DiskState {
     async fn correct(&self, correction: &Correction) -> PortResult<()> {
-        self.update("feedback", &correction.id, |_| ((), json(correction)))?;
+        self.set("feedback", &correction.id, Some(row(correction)))?;
         self.flush()
     }
 
@@ -689,10 +708,10 @@ impl MessageIndex for DiskState {
             .flat_map(index_keys)
             .filter(|k| !new_keys.contains(k))
         {
-            self.update("index", &k, |_| ((), Some(None)))?;
+            self.set("index", &k, None)?;
         }
         for k in new_keys {
-            self.update("index", &k, |_| ((), Some(Some(summary.id.clone()))))?;
+            self.set("index", &k, Some(summary.id.clone()))?;
         }
         Ok(())
     }
