@@ -170,10 +170,7 @@ impl DiskState {
             }
             (out, pending.len() >= MAX_PENDING)
         };
-        if full {
-            // Unless a group is on its way already: that makes room too.
-            self.write_group(false)?;
-        }
+        self.make_room(full)?;
         Ok(out)
     }
 
@@ -185,6 +182,12 @@ impl DiskState {
             pending.insert((name, key.to_string()), value);
             pending.len() >= MAX_PENDING
         };
+        self.make_room(full)
+    }
+
+    /// Writes a group once [`MAX_PENDING`] writes are pending, unless a group is on its
+    /// way already: that makes room too.
+    fn make_room(&self, full: bool) -> PortResult<()> {
         if full {
             self.write_group(false)?;
         }
