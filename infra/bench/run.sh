@@ -27,7 +27,9 @@
 #               RSS and wall of `mailroom run` on each, and of each function binary handling
 #               the 40 MB one (S3 on moto); flags any over 128 MiB
 #   size        each function's release binary (all seven, each built alone in its own
-#               directory as sam build builds it) and a zip of it named bootstrap
+#               directory as sam build builds it) and a zip of it named bootstrap, beside
+#               a function that does nothing and one with only the SDK config and the S3,
+#               SQS and DynamoDB clients every function has (examples/sdk_floor.rs)
 #   latency     one message alone, from the receipt notification to the auto-reply handed to
 #               SES: the four stage handlers against moto, each queue read at once (cargo
 #               bench -p mailroom-tests --bench latency), 30 runs; median and p90
@@ -100,10 +102,10 @@ if has coldstart || has memory || has size; then
         (cd "functions/${f}" && cargo build --release) >&2
     done
 fi
-if has coldstart; then
-    # The floor with the functions' profile too, so that the two are like for like.
-    echo "== (cd functions && cargo build --release -p mailroom-aws --example floor)" >&2
-    (cd functions && cargo build --release -p mailroom-aws --example floor) >&2
+if has coldstart || has size; then
+    # The floors with the functions' profile too, so that they are like for like.
+    echo "== (cd functions && cargo build --release -p mailroom-aws --example floor --example sdk_floor)" >&2
+    (cd functions && cargo build --release -p mailroom-aws --example floor --example sdk_floor) >&2
 fi
 
 # The AWS emulator, stopped however this script ends.
