@@ -142,13 +142,24 @@ pub fn eval(config_path: &Path, dir: &Path) -> Result<()> {
         .enable_all()
         .build()?;
     let (mut truth, mut predicted, mut failed) = (Vec::new(), Vec::new(), 0usize);
+    let mut skipped: Vec<(String, String)> = Vec::new();
     let started = Instant::now();
     for (y, (_, path)) in dirs.iter().enumerate() {
         for file in crate::input::files(std::slice::from_ref(path)) {
             for msg in crate::input::messages(file) {
-                let Ok(raw) = msg.raw else { continue };
-                let Ok(mail) = Mail::parse(&raw) else {
-                    continue;
+                let raw = match msg.raw {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        skipped.push((msg.source, e));
+                        continue;
+                    }
+                };
+                let mail = match Mail::parse(&raw) {
+                    Ok(mail) => mail,
+                    Err(e) => {
+                        skipped.push((msg.source, e.to_string()));
+                        continue;
+                    }
                 };
                 let request = classify_request(&mail, &config, &assist);
                 let answer = runtime.block_on(async {
@@ -169,6 +180,7 @@ pub fn eval(config_path: &Path, dir: &Path) -> Result<()> {
             }
         }
     }
+    crate::learn::say_skipped(&skipped);
     if truth.is_empty() {
         bail!("{}: no message to measure", dir.display());
     }
@@ -190,6 +202,7 @@ pub fn eval(config_path: &Path, dir: &Path) -> Result<()> {
             "model": assist.model,
             "dir": dir.display().to_string(),
             "failed_calls": failed,
+            "skipped": skipped.len(),
             "evaluation": evaluation,
         }))
         .context("the report serialises")?

@@ -333,15 +333,19 @@ fn read_corpus(
             );
         }
     }
-    if !corpus.skipped.is_empty() {
+    say_skipped(&corpus.skipped);
+    Ok(corpus)
+}
+
+/// One line for the inputs a measurement left out, naming the first and why: `(source,
+/// error)` each.
+pub fn say_skipped(skipped: &[(String, String)]) {
+    if let Some((source, error)) = skipped.first() {
         eprintln!(
-            "skipped {} inputs that are not readable mail (first: {}: {})",
-            corpus.skipped.len(),
-            corpus.skipped[0].0,
-            corpus.skipped[0].1
+            "skipped {} inputs that are not readable mail (first: {source}: {error})",
+            skipped.len()
         );
     }
-    Ok(corpus)
 }
 
 fn label_counts(c: &Corpus) -> Vec<usize> {

@@ -171,6 +171,12 @@ fn run_asks_a_local_model_about_the_unsure_and_keeps_its_draft() {
         )
         .unwrap();
     }
+    // Not mail: left out of the figures, and counted.
+    std::fs::write(
+        labelled.join("sales").join("notes.txt"),
+        "two lines\nof notes\n",
+    )
+    .unwrap();
     stub.answers.lock().unwrap().extend([
         r#"{"category":"sales","priority":"low"}"#.to_string(),
         "not json".to_string(),
@@ -190,5 +196,12 @@ fn run_asks_a_local_model_about_the_unsure_and_keeps_its_draft() {
     let report: Value = serde_json::from_slice(&eval.stdout).unwrap();
     assert_eq!(report["evaluation"]["messages"], 2);
     assert_eq!(report["evaluation"]["accuracy"], 0.5, "{report:#}");
+    assert_eq!(report["skipped"], 1, "{report:#}");
+    let said = String::from_utf8_lossy(&eval.stderr);
+    assert!(
+        said.contains("skipped 1 inputs that are not readable mail (first: ")
+            && said.contains("notes.txt: "),
+        "{said}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
